@@ -1,0 +1,93 @@
+"""Run metrics: JCT, latencies, utilizations, bytes per link, Max/Avg balance ratios.
+
+Pure functions over what a run recorded; the simulator and (later) the testbed both call them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def max_avg(values) -> float:
+    """Max/Avg ratio: 1.0 is perfect balance."""
+    v = np.asarray(list(values), dtype=float)
+    return float(v.max() / v.mean()) if v.size and v.mean() > 0 else 1.0
+
+
+def percentiles(values, qs=(50, 90, 99)) -> dict[str, float]:
+    v = np.asarray(values, dtype=float)
+    out = {"mean": float(v.mean()) if v.size else 0.0}
+    out.update({f"p{q}": float(np.percentile(v, q)) if v.size else 0.0 for q in qs})
+    return out
+
+
+@dataclass(frozen=True)
+class SystemMetrics:
+    jct_s: float
+    turns: int
+    agents: int
+    prefill_gpu_util: float  # share of time prefill GPUs spend computing
+    decode_gpu_busy: float  # share of time decode GPUs hold a non-empty batch
+    decode_batch_mean: float  # time-averaged decode batch per GPU
+    snic_util_pe: float  # read-direction utilization, averaged over PE nodes
+    snic_util_de: float  # same over DE nodes
+    snic_read_max_avg: float  # Max/Avg of bytes read per node (all nodes)
+    bytes_read: float  # from storage, all nodes
+    bytes_read_pe_nodes: float
+    bytes_read_de_nodes: float
+    bytes_written: float
+    hit_bytes: float  # sum over turns of cached tokens * KV bytes per token
+    tokens_prefilled: int  # new (computed) prompt tokens
+    tokens_cached: int
+    tokens_generated: int
+    ttft_s: dict
+    tpot_s: dict
+    io_bound_s: float  # hit bytes / usable SNIC bandwidth: no run can finish faster
+    compute_bound_s: float  # prefill compute / prefill GPUs: no run can finish faster
+    events: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(sim) -> SystemMetrics:
+    """Collect a finished Simulation's metrics."""
+    spec, topo, cost = sim.cfg.cluster, sim.topo, sim.cost
+    jct = max(sim.agent_done) if sim.agent_done else 0.0
+    span = jct if jct > 0 else 1.0
+    reqs = sim.finished
+    pe_nodes = [n for n in range(topo.nodes) if topo.node_role(n) == "prefill"]
+    de_nodes = [n for n in range(topo.nodes) if topo.node_role(n) == "decode"]
+    read = [link.bytes for link in sim.snic_read]
+    snic_bw = spec.snic_bytes_per_s
+    hit_tokens = sum(r.turn.cached for r in reqs)
+    hit_bytes = hit_tokens * cost.kv_bytes_per_token
+    usable_nodes = spec.prefill_nodes + (spec.decode_nodes if sim.system.dual_path else 0)
+    compute = sum(e.compute_s for e in sim.pe.values())
+    de_busy = sum(e.busy_s for e in sim.de.values())
+    return SystemMetrics(
+        jct_s=jct,
+        turns=len(reqs),
+        agents=len(sim.agents),
+        prefill_gpu_util=compute / (len(sim.pe) * span),
+        decode_gpu_busy=de_busy / (len(sim.de) * span),
+        decode_batch_mean=sum(e.batch_area for e in sim.de.values()) / (len(sim.de) * span),
+        snic_util_pe=sum(read[n] for n in pe_nodes) / (len(pe_nodes) * snic_bw * span),
+        snic_util_de=sum(read[n] for n in de_nodes) / (len(de_nodes) * snic_bw * span),
+        snic_read_max_avg=max_avg(read),
+        bytes_read=float(sum(read)),
+        bytes_read_pe_nodes=float(sum(read[n] for n in pe_nodes)),
+        bytes_read_de_nodes=float(sum(read[n] for n in de_nodes)),
+        bytes_written=float(sum(link.bytes for link in sim.snic_write)),
+        hit_bytes=float(hit_bytes),
+        tokens_prefilled=sum(r.turn.new for r in reqs),
+        tokens_cached=hit_tokens,
+        tokens_generated=sum(r.turn.output for r in reqs),
+        ttft_s=percentiles([r.first_token - r.arrive for r in reqs]),
+        tpot_s=percentiles([(r.finished - r.first_token) / (r.turn.output - 1)
+                            for r in reqs if r.turn.output > 1]),
+        io_bound_s=0.0 if sim.system.free_io else hit_bytes / (usable_nodes * snic_bw),
+        compute_bound_s=compute / len(sim.pe),
+        events=sim.loop.events,
+    )

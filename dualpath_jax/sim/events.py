@@ -1,0 +1,24 @@
+"""A minimal discrete-event loop in virtual seconds."""
+from __future__ import annotations
+
+import heapq
+from typing import Callable
+
+
+class EventLoop:
+    def __init__(self):
+        self.now = 0.0
+        self.events = 0
+        self._queue: list = []
+        self._seq = 0  # ties run in scheduling order: deterministic
+
+    def at(self, time: float, fn: Callable, *args) -> None:
+        heapq.heappush(self._queue, (time, self._seq, fn, args))
+        self._seq += 1
+
+    def run(self) -> None:
+        q, pop = self._queue, heapq.heappop
+        while q:
+            self.now, _, fn, args = pop(q)
+            self.events += 1
+            fn(*args)
