@@ -1,0 +1,74 @@
+"""Results files and the comparison table.
+
+File: <results_dir>/offline/<model>_<cluster>/agents<N>_len<L>.json holding
+{"config": resolved config, "calibration": efficiencies, "systems": {name: metrics},
+ "comparison": {name: {speedup_vs_basic, gap_to_oracle}}}. No wall-clock fields: the same seed
+gives a byte-identical file. Writes are atomic (temp file + rename): a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import to_dict
+from .experiment import OfflineResult
+
+
+def result_path(res: OfflineResult, results_dir: str | Path | None = None) -> Path:
+    cfg = res.cfg
+    base = Path(results_dir if results_dir is not None else cfg.results_dir)
+    return (base / "offline" / f"{cfg.model.name}_{cfg.cluster.name}"
+            / f"agents{cfg.workload.agents}_len{cfg.workload.mal_label}.json")
+
+
+def result_dict(res: OfflineResult) -> dict:
+    return {
+        "config": to_dict(res.cfg),
+        "calibration": res.efficiency.as_dict(),
+        "systems": {name: m.as_dict() for name, m in res.systems.items()},
+        "comparison": res.comparison(),
+    }
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(res: OfflineResult, results_dir: str | Path | None = None) -> Path:
+    path = result_path(res, results_dir)
+    write_json_atomic(path, result_dict(res))
+    return path
+
+
+def comparison_table(res: OfflineResult) -> Table:
+    cfg = res.cfg
+    table = Table(title=f"offline: {cfg.model.name} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
+                        f"MAL {cfg.workload.mal_label}")
+    for col in ("system", "JCT s", "vs basic", "vs oracle", "PE GPU util", "DE GPU busy",
+                "PE SNIC", "DE SNIC"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    comp = res.comparison()
+    for name, m in res.systems.items():
+        gap = comp[name].get("gap_to_oracle")
+        table.add_row(name, f"{m.jct_s:,.1f}", f"{comp[name]['speedup_vs_basic']:.2f}x",
+                      "-" if gap is None else f"{gap:+.1%}", f"{m.prefill_gpu_util:.1%}",
+                      f"{m.decode_gpu_busy:.1%}", f"{m.snic_util_pe:.1%}", f"{m.snic_util_de:.1%}")
+    return table
+
+
+def print_table(res: OfflineResult, console: Console | None = None) -> None:
+    (console or Console()).print(comparison_table(res))

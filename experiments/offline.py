@@ -1,0 +1,71 @@
+"""Offline experiment (Hydra entry point).
+
+    python -m experiments.offline +agents=1024 +len=64k
+    python -m experiments.offline --multirun +agents=512,1024,2048,4096 +len=32k,48k,64k
+    python -m experiments.offline +agents=1024 +len=64k model=qwen32b cluster=1p2d tracking.wandb=false
+"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dualpath_jax.config import ConfigError, ModelSpec, from_dict, to_dict
+from dualpath_jax.experiment import build_config, load_named, run_offline
+from dualpath_jax.results import print_table, write_result
+from dualpath_jax.tracking import track
+
+
+def _progress_factory(progress: Progress):
+    def start(system: str, turns: int):
+        task = progress.add_task(system, total=turns)
+        step = max(1, turns // 200)
+        count = 0
+
+        def tick() -> None:
+            nonlocal count
+            count += 1
+            if count % step == 0 or count == turns:
+                progress.update(task, completed=count)
+
+        return tick
+
+    return start
+
+
+def main_offline(cfg: DictConfig) -> None:
+    console = Console()
+    try:
+        exp = build_config(OmegaConf.to_container(cfg, resolve=True))
+        anchor = from_dict(ModelSpec, load_named("model", exp.hardware.calibration.anchor_model),
+                           "hardware.calibration.anchor_model")
+    except (ConfigError, ValueError) as e:
+        console.print(f"[bold red]config error:[/] {e}")
+        sys.exit(2)
+    name = f"offline-{exp.model.name}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
+    with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
+        columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("turns"), TimeElapsedColumn())
+        with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
+            res = run_offline(exp, anchor, progress=_progress_factory(bar))
+        path = write_result(res)
+        print_table(res, console)
+        console.print(f"results: {path}  (simulated in {res.wall_s:.1f} s wall)")
+        comp = res.comparison()
+        for sys_name, m in res.systems.items():
+            run.log({f"{sys_name}/jct_s": m.jct_s, f"{sys_name}/speedup_vs_basic":
+                     comp[sys_name]["speedup_vs_basic"], f"{sys_name}/prefill_gpu_util":
+                     m.prefill_gpu_util, f"{sys_name}/snic_util_pe": m.snic_util_pe,
+                     f"{sys_name}/snic_util_de": m.snic_util_de})
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="offline")
+def main(cfg: DictConfig) -> None:
+    main_offline(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The offline experiment end to end: Hydra composition, results files, errors, W&B runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dualpath_jax.config import ConfigError, ModelSpec, from_dict
+from dualpath_jax.experiment import build_config, load_named, parse_len, run_offline
+from dualpath_jax.results import result_dict, write_result
+
+from .helpers import ROOT
+
+SMALL = ["model=ds27b", "cluster=1p1d", "workload.trajectories=24", "tracking.wandb=false",
+         "sim.progress=false"]
+
+
+def composed(overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True)
+
+
+def run_small(tmp_path, extra=()):
+    cfg = build_config(composed(["+agents=24", "+len=32k", *SMALL, f"results_dir={tmp_path}", *extra]))
+    anchor = from_dict(ModelSpec, load_named("model", cfg.hardware.calibration.anchor_model))
+    return run_offline(cfg, anchor)
+
+
+def test_results_file_schema_and_ordering(tmp_path):
+    res = run_small(tmp_path)
+    path = write_result(res)
+    assert path == tmp_path / "offline" / "ds27b_1p1d" / "agents24_len32k.json"
+    data = json.loads(path.read_text())
+    assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
+    jct = {k: v["jct_s"] for k, v in data["systems"].items()}
+    assert jct["oracle"] <= jct["dualpath"] <= jct["basic"]
+    assert data["config"]["workload"]["agents"] == 24 and data["config"]["model"]["name"] == "ds27b"
+    assert data["comparison"]["basic"]["speedup_vs_basic"] == 1.0
+
+
+def test_same_seed_gives_identical_results_file(tmp_path):
+    a = write_result(run_small(tmp_path)).read_bytes()
+    b = write_result(run_small(tmp_path)).read_bytes()
+    assert a == b
+    c = result_dict(run_small(tmp_path, ["workload.seed=1"]))
+    assert c["systems"]["basic"]["jct_s"] != json.loads(a)["systems"]["basic"]["jct_s"]
+
+
+@pytest.mark.parametrize("value, mal, label", [("64k", 65536, "64k"), ("32K", 32768, "32k"),
+                                               (40000, 40000, "40000"), ("40000", 40000, "40000")])
+def test_parse_len(value, mal, label):
+    assert parse_len(value) == (mal, label)
+
+
+@pytest.mark.parametrize("value", ["banana", "-3k", True, "0"])
+def test_bad_len_says_what_len_accepts(value):
+    with pytest.raises(ConfigError, match="len takes 32k, 48k or 64k"):
+        parse_len(value)
+
+
+def test_missing_agents_and_bad_agents():
+    with pytest.raises(ConfigError, match=r"missing 'agents'.*\+agents=1024"):
+        build_config(composed(["+len=32k"]))
+    with pytest.raises(ConfigError, match=r"\+agents=-4: agents takes a positive integer"):
+        build_config(composed(["+agents=-4", "+len=32k"]))
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(ConfigError, match=r"config.sim: unknown field\(s\) \['batch'\]"):
+        build_config(composed(["+agents=4", "+len=32k", "+sim.batch=3"]))
+
+
+def test_unknown_named_config_lists_known():
+    with pytest.raises(ConfigError, match="model='nope' is unknown; known: ds27b, ds660b, dsv3, qwen32b"):
+        load_named("model", "nope")
+
+
+def _cli(args, tmp_path, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "experiments.offline", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    # Run the CLI from a scratch folder that still imports the project.
+    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
+    (tmp_path / "dualpath_jax").symlink_to(ROOT / "dualpath_jax")
+    return tmp_path
+
+
+def test_cli_unknown_model_and_bad_len(workdir):
+    out = _cli(["+agents=4", "+len=32k", "model=nope"], workdir)
+    assert out.returncode != 0 and "ds660b" in out.stderr and "qwen32b" in out.stderr
+    out = _cli(["+agents=4", "+len=banana", "tracking.wandb=false"], workdir)
+    assert out.returncode == 2 and "len takes 32k, 48k or 64k" in out.stdout
+
+
+def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
+    out = _cli(["--multirun", "+agents=4,8", "+len=32k", *SMALL[:-2], "tracking.wandb=true",
+                f"results_dir={workdir / 'res'}"], workdir, {"WANDB_MODE": "offline"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = sorted(p.name for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir())
+    assert files == ["agents4_len32k.json", "agents8_len32k.json"]
+    runs = sorted((workdir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # one W&B run per job, not one shared run
+    for run in runs:
+        assert list(run.glob("*.wandb")), run
