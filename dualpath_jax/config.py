@@ -155,13 +155,22 @@ class SystemSpec:
     layerwise: bool  # layerwise prefill: only one layer's KV in HBM at a time
     dual_path: bool  # storage reads may go through the DE node's SNIC
     free_io: bool = False  # oracle: storage reads, H2D/D2H and P->D transfers cost nothing
-    scheduler: str = "least_loaded"
+    scheduler: str = "least_loaded"  # inter-engine: least_loaded | round_robin | dualpath
+    batching: str = "tokens"  # intra-engine: tokens (FIFO token budget) | quota (compute quota + chunks)
+    split_read: bool = False  # our extension: split one request's read across both sides
+    qos: bool = True  # CNIC traffic manager: model collectives ahead of KV (else fair sharing)
+    dram_tier_tb: float = 0.0  # SGL(MC): DRAM store tier per node in front of storage (TB)
 
 
 @dataclass(frozen=True)
 class SimSpec:
-    prefill_batch_tokens: int = 16384  # new tokens per layerwise prefill batch (assumption)
-    block_tokens: int = 64  # tokens per Full Block (storage I/O granularity)
+    prefill_batch_tokens: int = 16384  # new tokens per prefill batch, `tokens` batching (assumption)
+    quota_ms: float = 300.0  # compute quota per prefill step, `quota` batching (paper)
+    min_chunk_tokens: int = 64  # smallest chunk worth splitting a request into (assumption)
+    alpha_s: float = 3.0  # PE choice: a node whose read queue drains within alpha_s is preferred
+    beta_s: float = 5.0  # PE choice: overloaded beyond beta_s of one GPU's prefill work
+    qos_weight: float = 0.99  # CNIC share of the high-priority (model) lane when KV is active
+    record_turns: bool = False  # keep every finished turn (tests); off at scale
     progress: bool = True
 
 

@@ -28,6 +28,9 @@ class SystemMetrics:
     turns: int
     agents: int
     prefill_gpu_util: float  # share of time prefill GPUs spend computing
+    prefill_barrier_idle: float  # share of time prefill GPUs wait at the DP-attention barrier
+    prefill_layer_ms: float  # mean prefill step time per layer
+    attn_max_avg: float  # Max/Avg of attention time across prefill GPUs
     decode_gpu_busy: float  # share of time decode GPUs hold a non-empty batch
     decode_batch_mean: float  # time-averaged decode batch per GPU
     snic_util_pe: float  # read-direction utilization, averaged over PE nodes
@@ -37,13 +40,14 @@ class SystemMetrics:
     bytes_read_pe_nodes: float
     bytes_read_de_nodes: float
     bytes_written: float
+    tier_hit_bytes: float  # served by a DRAM store tier instead of storage (SGL(MC))
     hit_bytes: float  # sum over turns of cached tokens * KV bytes per token
     tokens_prefilled: int  # new (computed) prompt tokens
     tokens_cached: int
     tokens_generated: int
     ttft_s: dict
     tpot_s: dict
-    io_bound_s: float  # hit bytes / usable SNIC bandwidth: no run can finish faster
+    io_bound_s: float  # storage bytes read / usable SNIC bandwidth: no run can finish faster
     compute_bound_s: float  # prefill compute / prefill GPUs: no run can finish faster
     events: int
 
@@ -53,26 +57,28 @@ class SystemMetrics:
 
 def summarize(sim) -> SystemMetrics:
     """Collect a finished Simulation's metrics."""
-    spec, topo, cost = sim.cfg.cluster, sim.topo, sim.cost
+    spec, topo = sim.cfg.cluster, sim.topo
     jct = max(sim.agent_done) if sim.agent_done else 0.0
     span = jct if jct > 0 else 1.0
-    reqs = sim.finished
     pe_nodes = [n for n in range(topo.nodes) if topo.node_role(n) == "prefill"]
     de_nodes = [n for n in range(topo.nodes) if topo.node_role(n) == "decode"]
     read = [link.bytes for link in sim.snic_read]
     snic_bw = spec.snic_bytes_per_s
-    hit_tokens = sum(r.turn.cached for r in reqs)
-    hit_bytes = hit_tokens * cost.kv_bytes_per_token
+    n_pe, n_de = spec.prefill_gpus, spec.decode_gpus
     usable_nodes = spec.prefill_nodes + (spec.decode_nodes if sim.system.dual_path else 0)
-    compute = sum(e.compute_s for e in sim.pe.values())
-    de_busy = sum(e.busy_s for e in sim.de.values())
+    nodes = sim.pe_nodes.values()
+    compute = sum(n.busy_s for n in nodes)
+    steps = sum(n.steps for n in nodes)
     return SystemMetrics(
         jct_s=jct,
-        turns=len(reqs),
+        turns=sim.turns,
         agents=len(sim.agents),
-        prefill_gpu_util=compute / (len(sim.pe) * span),
-        decode_gpu_busy=de_busy / (len(sim.de) * span),
-        decode_batch_mean=sum(e.batch_area for e in sim.de.values()) / (len(sim.de) * span),
+        prefill_gpu_util=compute / (n_pe * span),
+        prefill_barrier_idle=sum(n.bubble_s for n in nodes) / (n_pe * span),
+        prefill_layer_ms=1e3 * sum(n.step_s for n in nodes) / max(steps, 1) / sim.cost.model.layers,
+        attn_max_avg=max_avg(a for n in nodes for a in n.attn_s.values()),
+        decode_gpu_busy=sum(e.busy_s for e in sim.de.values()) / (n_de * span),
+        decode_batch_mean=sum(e.batch_area for e in sim.de.values()) / (n_de * span),
         snic_util_pe=sum(read[n] for n in pe_nodes) / (len(pe_nodes) * snic_bw * span),
         snic_util_de=sum(read[n] for n in de_nodes) / (len(de_nodes) * snic_bw * span),
         snic_read_max_avg=max_avg(read),
@@ -80,14 +86,14 @@ def summarize(sim) -> SystemMetrics:
         bytes_read_pe_nodes=float(sum(read[n] for n in pe_nodes)),
         bytes_read_de_nodes=float(sum(read[n] for n in de_nodes)),
         bytes_written=float(sum(link.bytes for link in sim.snic_write)),
-        hit_bytes=float(hit_bytes),
-        tokens_prefilled=sum(r.turn.new for r in reqs),
-        tokens_cached=hit_tokens,
-        tokens_generated=sum(r.turn.output for r in reqs),
-        ttft_s=percentiles([r.first_token - r.arrive for r in reqs]),
-        tpot_s=percentiles([(r.finished - r.first_token) / (r.turn.output - 1)
-                            for r in reqs if r.turn.output > 1]),
-        io_bound_s=0.0 if sim.system.free_io else hit_bytes / (usable_nodes * snic_bw),
-        compute_bound_s=compute / len(sim.pe),
+        tier_hit_bytes=float(sim.tier.hit_bytes if sim.tier is not None else 0.0),
+        hit_bytes=float(sim.tokens_cached * sim.kvb),
+        tokens_prefilled=sim.tokens_new,
+        tokens_cached=sim.tokens_cached,
+        tokens_generated=sim.tokens_out,
+        ttft_s=percentiles(sim.ttft),
+        tpot_s=percentiles(sim.tpot),
+        io_bound_s=float(sum(read)) / (usable_nodes * snic_bw),
+        compute_bound_s=compute / n_pe,
         events=sim.loop.events,
     )

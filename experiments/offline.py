@@ -37,7 +37,7 @@ def _progress_factory(progress: Progress):
 
 
 def main_offline(cfg: DictConfig) -> None:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)
     try:
         exp = build_config(OmegaConf.to_container(cfg, resolve=True))
         anchor = from_dict(ModelSpec, load_named("model", exp.hardware.calibration.anchor_model),

@@ -28,7 +28,7 @@ def small_config(model="ds27b", cluster="1p1d", agents=32, **cluster_overrides) 
         cluster=from_dict(ClusterSpec, cl),
         hardware=from_dict(HardwareSpec, load("hardware", "h800")),
         workload=WorkloadSpec(source="synthetic", agents=agents, mal=32768, mal_label="32k"),
-        systems=systems(), sim=SimSpec(progress=False), tracking=TrackingSpec(wandb=False))
+        systems=systems(), sim=SimSpec(progress=False, record_turns=True), tracking=TrackingSpec(wandb=False))
 
 
 def cost_for(cfg: ExperimentConfig) -> CostModel:

@@ -86,6 +86,12 @@ class CostModel:
     def prefill_time(self, flops: float) -> float:
         return flops / (self.peak * self.eff.prefill)
 
+    def prefill_split(self, cached: int, new: int) -> tuple[float, float]:
+        """(attention seconds, linear seconds) to prefill `new` tokens after `cached`."""
+        rate = self.peak * self.eff.prefill
+        return (self.counts.prefill_attn_flops(cached, new) / rate,
+                2.0 * self.counts.active_params * new / rate)
+
     def decode_step_time(self, batch: int, keys: float, context: float) -> float:
         """One step for `batch` requests attending `keys` keys and spanning `context` tokens in all."""
         if batch == 0:
@@ -94,3 +100,9 @@ class CostModel:
         mem = self.decode_weights + c.decode_kv_read_bytes(keys, context)
         flops = batch * 2.0 * c.active_params + (c.decode_flops(keys, context) - 2.0 * c.active_params)
         return mem / self.hbm + flops / (self.peak * self.eff.decode) + self._step_overhead
+
+    def decode_comm_time(self, batch: int) -> float:
+        """EP all-to-all seconds per decode step at full CNIC bandwidth (inside the calibrated step
+        time; the traffic manager adds to it only when KV traffic takes part of the CNIC)."""
+        per_token = self.counts.ep_bytes_per_token(self.cluster.decode_nodes)
+        return batch * per_token / self.cluster.cnic_bytes_per_s

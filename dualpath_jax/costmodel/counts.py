@@ -110,8 +110,11 @@ class ModelCounts:
     # ---- per request -----------------------------------------------------------------------------
     def prefill_flops(self, cached: int, new: int) -> float:
         """FLOPs to prefill `new` tokens after `cached` tokens whose KV is loaded, not recomputed."""
+        return 2.0 * self.active_params * new + self.prefill_attn_flops(cached, new)
+
+    def prefill_attn_flops(self, cached: int, new: int) -> float:
+        """The attention part of `prefill_flops`: what varies between requests of equal length."""
         s = self.spec
-        linear = 2.0 * self.active_params * new
         if s.attention == "mla_dsa":
             attn = (self._absorbed_pair * causal_keys(cached, new, s.dsa_topk)
                     + 2 * s.indexer_heads * s.indexer_dim * causal_keys(cached, new))
@@ -121,7 +124,7 @@ class ModelCounts:
             attn = min(self._absorbed_pair * pairs, self._expanded_pair * pairs + upproj)
         else:
             attn = self._expanded_pair * causal_keys(cached, new)
-        return linear + s.layers * attn
+        return s.layers * attn
 
     def decode_keys(self, context: int) -> int:
         """Keys the main attention reads per decode step for a request of `context` tokens."""
@@ -136,6 +139,15 @@ class ModelCounts:
         if s.attention == "mla_dsa":
             attn += 2 * s.indexer_heads * s.indexer_dim * context
         return 2.0 * self.active_params + s.layers * attn
+
+    def ep_bytes_per_token(self, ep_nodes: int) -> float:
+        """Bytes one token's MoE all-to-all puts on compute NICs, summed over layers: each of its
+        top_k expert copies is dispatched in FP8 and combined in BF16 (1 + 2 bytes per element);
+        the share bound for other nodes crosses the CNIC, the rest stays on NVLink."""
+        if self.spec.top_k == 0 or ep_nodes <= 1:
+            return 0.0
+        s = self.spec
+        return self.moe_layers * s.top_k * s.d_model * 3.0 * (ep_nodes - 1) / ep_nodes
 
     # ---- KV bytes --------------------------------------------------------------------------------
     @cached_property

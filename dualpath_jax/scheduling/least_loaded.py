@@ -1,15 +1,14 @@
-"""A first, simple inter-engine scheduler: least-loaded engines, shorter read queue.
+"""A simple inter-engine scheduler: least-loaded engines.
 
 PE: the prefill engine with the fewest unfinished tokens. DE: among decode engines whose HBM can
-hold the request, the one with the fewest unfinished tokens; none -> the request waits. Read side:
-the PE node, or (dual path) whichever of the PE node and the DE node has the shorter storage read
-queue (ties go to the PE node). The paper's full scheduler builds on these same views.
+hold the request, the one with the fewest unfinished tokens; none -> the queue waits (FIFO).
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Sequence
 
-from .state import EngineLoad, Placement, RequestView
+from .readside import read_fraction
+from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext
 
 
 def choose_pe(pes: Sequence[EngineLoad]) -> EngineLoad:
@@ -21,25 +20,20 @@ def choose_de(des: Sequence[EngineLoad], req: RequestView) -> EngineLoad | None:
     return min(fits, key=lambda e: (e.tok, e.seq, e.id)) if fits else None
 
 
-def choose_read_side(pe: EngineLoad, de: EngineLoad, read_queue: Mapping[int, float],
-                     dual_path: bool) -> tuple[int, bool]:
-    """(node, on_de): the node whose storage NIC reads the hit KV."""
-    if dual_path and read_queue[de.node] < read_queue[pe.node]:
-        return de.node, True
-    return pe.node, False
-
-
 class LeastLoadedScheduler:
     name = "least_loaded"
 
-    def __init__(self, dual_path: bool):
-        self.dual_path = dual_path
+    def __init__(self, dual_path: bool, split_read: bool = False):
+        self.dual_path, self.split_read = dual_path, split_read
 
-    def place(self, req: RequestView, pes: Sequence[EngineLoad], des: Sequence[EngineLoad],
-              read_queue: Mapping[int, float]) -> Placement | None:
-        de = choose_de(des, req)
-        if de is None:
-            return None
-        pe = choose_pe(pes)
-        node, on_de = choose_read_side(pe, de, read_queue, self.dual_path)
-        return Placement(pe=pe.id, de=de.id, read_node=node, read_on_de=on_de)
+    def place(self, waiting: Iterable[RequestView], pe_groups: Sequence[GroupLoad],
+              de_groups: Sequence[GroupLoad], ctx: SchedContext) -> Iterator[Placement]:
+        pes = [e for g in pe_groups for e in g.engines]
+        des = [e for g in de_groups for e in g.engines]
+        for req in waiting:
+            de = choose_de(des, req)
+            if de is None:
+                return
+            pe = choose_pe(pes)
+            yield Placement(pe.id, de.id, read_fraction(pe.node, de.node, req, ctx,
+                                                        dual_path=self.dual_path, split=self.split_read))

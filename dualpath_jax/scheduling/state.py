@@ -1,15 +1,18 @@
 """What the policy sees: plain, clock-free views of engines, nodes and requests.
 
 Both worlds fill these in: the simulator from virtual-time state, the testbed from real engines.
+The caller owns the state: after each placement a scheduler yields, the caller applies it (engine
+loads, read queues) before asking for the next one, so every choice sees the ones before it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 
 @dataclass
 class EngineLoad:
-    """One engine (one GPU, one DP rank) as the scheduler sees it."""
+    """One engine (one DP rank) as the scheduler sees it."""
 
     id: int
     node: int
@@ -19,6 +22,16 @@ class EngineLoad:
     free_kv: float = 0.0  # decode: HBM bytes free for KV (prefill: unused)
 
 
+@dataclass
+class GroupLoad:
+    """The engines of one node (a scheduling group with one leader), with running totals."""
+
+    node: int
+    engines: list[EngineLoad]
+    tok: int = 0  # sum of the engines' tok
+    free_kv: float = 0.0  # sum of the engines' free_kv
+
+
 @dataclass(frozen=True)
 class RequestView:
     """One turn waiting to be placed."""
@@ -26,11 +39,25 @@ class RequestView:
     tokens: int  # prompt + generated tokens: what it will hold on the DE
     hit_tokens: int  # cached prefix to load from storage
     kv_bytes: float  # KV bytes it will hold on the DE (tokens * bytes per token)
+    hit_bytes: float = 0.0  # bytes of the cached prefix
+
+
+@dataclass(frozen=True)
+class SchedContext:
+    """Cluster-wide facts the policy reads. Read queues are in seconds of reading left."""
+
+    read_queue_s: Mapping[int, float]  # node -> seconds until its SNIC drains its read queue
+    snic_bytes_per_s: float
+    alpha_s: float = 3.0  # a node whose queue drains within alpha_s is "about to go idle"
+    beta_tokens: float = float("inf")  # a PE with more unfinished tokens is overloaded
 
 
 @dataclass(frozen=True)
 class Placement:
     pe: int  # engine id
     de: int  # engine id
-    read_node: int  # node whose storage NIC reads the hit KV
-    read_on_de: bool  # True: the DE read path (storage -> DE node -> PE GPU)
+    de_read_fraction: float  # share of the hit KV read through the DE node (0: all via PE node)
+
+    @property
+    def read_on_de(self) -> bool:
+        return self.de_read_fraction > 0.5

@@ -1,14 +1,20 @@
-"""Prefill and decode engines in virtual time.
+"""Prefill nodes and decode engines in virtual time.
 
-Prefill: batches run one after another; a batch's time comes from its FLOPs and the bytes its data
-path moves through the PE GPU's CNIC. Layerwise prefill overlaps each layer's transfer with compute
-(the slower of the two dominates, plus one layer of pipeline fill); without it the whole hit KV is
-loaded before compute and the whole KV sent to the DE after it.
+Prefill: data-parallel attention + expert-parallel MoE, so the 8 engines of a PE node step in
+lockstep: every layer waits for the slowest GPU's attention (the DP-attention barrier) and the MoE
+work is shared by all of the node's GPUs. Each engine packs its own batch from its ready queue
+(`tokens`: FIFO up to a token budget; `quota`: FIFO up to a compute quota with the last request
+chunked). A step's time combines compute, the EP all-to-all and the KV bytes its data path moves
+through each GPU's CNIC:
+- traffic manager on (QoS): model collectives keep `qos_weight` of the CNIC while KV is active,
+  KV takes what is left (work-conserving); off: fair sharing (each class half while both are active);
+- layerwise prefill overlaps each layer's KV transfer with compute (plus one layer of pipeline fill);
+  without it the whole hit KV is loaded before compute and the whole KV sent to the DE after it.
 
 Decode: a continuous batch advanced analytically. All requests of an engine gain one token per step,
 so the engine keeps one step counter; a request finishes when the counter reaches its target. The
-step time is recomputed only when the batch changes: events scale with joins and leaves, never
-with decode iterations.
+step time is recomputed only when the batch changes: events scale with joins and leaves, never with
+decode iterations.
 """
 from __future__ import annotations
 
@@ -17,75 +23,134 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable
 
 from ..costmodel import CostModel
+from ..scheduling.intra import pack_quota
 
 if TYPE_CHECKING:
-    from .simulator import Request
+    from ..config import SimSpec, SystemSpec
     from .events import EventLoop
+    from .links import FifoLink
+    from .simulator import Request
 
 
-class PrefillEngine:
-    def __init__(self, eid: int, node: int, loop: "EventLoop", cost: CostModel, *, layerwise: bool,
-                 free_io: bool, batch_tokens: int, kv_room: float, cnic_bw: float,
+def lane_share(kv_active: bool, qos: bool, weight: float) -> float:
+    """Share of a CNIC the model collectives get."""
+    if not kv_active:
+        return 1.0
+    return weight if qos else 0.5
+
+
+class PrefillNode:
+    def __init__(self, node: int, engine_ids: list[int], loop: "EventLoop", cost: CostModel,
+                 system: "SystemSpec", sim: "SimSpec", kv_room: float, cnic_bw: float,
                  on_done: Callable[["Request"], None]):
-        self.id, self.node, self.loop, self.cost = eid, node, loop, cost
-        self.layerwise, self.free_io = layerwise, free_io
-        self.batch_tokens, self.kv_room, self.cnic_bw = batch_tokens, kv_room, cnic_bw
-        self.on_done = on_done
-        self.ready: deque["Request"] = deque()
+        self.node, self.loop, self.cost, self.system, self.sim = node, loop, cost, system, sim
+        self.kv_room, self.bw, self.on_done = kv_room, cnic_bw, on_done
+        self.queues: dict[int, deque] = {e: deque() for e in engine_ids}
         self.running = False
-        self.compute_s = 0.0  # time spent computing (GPU busy)
-        self.batches = 0
+        self.kvb = cost.kv_bytes_per_token
+        self.layers = cost.model.layers
+        self.ep_bytes = cost.counts.ep_bytes_per_token(cost.cluster.prefill_nodes)
+        self.quota = sim.quota_ms / 1e3
+        # accounting
+        self.attn_s = {e: 0.0 for e in engine_ids}  # attention seconds per engine
+        self.busy_s = 0.0  # GPU-seconds of compute over the node's engines
+        self.bubble_s = 0.0  # GPU-seconds waiting at the DP-attention barrier
+        self.step_s = 0.0
+        self.steps = 0
 
     def submit(self, req: "Request") -> None:
-        self.ready.append(req)
+        self.queues[req.pe].append(req)
         if not self.running:
             self._start()
 
-    def _take_batch(self) -> list["Request"]:
-        batch, new, kv = [], 0, 0.0
-        while self.ready:
-            r = self.ready[0]
-            r_kv = r.turn.input * self.cost.kv_bytes_per_token
-            over_tokens = new + r.turn.new > self.batch_tokens
-            over_hbm = not self.layerwise and kv + r_kv > self.kv_room
-            if batch and (over_tokens or over_hbm):
-                break
-            batch.append(self.ready.popleft())
-            new += r.turn.new
-            kv += r_kv
-        return batch
+    # ---- batch formation -------------------------------------------------------------------
+    def _predict(self, cached: int, new: int) -> float:
+        a, lin = self.cost.prefill_split(cached, new)
+        return a + lin
 
+    def _pack(self, queue: deque) -> list[tuple["Request", int]]:
+        if self.system.batching == "quota":
+            items = []
+            for r in queue:  # only as many as could possibly fit: quota-packing stops early
+                items.append((r.cached + r.done, r.new - r.done))
+                if len(items) > 64:
+                    break
+            chunks = pack_quota(items, self.quota, self._predict, self.sim.min_chunk_tokens)
+            return [(queue[i], k) for i, k in enumerate(chunks)]
+        out, new, kv = [], 0, 0.0
+        for r in queue:
+            r_kv = r.input * self.kvb
+            if out and (new + r.new > self.sim.prefill_batch_tokens
+                        or (not self.system.layerwise and kv + r_kv > self.kv_room)):
+                break
+            out.append((r, r.new))
+            new += r.new
+            kv += r_kv
+        return out
+
+    # ---- one lockstep step over the node's engines ------------------------------------------
     def _start(self) -> None:
-        batch = self._take_batch()
-        if not batch:
+        batches = {e: self._pack(q) for e, q in self.queues.items() if q}
+        if not batches:
             self.running = False
             return
         self.running = True
-        compute = sum(self.cost.prefill_time(r.flops) for r in batch)
-        if self.free_io:
-            t = compute
+        free_io = self.system.free_io
+        attn, lin_total, io_in, io_out, model = {}, 0.0, {}, {}, {}
+        for e, batch in batches.items():
+            a = tok = b_in = b_out = 0.0
+            for r, k in batch:
+                ra, rl = self.cost.prefill_split(r.cached + r.done, k)
+                a += ra
+                lin_total += rl
+                tok += k
+                if not free_io:
+                    b_in += (r.cached + r.done) * self.kvb
+                    b_out += k * self.kvb + (r.pe_hit_out if r.done == 0 else 0.0)
+            attn[e], io_in[e], io_out[e], model[e] = a, b_in, b_out, tok * self.ep_bytes
+        n = len(self.queues)
+        lin = lin_total / n  # the MoE work is shared by every GPU of the node (EP)
+        a_max = max(attn.values())
+        compute = a_max + lin
+        w, qos = self.sim.qos_weight, self.system.qos
+        comm = max(model[e] / (self.bw * lane_share(io_in[e] + io_out[e] > 0, qos, w)) for e in batches)
+        critical = max(compute, comm)
+        if free_io:
+            t = critical
         else:
-            t_in = sum(r.plan.pe_in_bytes for r in batch) / self.cnic_bw
-            t_out = sum(r.plan.pe_out_bytes for r in batch) / self.cnic_bw
-            if self.layerwise:
-                io = max(t_in, t_out)
-                t = max(compute, io) + min(compute, io) / self.cost.model.layers
+            io = max(max(io_in[e], io_out[e]) for e in batches) / self.bw
+            if self.system.layerwise:
+                cnic = max(model[e] + max(io_in[e], io_out[e]) for e in batches) / self.bw
+                t = max(critical, cnic) + min(compute, io) / self.layers
             else:
-                t = t_in + compute + t_out
-        self.compute_s += compute
-        self.batches += 1
-        self.loop.at(self.loop.now + t, self._finish, batch)
+                t = max(io_in.values()) / self.bw + critical + max(io_out.values()) / self.bw
+        for e, a in attn.items():
+            self.attn_s[e] += a
+        self.busy_s += sum(attn.values()) + n * lin
+        self.bubble_s += sum(a_max - attn.get(e, 0.0) for e in self.queues)
+        self.step_s += t
+        self.steps += 1
+        self.loop.at(self.loop.now + t, self._finish, batches)
 
-    def _finish(self, batch: list["Request"]) -> None:
-        for r in batch:
+    def _finish(self, batches: dict) -> None:
+        done = []
+        for e, batch in batches.items():
+            q = self.queues[e]
+            for r, k in batch:
+                r.done += k
+                if r.done >= r.new:
+                    q.remove(r) if q[0] is not r else q.popleft()
+                    done.append(r)
+        for r in done:
             self.on_done(r)
         self._start()
 
 
 class DecodeEngine:
-    def __init__(self, eid: int, node: int, loop: "EventLoop", cost: CostModel,
-                 on_done: Callable[["Request"], None]):
-        self.id, self.node, self.loop, self.cost = eid, node, loop, cost
+    def __init__(self, eid: int, node: int, loop: "EventLoop", cost: CostModel, h2d: "FifoLink",
+                 qos: bool, qos_weight: float, on_done: Callable[["Request"], None]):
+        self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
+        self.qos, self.qos_weight = qos, qos_weight
         self.on_done = on_done
         self.steps = 0.0  # steps every request in the batch has taken since time 0
         self.t_last = 0.0
@@ -98,10 +163,6 @@ class DecodeEngine:
         self.busy_s = 0.0  # time with a non-empty batch
         self.batch_area = 0.0  # integral of batch size over time
 
-    @property
-    def batch(self) -> int:
-        return len(self.due)
-
     def _advance(self) -> None:
         now = self.loop.now
         if self.due and self.step_time > 0:
@@ -113,11 +174,10 @@ class DecodeEngine:
 
     def join(self, req: "Request") -> None:
         self._advance()
-        ctx = req.turn.input
-        req.decode_keys = self.cost.counts.decode_keys(ctx)
+        req.joined = self.loop.now
         self.keys += req.decode_keys
-        self.context += ctx
-        heapq.heappush(self.due, (self.steps + req.turn.output - 1, self._seq, req))
+        self.context += req.input
+        heapq.heappush(self.due, (self.steps + req.output - 1, self._seq, req))
         self._seq += 1
         self._reschedule()
 
@@ -126,9 +186,14 @@ class DecodeEngine:
         if not self.due:
             self.step_time = 0.0
             return
-        self.step_time = self.cost.decode_step_time(len(self.due), self.keys, self.context)
+        b = len(self.due)
+        t = self.cost.decode_step_time(b, self.keys, self.context)
+        share = lane_share(self.h2d.free_at > self.loop.now, self.qos, self.qos_weight)
+        if share < 1.0:  # KV on this GPU's CNIC slows the EP all-to-all of every step
+            t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)
+        self.step_time = t
         remaining = max(0.0, self.due[0][0] - self.steps)
-        self.loop.at(self.loop.now + remaining * self.step_time, self._on_due, self._version)
+        self.loop.at(self.loop.now + remaining * t, self._on_due, self._version)
 
     def _on_due(self, version: int) -> None:
         if version != self._version:
@@ -138,7 +203,7 @@ class DecodeEngine:
         while self.due and self.due[0][0] <= self.steps + 1e-9:
             _, _, req = heapq.heappop(self.due)
             self.keys -= req.decode_keys
-            self.context -= req.turn.input
+            self.context -= req.input
             done.append(req)
         self._reschedule()
         for req in done:

@@ -1,12 +1,13 @@
 """The offline cluster simulation of one system: agents, scheduler, links and engines in virtual time.
 
 A turn's life: arrives (the agent's previous turn is persisted) -> waits until the scheduler places
-it (a DE with HBM room, a PE, a read side) -> its hit KV crosses the read node's SNIC -> prefill on
-the PE (with the data path's CNIC traffic) -> H2D into the DE GPU -> decode in the DE's continuous
-batch -> its new KV is written through the DE node's SNIC -> the agent's next turn arrives.
+it (a DE with HBM room, a PE, a read side) -> its hit KV crosses the read node's SNIC (and DRAM) ->
+prefill on the PE node (with the data path's CNIC traffic) -> H2D into the DE GPU -> decode in the
+DE's continuous batch -> its new KV is written through the DE node's SNIC -> the next turn arrives.
 """
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Mapping
 from typing import Callable
@@ -14,38 +15,45 @@ from typing import Callable
 from ..cluster import Topology
 from ..config import ExperimentConfig, SystemSpec
 from ..costmodel import CostModel
-from ..datapath import TurnPlan, plan_turn
 from ..metrics import SystemMetrics, summarize
-from ..scheduling import RequestView, make_scheduler
-from ..workload.trace import Trajectory, Turn
-from .engines import DecodeEngine, PrefillEngine
+from ..scheduling import GroupLoad, SchedContext, make_scheduler
+from ..workload.trace import Trajectory
+from .engines import DecodeEngine, PrefillNode
 from .events import EventLoop
 from .links import FifoLink
+from .tier import DramTier
 
 
 class Request:
-    """One turn of one agent in flight."""
+    """One turn of one agent in flight; also the scheduler's RequestView (same attribute names)."""
 
-    __slots__ = ("agent", "index", "turn", "arrive", "pe", "de", "plan", "flops", "kv_bytes",
-                 "first_token", "decode_keys", "finished")
+    __slots__ = ("agent", "index", "input", "cached", "new", "output", "tokens", "hit_tokens",
+                 "kv_bytes", "hit_bytes", "decode_keys", "arrive", "pe", "de", "pe_hit_out",
+                 "h2d_bytes", "write_bytes", "done", "first_token", "joined", "finished")
 
-    def __init__(self, agent: int, index: int, turn: Turn, arrive: float, flops: float, kv_bytes: float):
-        self.agent, self.index, self.turn, self.arrive = agent, index, turn, arrive
-        self.flops, self.kv_bytes = flops, kv_bytes
+    def __init__(self, agent: int, index: int, turn, arrive: float, kvb: float, decode_keys: int):
+        self.agent, self.index, self.arrive = agent, index, arrive
+        self.input, self.cached, self.output = turn.input, turn.cached, turn.output
+        self.new = turn.input - turn.cached
+        self.tokens = turn.input + turn.output
+        self.hit_tokens = turn.cached
+        self.kv_bytes = self.tokens * kvb
+        self.hit_bytes = turn.cached * kvb
+        self.decode_keys = decode_keys
         self.pe = self.de = -1
-        self.plan: TurnPlan | None = None
-        self.first_token = self.finished = -1.0
-        self.decode_keys = 0
+        self.pe_hit_out = self.h2d_bytes = self.write_bytes = 0.0
+        self.done = 0
+        self.first_token = self.joined = self.finished = -1.0
 
 
-class _Backlogs(Mapping):
-    """Storage read queue per node, in bytes, evaluated lazily at the current time."""
+class _ReadQueueSeconds(Mapping):
+    """Seconds until each node's SNIC drains its read queue, evaluated lazily at the current time."""
 
     def __init__(self, links: list[FifoLink], loop: EventLoop):
         self._links, self._loop = links, loop
 
     def __getitem__(self, node: int) -> float:
-        return self._links[node].backlog(self._loop.now)
+        return max(0.0, self._links[node].free_at - self._loop.now)
 
     def __iter__(self):
         return iter(range(len(self._links)))
@@ -59,90 +67,145 @@ class Simulation:
                  cost: CostModel, on_turn: Callable[[], None] | None = None):
         self.cfg, self.system, self.agents, self.cost = cfg, system, agents, cost
         self.on_turn = on_turn or (lambda: None)
-        spec = cfg.cluster
+        spec, sim = cfg.cluster, cfg.sim
         self.topo = Topology(spec)
         self.loop = loop = EventLoop()
-        self.pe_loads, self.de_loads = self.topo.engines()
-        self.loads = {e.id: e for e in self.pe_loads + self.de_loads}
+        self.kvb = cost.kv_bytes_per_token
+        pes, des = self.topo.engines()
+        self.loads = {e.id: e for e in pes + des}
         de_room = cost.kv_room_bytes("decode")
-        for e in self.de_loads:
+        for e in des:
             e.free_kv = de_room
+        self.pe_groups = self._groups(pes)
+        self.de_groups = self._groups(des)
+        self.group_of = {e.id: g for g in self.pe_groups + self.de_groups for e in g.engines}
         nodes = range(self.topo.nodes)
         self.snic_read = [FifoLink(f"snic_read[{n}]", spec.snic_bytes_per_s) for n in nodes]
         self.snic_write = [FifoLink(f"snic_write[{n}]", spec.snic_bytes_per_s) for n in nodes]
-        self.de_h2d = {e.id: FifoLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s) for e in self.de_loads}
-        self.read_queue = _Backlogs(self.snic_read, loop)
-        self.pe = {e.id: PrefillEngine(e.id, e.node, loop, cost, layerwise=system.layerwise,
-                                       free_io=system.free_io, batch_tokens=cfg.sim.prefill_batch_tokens,
-                                       kv_room=cost.kv_room_bytes("prefill"),
-                                       cnic_bw=spec.cnic_bytes_per_s, on_done=self._prefilled)
-                   for e in self.pe_loads}
-        self.de = {e.id: DecodeEngine(e.id, e.node, loop, cost, on_done=self._decoded)
-                   for e in self.de_loads}
-        self.scheduler = make_scheduler(system.scheduler, system.dual_path)
+        self.dram = [FifoLink(f"dram[{n}]", spec.dram_gbps * 1e9 / 8) for n in nodes]
+        self.de_h2d = {e.id: FifoLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s) for e in des}
+        self.ctx = SchedContext(read_queue_s=_ReadQueueSeconds(self.snic_read, loop),
+                                snic_bytes_per_s=spec.snic_bytes_per_s, alpha_s=sim.alpha_s,
+                                beta_tokens=sim.beta_s * self._prefill_tokens_per_s())
+        room_pe = cost.kv_room_bytes("prefill")
+        self.pe_nodes = {g.node: PrefillNode(g.node, [e.id for e in g.engines], loop, cost, system, sim,
+                                             room_pe, spec.cnic_bytes_per_s, self._prefilled)
+                         for g in self.pe_groups}
+        self.de = {e.id: DecodeEngine(e.id, e.node, loop, cost, self.de_h2d[e.id], system.qos,
+                                      sim.qos_weight, self._decoded) for e in des}
+        self.scheduler = make_scheduler(system.scheduler, system.dual_path, system.split_read)
+        self.tier = DramTier(system.dram_tier_tb * 1e12 * self.topo.nodes) if system.dram_tier_tb else None
         self.waiting: deque[Request] = deque()
-        self.finished: list[Request] = []
+        self.finished: list[Request] = []  # only with sim.record_turns
+        self.ttft, self.tpot = array("d"), array("d")
+        self.turns = self.tokens_new = self.tokens_cached = self.tokens_out = 0
         self.agent_done = [0.0] * len(agents)
-        self.largest_kv = max(t.input + t.output for a in agents for t in a.turns) * cost.kv_bytes_per_token
-        if self.largest_kv > de_room:
-            raise ValueError(f"a turn needs {self.largest_kv / 1e9:.1f} GB of KV but a decode GPU has "
+        self._keys = {}
+        largest = max(t.input + t.output for a in agents for t in a.turns) * self.kvb
+        if largest > de_room:
+            raise ValueError(f"a turn needs {largest / 1e9:.1f} GB of KV but a decode GPU has "
                              f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})")
+
+    @staticmethod
+    def _groups(engines) -> list[GroupLoad]:
+        by_node: dict[int, list] = {}
+        for e in engines:
+            by_node.setdefault(e.node, []).append(e)
+        return [GroupLoad(node=n, engines=es, free_kv=sum(e.free_kv for e in es))
+                for n, es in sorted(by_node.items())]
+
+    def _prefill_tokens_per_s(self) -> float:
+        """Prompt tokens (tok_e's unit) one PE GPU prefills per second on this workload's mean turn."""
+        turns = [t for a in {id(a): a for a in self.agents}.values() for t in a.turns]
+        cached = sum(t.cached for t in turns) / len(turns)
+        new = sum(t.new for t in turns) / len(turns)
+        return (cached + new) / self.cost.prefill_time(self.cost.counts.prefill_flops(round(cached), round(new)))
 
     # ---- a turn's life -------------------------------------------------------------------------
     def _arrive(self, agent: int, index: int) -> None:
         turn = self.agents[agent].turns[index]
-        kvb = self.cost.kv_bytes_per_token
-        req = Request(agent, index, turn, self.loop.now, self.cost.counts.prefill_flops(turn.cached, turn.new),
-                      (turn.input + turn.output) * kvb)
-        self.waiting.append(req)
+        keys = self._keys.get(turn.input)
+        if keys is None:
+            keys = self._keys[turn.input] = self.cost.counts.decode_keys(turn.input)
+        self.waiting.append(Request(agent, index, turn, self.loop.now, self.kvb, keys))
         self._schedule()
 
     def _schedule(self) -> None:
-        while self.waiting:
-            req = self.waiting[0]
-            t = req.turn
-            view = RequestView(tokens=t.input + t.output, hit_tokens=t.cached, kv_bytes=req.kv_bytes)
-            placed = self.scheduler.place(view, self.pe_loads, self.de_loads, self.read_queue)
-            if placed is None:
-                return  # head of line waits for decode HBM
+        if not self.waiting:
+            return
+        placed = 0
+        for p in self.scheduler.place(self.waiting, self.pe_groups, self.de_groups, self.ctx):
+            self._dispatch(self.waiting[placed], p)
+            placed += 1
+        for _ in range(placed):
             self.waiting.popleft()
-            self._dispatch(req, placed)
 
-    def _dispatch(self, req: Request, placed) -> None:
-        t, now = req.turn, self.loop.now
-        req.pe, req.de = placed.pe, placed.de
-        de, pe = self.loads[placed.de], self.loads[placed.pe]
+    def _dispatch(self, req: Request, p) -> None:
+        now, free_io = self.loop.now, self.system.free_io
+        req.pe, req.de = p.pe, p.de
+        de, pe = self.loads[p.de], self.loads[p.pe]
         de.free_kv -= req.kv_bytes
-        de.tok += t.input + t.output
+        de.tok += req.tokens
         de.seq += 1
-        pe.tok += t.input
+        g = self.group_of[p.de]
+        g.free_kv -= req.kv_bytes
+        g.tok += req.tokens
+        pe.tok += req.input
         pe.seq += 1
-        req.plan = plan_turn(cached=t.cached, new=t.new, output=t.output,
-                             kv_bytes_per_token=self.cost.kv_bytes_per_token,
-                             read_on_de=placed.read_on_de, free_io=self.system.free_io)
-        end = self.snic_read[placed.read_node].transfer(now, req.plan.read_bytes)
-        self.loop.at(end, self.pe[placed.pe].submit, req)
+        self.group_of[p.pe].tok += req.input
+        ready = now
+        if not free_io:
+            storage = req.hit_bytes
+            if self.tier is not None:
+                storage -= self.tier.lookup(req.agent, req.hit_bytes)
+            f = p.de_read_fraction
+            req.pe_hit_out = (1.0 - f) * req.hit_bytes  # hit KV the DE buffer still needs from the PE
+            req.h2d_bytes = req.input * self.kvb
+            req.write_bytes = (req.new + req.output) * self.kvb
+            pe_read, de_read = (1.0 - f) * storage, f * storage
+            # DRAM: what the reading node stages (in and out); the DE buffer receives the PE's KV and
+            # feeds the DE GPU.
+            de_dram = 2 * de_read + req.new * self.kvb + req.pe_hit_out + req.h2d_bytes
+            ready = max(self.snic_read[pe.node].transfer(now, pe_read),
+                        self.snic_read[de.node].transfer(now, de_read),
+                        self.dram[pe.node].transfer(now, 2 * pe_read),
+                        self.dram[de.node].transfer(now, de_dram))
+        self.loop.at(ready, self.pe_nodes[pe.node].submit, req)
 
     def _prefilled(self, req: Request) -> None:
         pe = self.loads[req.pe]
-        pe.tok -= req.turn.input
+        pe.tok -= req.input
         pe.seq -= 1
+        self.group_of[req.pe].tok -= req.input
         req.first_token = self.loop.now
-        end = self.de_h2d[req.de].transfer(self.loop.now, req.plan.de_h2d_bytes)
+        end = self.de_h2d[req.de].transfer(self.loop.now, req.h2d_bytes)
         self.loop.at(end, self.de[req.de].join, req)
 
     def _decoded(self, req: Request) -> None:
         de = self.loads[req.de]
         de.free_kv += req.kv_bytes
-        de.tok -= req.turn.input + req.turn.output
+        de.tok -= req.tokens
         de.seq -= 1
+        g = self.group_of[req.de]
+        g.free_kv += req.kv_bytes
+        g.tok -= req.tokens
         req.finished = self.loop.now
-        end = self.snic_write[de.node].transfer(self.loop.now, req.plan.write_bytes)
+        end = self.snic_write[de.node].transfer(self.loop.now, req.write_bytes)
+        if self.tier is not None:
+            self.tier.store(req.agent, req.kv_bytes)
         self.loop.at(end, self._persisted, req)
         self._schedule()
 
     def _persisted(self, req: Request) -> None:
-        self.finished.append(req)
+        self.turns += 1
+        self.tokens_new += req.new
+        self.tokens_cached += req.cached
+        self.tokens_out += req.output
+        self.ttft.append(req.first_token - req.arrive)
+        if req.output > 1:
+            self.tpot.append((req.finished - req.joined) / (req.output - 1))
+        if self.cfg.sim.record_turns:
+            self.finished.append(req)
         self.on_turn()
         if req.index + 1 < len(self.agents[req.agent].turns):
             self._arrive(req.agent, req.index + 1)

@@ -1,40 +1,139 @@
+"""Policy unit tests: exact picks on small hand-made states."""
+import pytest
+
 from dualpath_jax.datapath import plan_turn
-from dualpath_jax.scheduling import EngineLoad, LeastLoadedScheduler, RequestView, choose_de, choose_pe
+from dualpath_jax.scheduling import (DualPathScheduler, EngineLoad, GroupLoad, LeastLoadedScheduler,
+                                     RequestView, RoundRobinScheduler, SchedContext, largest_chunk,
+                                     pack_quota, split_fraction)
+from dualpath_jax.scheduling.dualpath import choose_pe
 
 
-def engines():
-    pes = [EngineLoad(0, 0, "prefill", seq=2, tok=900), EngineLoad(1, 0, "prefill", seq=1, tok=300),
-           EngineLoad(2, 1, "prefill", seq=0, tok=300)]
-    des = [EngineLoad(8, 2, "decode", seq=3, tok=100, free_kv=10.0),
-           EngineLoad(9, 2, "decode", seq=1, tok=50, free_kv=2.0),
-           EngineLoad(10, 3, "decode", seq=1, tok=80, free_kv=6.0)]
-    return pes, des
+def group(node, role, *engines):
+    es = [EngineLoad(id=i, node=node, role=role, tok=tok, seq=seq, free_kv=free)
+          for i, tok, seq, free in engines]
+    return GroupLoad(node=node, engines=es, tok=sum(e.tok for e in es), free_kv=sum(e.free_kv for e in es))
 
 
-def test_pe_least_tokens_then_fewest_requests():
-    pes, _ = engines()
-    assert choose_pe(pes).id == 2
+def ctx(queues, beta=float("inf"), bw=1.0):
+    return SchedContext(read_queue_s=queues, snic_bytes_per_s=bw, alpha_s=3.0, beta_tokens=beta)
 
 
-def test_de_least_tokens_among_those_with_room():
-    _, des = engines()
-    assert choose_de(des, RequestView(tokens=10, hit_tokens=0, kv_bytes=5.0)).id == 10
-    assert choose_de(des, RequestView(tokens=10, hit_tokens=0, kv_bytes=1.0)).id == 9
-    assert choose_de(des, RequestView(tokens=10, hit_tokens=0, kv_bytes=11.0)) is None
+def drive(scheduler, waiting, pes, des, c):
+    """Consume placements the way the simulator does: apply each before asking for the next."""
+    loads = {e.id: (e, g) for g in pes + des for e in g.engines}
+    out = []
+    for req, p in zip(waiting, scheduler.place(waiting, pes, des, c)):
+        for eid, extra_kv in ((p.de, req.kv_bytes), (p.pe, 0.0)):
+            e, g = loads[eid]
+            e.tok += req.tokens
+            e.seq += 1
+            e.free_kv -= extra_kv
+            g.tok += req.tokens
+            g.free_kv -= extra_kv
+        out.append(p)
+    return out
 
 
-def test_read_side_shorter_queue_only_with_dual_path():
-    pes, des = engines()
-    req = RequestView(tokens=10, hit_tokens=5, kv_bytes=5.0)
-    queues = {0: 5.0, 1: 9.0, 2: 1.0, 3: 0.0}
-    dual = LeastLoadedScheduler(dual_path=True).place(req, pes, des, queues)
-    assert (dual.pe, dual.de, dual.read_node, dual.read_on_de) == (2, 10, 3, True)
-    single = LeastLoadedScheduler(dual_path=False).place(req, pes, des, queues)
-    assert (single.read_node, single.read_on_de) == (1, False)
-    tie = LeastLoadedScheduler(dual_path=True).place(req, pes, des, {0: 0, 1: 0.0, 2: 0, 3: 0.0})
-    assert tie.read_on_de is False
+def req(tokens=30, kv=5.0, hit_bytes=0.0):
+    return RequestView(tokens=tokens, hit_tokens=0, kv_bytes=kv, hit_bytes=hit_bytes)
 
 
+# ---- PE choice (paper) --------------------------------------------------------------------------
+def pe_groups():
+    return [group(0, "prefill", (0, 100, 1, 0), (1, 900, 1, 0)),
+            group(1, "prefill", (2, 50, 1, 0), (3, 700, 1, 0))]
+
+
+def test_pe_prefers_short_read_queue_nodes_and_skips_overloaded():
+    assert choose_pe(pe_groups(), ctx({0: 1.0, 1: 5.0}, beta=800)).id == 0  # node 0 about to idle
+    assert choose_pe(pe_groups(), ctx({0: 4.0, 1: 5.0}, beta=800)).id == 2  # all long: fewest tok
+    assert choose_pe(pe_groups(), ctx({0: 1.0, 1: 1.0}, beta=800)).id == 2
+    assert choose_pe(pe_groups(), ctx({0: 9.0, 1: 1.0}, beta=60)).id == 2
+    assert choose_pe(pe_groups(), ctx({0: 1.0, 1: 1.0}, beta=10)) is None  # all overloaded: stop
+
+
+# ---- DE choice (paper, two phases) ----------------------------------------------------------------
+def de_groups():
+    return [group(2, "decode", (8, 100, 3, 10.0), (9, 50, 1, 2.0)),
+            group(3, "decode", (10, 80, 1, 6.0), (11, 40, 2, 6.0))]
+
+
+def test_dualpath_de_two_phase_exact_picks():
+    waiting = [req(kv=5.0), req(kv=5.0), req(kv=3.0)]
+    out = drive(DualPathScheduler(dual_path=False), waiting, pe_groups(), de_groups(),
+                ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))
+    # phase 1 -> node 3 (120 < 150); R = first two (5 + 5 <= 12); Z = 1.05 * (60 + 120) / 2 = 94.5
+    # r1: d11 (40 + 30 <= Z); r2: only d10 has room, over Z -> fewest tok; r3: node 2 (150 < 180), d8
+    assert [p.de for p in out] == [11, 10, 8]
+
+
+def test_dualpath_stops_when_no_group_has_room():
+    out = drive(DualPathScheduler(dual_path=False), [req(kv=13.0), req(kv=1.0)], pe_groups(),
+                de_groups(), ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))
+    assert out == []  # FIFO: the head does not fit the chosen group, nothing overtakes it
+
+
+def test_dualpath_read_side_is_shorter_queue():
+    out = drive(DualPathScheduler(dual_path=True), [req(hit_bytes=1.0)], pe_groups(), de_groups(),
+                ctx({0: 1.0, 1: 2.0, 2: 0.5, 3: 0.5}))
+    assert (out[0].pe, out[0].de, out[0].de_read_fraction) == (2, 11, 1.0)  # node 3 shorter than 1
+    out = drive(DualPathScheduler(dual_path=True), [req(hit_bytes=1.0)], pe_groups(), de_groups(),
+                ctx({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}))
+    assert out[0].de_read_fraction == 0.0  # tie goes to the PE node
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+def test_least_loaded_exact_picks():
+    out = drive(LeastLoadedScheduler(dual_path=True), [req(kv=5.0), req(kv=5.0)], pe_groups(),
+                de_groups(), ctx({0: 5.0, 1: 9.0, 2: 1.0, 3: 0.0}))
+    assert [(p.pe, p.de) for p in out] == [(2, 11), (2, 10)]
+    assert out[0].de_read_fraction == 1.0
+
+
+def test_round_robin_cycles_and_skips_full_decode_engines():
+    out = drive(RoundRobinScheduler(dual_path=False), [req(kv=5.0)] * 4, pe_groups(), de_groups(),
+                ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))
+    # DE order 8, 9 (no room for 5), 10, 11, then 8 again
+    assert [p.de for p in out] == [8, 10, 11, 8]
+    assert [p.pe for p in out] == [0, 1, 2, 3]
+
+
+# ---- split read (our extension) ------------------------------------------------------------------
+def test_split_read_finishes_both_queues_together():
+    c = ctx({0: 2.0, 2: 0.5}, bw=1e9)
+    r = req(hit_bytes=3e9)
+    x = split_fraction(0, 2, r, c)
+    assert x == pytest.approx(0.75)
+    assert 2.0 + (1 - x) * 3.0 == pytest.approx(0.5 + x * 3.0)
+    assert split_fraction(0, 2, r, ctx({0: 0.0, 2: 10.0}, bw=1e9)) == 0.0
+    assert split_fraction(0, 2, r, ctx({0: 10.0, 2: 0.0}, bw=1e9)) == 1.0
+    out = drive(LeastLoadedScheduler(dual_path=True, split_read=True), [r], pe_groups(), de_groups(),
+                ctx({0: 2.0, 1: 2.0, 2: 0.5, 3: 0.5}, bw=1e9))
+    assert out[0].de_read_fraction == pytest.approx(0.75)
+
+
+# ---- intra-engine: quota packing and chunk search -------------------------------------------------
+def predict(cached, new):  # toy curve in exact binary fractions, growing with both
+    return new * (1 + cached / 1024) / 1024
+
+
+@pytest.mark.parametrize("cached, new, budget", [(0, 1000, 0.3), (500, 1000, 0.3), (0, 10, 5.0),
+                                                 (2000, 400, 0.0009), (0, 1, 0.001), (0, 3, 0.0)])
+def test_largest_chunk_matches_brute_force(cached, new, budget):
+    brute = max([k for k in range(0, new + 1) if k == 0 or predict(cached, k) <= budget])
+    assert largest_chunk(cached, new, budget, predict) == brute
+
+
+def test_pack_quota_fifo_then_chunk():
+    queue = [(0, 128), (1024, 64), (0, 512)]  # 0.125 s, 0.125 s, 0.5 s
+    assert pack_quota(queue, 0.5, predict) == [128, 64, 256]
+    assert pack_quota(queue, 0.5, predict, min_chunk=257) == [128, 64]
+    assert pack_quota([(0, 1024)], 0.25, predict) == [256]  # head alone, chunked to the quota
+    assert pack_quota([(0, 128)], 0.5, predict) == [128]
+    assert pack_quota([], 0.5, predict) == []
+
+
+# ---- data path ------------------------------------------------------------------------------------
 def test_plans_put_bytes_on_the_right_links():
     kw = dict(cached=100, new=10, output=5, kv_bytes_per_token=2.0)
     pe = plan_turn(read_on_de=False, free_io=False, **kw)

@@ -1,0 +1,92 @@
+"""DualPath's inter-engine scheduler (PAPER.md section 5).
+
+PE choice, FIFO over the waiting queue: engines with tok_e > beta are overloaded and skipped; among
+the rest prefer those whose node's storage read queue drains within alpha (its SNIC is about to go
+idle) and take the fewest tok_e; otherwise the fewest tok_e among the long-queue ones; none -> stop.
+
+DE choice. Phase 1: the DE group (node) with the smallest total tok_e. Phase 2, inside it:
+R = the FIFO prefix of the queue that fits the group's free HBM; Z = 1.05 * (sum len(R) + sum
+tok_e) / |engines|; for each r in R, among engines with room prefer tok_e + len(r) <= Z and take the
+fewest seq_e, else the fewest tok_e; none has room -> stop. Then phase 1 again for what is left.
+
+Read side: the shorter read queue of the PE node and the DE node (or a split, our extension).
+"""
+from __future__ import annotations
+
+from itertools import islice
+from typing import Iterator, Sequence
+
+from .readside import read_fraction
+from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext
+
+Z_SLACK = 1.05
+
+
+def choose_pe(groups: Sequence[GroupLoad], ctx: SchedContext) -> EngineLoad | None:
+    best_short = best_long = None
+    for g in groups:
+        short = ctx.read_queue_s[g.node] <= ctx.alpha_s
+        for e in g.engines:
+            if e.tok > ctx.beta_tokens:
+                continue
+            key = (e.tok, e.id)
+            if short:
+                if best_short is None or key < (best_short.tok, best_short.id):
+                    best_short = e
+            elif best_long is None or key < (best_long.tok, best_long.id):
+                best_long = e
+    return best_short if best_short is not None else best_long
+
+
+def choose_de_group(groups: Sequence[GroupLoad]) -> GroupLoad:
+    return min(groups, key=lambda g: (g.tok, g.node))
+
+
+def choose_de_in_group(group: GroupLoad, req: RequestView, z: float) -> EngineLoad | None:
+    room = [e for e in group.engines if e.free_kv >= req.kv_bytes]
+    if not room:
+        return None
+    under = [e for e in room if e.tok + req.tokens <= z]
+    if under:
+        return min(under, key=lambda e: (e.seq, e.tok, e.id))
+    return min(room, key=lambda e: (e.tok, e.seq, e.id))
+
+
+def fitting_prefix(waiting: Sequence[RequestView], start: int, free: float) -> list[RequestView]:
+    """The requests from waiting[start:] that fit, in FIFO order, into `free` bytes."""
+    out, used = [], 0.0
+    for req in islice(waiting, start, None):
+        if used + req.kv_bytes > free:
+            break
+        used += req.kv_bytes
+        out.append(req)
+    return out
+
+
+class DualPathScheduler:
+    name = "dualpath"
+
+    def __init__(self, dual_path: bool, split_read: bool = False):
+        self.dual_path, self.split_read = dual_path, split_read
+
+    def place(self, waiting: Sequence[RequestView], pe_groups: Sequence[GroupLoad],
+              de_groups: Sequence[GroupLoad], ctx: SchedContext) -> Iterator[Placement]:
+        """`waiting` is read, never changed; placements are for waiting[0], waiting[1], ..."""
+        i = 0
+        while i < len(waiting):
+            group = choose_de_group(de_groups)
+            batch = fitting_prefix(waiting, i, group.free_kv)
+            if not batch:
+                return
+            z = Z_SLACK * (sum(r.tokens for r in batch) + group.tok) / len(group.engines)
+            for req in batch:
+                de = choose_de_in_group(group, req, z)
+                if de is None:
+                    return
+                pe = choose_pe(pe_groups, ctx)
+                if pe is None:
+                    return
+                yield Placement(pe.id, de.id, read_fraction(pe.node, de.node, req, ctx,
+                                                            dual_path=self.dual_path,
+                                                            split=self.split_read))
+                i += 1

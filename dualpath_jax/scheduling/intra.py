@@ -1,0 +1,52 @@
+"""Intra-engine batching on prefill engines (PAPER.md section 5, "intra-engine").
+
+With DP attention and EP MoE all GPUs of a node meet at every attention->MoE boundary, so uneven
+attention time leaves bubbles. Each engine packs its queue FIFO up to a compute quota (300 ms) of
+predicted time, and binary-searches the largest chunk of the next request that still fits
+(chunked prefill). `predict(cached, new)` is the profiled attention-time curve (seconds).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+Predictor = Callable[[int, int], float]
+
+
+def largest_chunk(cached: int, new: int, budget_s: float, predict: Predictor) -> int:
+    """Largest k in [0, new] with predict(cached, k) <= budget_s (predict grows with k)."""
+    if new <= 0 or predict(cached, 1) > budget_s:
+        return 0
+    lo, hi = 1, new  # predict(cached, lo) fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if predict(cached, mid) <= budget_s:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predictor,
+               min_chunk: int = 1) -> list[int]:
+    """Tokens to compute for each queued (cached, remaining_new) request, FIFO, within the quota.
+
+    Whole requests are taken while they fit; the first one that does not fit is chunked to the
+    largest piece that does (if at least `min_chunk` tokens), and packing stops there. A batch is
+    never empty: if even the head's smallest chunk exceeds the quota, it runs alone, chunked to one
+    quota's worth (at least min_chunk tokens)."""
+    out: list[int] = []
+    used = 0.0
+    for cached, new in queue:
+        t = predict(cached, new)
+        if used + t <= quota_s:
+            out.append(new)
+            used += t
+            continue
+        k = largest_chunk(cached, new, quota_s - used, predict)
+        if k >= min_chunk:
+            out.append(k)
+        break
+    if not out and queue:
+        cached, new = queue[0]
+        out.append(max(min(min_chunk, new), largest_chunk(cached, new, quota_s, predict)))
+    return out
