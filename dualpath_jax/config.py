@@ -57,6 +57,7 @@ class ModelSpec:
     # ("node"); dense FFN tensor-parallel over `dense_ffn_tp` GPUs; attention always replicated.
     expert_shard: str = "role"
     dense_ffn_tp: int = 1
+    paper_cluster: str = ""  # the cluster the paper runs this model on (cluster=paper picks it)
     assumed: tuple[str, ...] = ()  # names of fields that are our assumptions, not the paper's
 
 
@@ -160,6 +161,7 @@ class SystemSpec:
     split_read: bool = False  # our extension: split one request's read across both sides
     qos: bool = True  # CNIC traffic manager: model collectives ahead of KV (else fair sharing)
     dram_tier_tb: float = 0.0  # SGL(MC): DRAM store tier per node in front of storage (TB)
+    tp_dense: int = 1  # GPUs per engine (tensor parallel) for dense models; MoE models keep DP+EP
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,6 +61,12 @@ def build_config(raw: dict) -> ExperimentConfig:
         raise ConfigError("system: expected a mapping of system name -> settings (configs/system/)")
     raw["systems"] = [dict(v, name=k) for k, v in systems.items()]
     raw["workload"] = workload
+    if raw.get("cluster", {}).get("name") == "paper":
+        default = raw["model"].get("paper_cluster")
+        if not default:
+            raise ConfigError(f"cluster=paper: model {raw['model'].get('name')!r} names no "
+                              f"paper_cluster; pick a cluster by name")
+        raw["cluster"] = load_named("cluster", default)
     if raw.get("backend", "sim") not in BACKENDS:
         raise ConfigError(f"backend={raw['backend']!r} is not available; known: {', '.join(BACKENDS)}")
     cfg = from_dict(ExperimentConfig, raw, "config")
@@ -99,19 +105,38 @@ class OfflineResult:
         return out
 
 
+def engine_view(cfg: ExperimentConfig, system: SystemSpec) -> ExperimentConfig:
+    """The config as `system` deploys it: with tensor parallelism (dense models only) an engine is
+    `tp` GPUs that act as one larger GPU (rates, HBM and CNICs add up; weights are split)."""
+    tp = system.tp_dense if cfg.model.routed_experts == 0 else 1
+    if tp == 1:
+        return cfg
+    cl, gpu = cfg.cluster, cfg.hardware.gpu
+    if cl.gpus_per_node % tp:
+        raise ConfigError(f"system {system.name}: tp_dense={tp} does not divide "
+                          f"cluster.gpus_per_node={cl.gpus_per_node}")
+    cluster = replace(cl, gpus_per_node=cl.gpus_per_node // tp, cnic_gbps=cl.cnic_gbps * tp,
+                      activation_reserve_gb=cl.activation_reserve_gb * tp)
+    big = replace(gpu, hbm_gb=gpu.hbm_gb * tp, hbm_tbps=gpu.hbm_tbps * tp,
+                  peak_tflops={k: v * tp for k, v in gpu.peak_tflops.items()})
+    return replace(cfg, cluster=cluster, hardware=replace(cfg.hardware, gpu=big),
+                   model=replace(cfg.model, dense_ffn_tp=1))
+
+
 def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
                 progress: Callable[[str, int], Callable[[], None]] | None = None) -> OfflineResult:
     """Simulate every configured system on the same agents; `progress(system, turns)` -> tick."""
     check_pd_ratio(cfg.cluster)
     eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
-    cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, eff)
     agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
     turns = sum(len(a.turns) for a in agents)
     result = OfflineResult(cfg, eff)
     t0 = time.perf_counter()
     for system in cfg.systems:
         tick = progress(system.name, turns) if progress else None
-        result.systems[system.name] = Simulation(cfg, system, agents, cost, on_turn=tick).run()
+        view = engine_view(cfg, system)
+        cost = CostModel(view.model, view.cluster, view.hardware, eff)
+        result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
     result.wall_s = time.perf_counter() - t0
     return result
 

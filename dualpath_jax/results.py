@@ -59,14 +59,15 @@ def comparison_table(res: OfflineResult) -> Table:
     table = Table(title=f"offline: {cfg.model.name} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
                         f"MAL {cfg.workload.mal_label}")
     for col in ("system", "JCT s", "vs basic", "vs oracle", "PE GPU util", "DE GPU busy",
-                "PE SNIC", "DE SNIC"):
+                "PE SNIC", "DE SNIC", "layer ms", "TPOT ms"):
         table.add_column(col, justify="left" if col == "system" else "right")
     comp = res.comparison()
     for name, m in res.systems.items():
         gap = comp[name].get("gap_to_oracle")
         table.add_row(name, f"{m.jct_s:,.1f}", f"{comp[name]['speedup_vs_basic']:.2f}x",
                       "-" if gap is None else f"{gap:+.1%}", f"{m.prefill_gpu_util:.1%}",
-                      f"{m.decode_gpu_busy:.1%}", f"{m.snic_util_pe:.1%}", f"{m.snic_util_de:.1%}")
+                      f"{m.decode_gpu_busy:.1%}", f"{m.snic_util_pe:.1%}", f"{m.snic_util_de:.1%}",
+                      f"{m.prefill_layer_ms:.2f}", f"{1e3 * m.tpot_s['mean']:.1f}")
     return table
 
 

@@ -14,32 +14,36 @@ Read side: the shorter read queue of the PE node and the DE node (or a split, ou
 from __future__ import annotations
 
 from itertools import islice
+from operator import attrgetter
 from typing import Iterator, Sequence
 
 from .readside import read_fraction
-from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext
+from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, load_key
 
 Z_SLACK = 1.05
 
 
+_group_key = attrgetter("least_key")
+_group_tok = attrgetter("tok")
+
+
 def choose_pe(groups: Sequence[GroupLoad], ctx: SchedContext) -> EngineLoad | None:
-    best_short = best_long = None
+    # A group's least-loaded engine is its best candidate; if it is overloaded, all of them are.
+    queue, alpha, beta = ctx.read_queue_s, ctx.alpha_s, ctx.beta_tokens
+    top = min(groups, key=_group_key)
+    if top.least.tok > beta:
+        return None  # every engine is overloaded: stop fetching
+    if queue[top.node] <= alpha:
+        return top.least  # the least-loaded engine overall sits on a short-queue node
+    best = None
     for g in groups:
-        short = ctx.read_queue_s[g.node] <= ctx.alpha_s
-        for e in g.engines:
-            if e.tok > ctx.beta_tokens:
-                continue
-            key = (e.tok, e.id)
-            if short:
-                if best_short is None or key < (best_short.tok, best_short.id):
-                    best_short = e
-            elif best_long is None or key < (best_long.tok, best_long.id):
-                best_long = e
-    return best_short if best_short is not None else best_long
+        if g.least.tok <= beta and queue[g.node] <= alpha and (best is None or g.least_key < best.least_key):
+            best = g
+    return (best or top).least
 
 
 def choose_de_group(groups: Sequence[GroupLoad]) -> GroupLoad:
-    return min(groups, key=lambda g: (g.tok, g.node))
+    return min(groups, key=_group_tok)  # ties: the first (lowest) node
 
 
 def choose_de_in_group(group: GroupLoad, req: RequestView, z: float) -> EngineLoad | None:
@@ -49,7 +53,7 @@ def choose_de_in_group(group: GroupLoad, req: RequestView, z: float) -> EngineLo
     under = [e for e in room if e.tok + req.tokens <= z]
     if under:
         return min(under, key=lambda e: (e.seq, e.tok, e.id))
-    return min(room, key=lambda e: (e.tok, e.seq, e.id))
+    return min(room, key=load_key)
 
 
 def fitting_prefix(waiting: Sequence[RequestView], start: int, free: float) -> list[RequestView]:

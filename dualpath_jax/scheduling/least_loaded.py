@@ -5,19 +5,39 @@ hold the request, the one with the fewest unfinished tokens; none -> the queue w
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Iterable, Iterator, Sequence
 
 from .readside import read_fraction
-from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext
+from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, load_key
 
 
-def choose_pe(pes: Sequence[EngineLoad]) -> EngineLoad:
-    return min(pes, key=lambda e: (e.tok, e.seq, e.id))
+_group_key = attrgetter("least_key")
 
 
-def choose_de(des: Sequence[EngineLoad], req: RequestView) -> EngineLoad | None:
-    fits = [e for e in des if e.free_kv >= req.kv_bytes]
-    return min(fits, key=lambda e: (e.tok, e.seq, e.id)) if fits else None
+def choose_pe(groups: Sequence[GroupLoad]) -> EngineLoad:
+    return min(groups, key=_group_key).least
+
+
+def choose_de(groups: Sequence[GroupLoad], req: RequestView) -> EngineLoad | None:
+    """Least-loaded decode engine with HBM room (a group's least-loaded engine, when it has room,
+    is that group's best; otherwise its engines are searched)."""
+    top = min(groups, key=_group_key).least
+    if top.free_kv >= req.kv_bytes:
+        return top  # the least-loaded engine overall has room
+    best = None
+    for g in groups:
+        if g.free_kv < req.kv_bytes:
+            continue
+        e = g.least
+        if e.free_kv < req.kv_bytes:
+            fits = [x for x in g.engines if x.free_kv >= req.kv_bytes]
+            if not fits:
+                continue
+            e = min(fits, key=load_key)
+        if best is None or load_key(e) < load_key(best):
+            best = e
+    return best
 
 
 class LeastLoadedScheduler:
@@ -28,12 +48,10 @@ class LeastLoadedScheduler:
 
     def place(self, waiting: Iterable[RequestView], pe_groups: Sequence[GroupLoad],
               de_groups: Sequence[GroupLoad], ctx: SchedContext) -> Iterator[Placement]:
-        pes = [e for g in pe_groups for e in g.engines]
-        des = [e for g in de_groups for e in g.engines]
         for req in waiting:
-            de = choose_de(des, req)
+            de = choose_de(de_groups, req)
             if de is None:
                 return
-            pe = choose_pe(pes)
+            pe = choose_pe(pe_groups)
             yield Placement(pe.id, de.id, read_fraction(pe.node, de.node, req, ctx,
                                                         dual_path=self.dual_path, split=self.split_read))

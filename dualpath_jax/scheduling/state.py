@@ -6,7 +6,8 @@ loads, read queues) before asking for the next one, so every choice sees the one
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Mapping
 
 
@@ -22,14 +23,42 @@ class EngineLoad:
     free_kv: float = 0.0  # decode: HBM bytes free for KV (prefill: unused)
 
 
+# Order of "least loaded": fewest tokens, then fewest requests, then lowest id.
+load_key = attrgetter("tok", "seq", "id")
+
+
 @dataclass
 class GroupLoad:
-    """The engines of one node (a scheduling group with one leader), with running totals."""
+    """The engines of one node (a scheduling group with one leader), with running totals.
+
+    Change engine loads through `add` so the totals and the cached least-loaded engine stay true.
+    """
 
     node: int
     engines: list[EngineLoad]
     tok: int = 0  # sum of the engines' tok
     free_kv: float = 0.0  # sum of the engines' free_kv
+    least: EngineLoad | None = field(default=None, repr=False, compare=False)  # least-loaded engine
+    least_key: tuple = field(default=(), repr=False, compare=False)  # its load_key
+
+    def __post_init__(self):
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.least = min(self.engines, key=load_key)
+        self.least_key = load_key(self.least)
+
+    def add(self, e: EngineLoad, tokens: int, kv_bytes: float = 0.0, requests: int = 1) -> None:
+        """Assign (positive) or release (negative) a request's load on engine `e` of this group."""
+        e.tok += tokens
+        e.seq += requests
+        e.free_kv -= kv_bytes
+        self.tok += tokens
+        self.free_kv -= kv_bytes
+        self._refresh()
+
+    def least_loaded(self) -> EngineLoad:
+        return self.least
 
 
 @dataclass(frozen=True)

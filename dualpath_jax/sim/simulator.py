@@ -144,15 +144,8 @@ class Simulation:
         now, free_io = self.loop.now, self.system.free_io
         req.pe, req.de = p.pe, p.de
         de, pe = self.loads[p.de], self.loads[p.pe]
-        de.free_kv -= req.kv_bytes
-        de.tok += req.tokens
-        de.seq += 1
-        g = self.group_of[p.de]
-        g.free_kv -= req.kv_bytes
-        g.tok += req.tokens
-        pe.tok += req.input
-        pe.seq += 1
-        self.group_of[p.pe].tok += req.input
+        self.group_of[p.de].add(de, req.tokens, req.kv_bytes)
+        self.group_of[p.pe].add(pe, req.input)
         ready = now
         if not free_io:
             storage = req.hit_bytes
@@ -173,22 +166,14 @@ class Simulation:
         self.loop.at(ready, self.pe_nodes[pe.node].submit, req)
 
     def _prefilled(self, req: Request) -> None:
-        pe = self.loads[req.pe]
-        pe.tok -= req.input
-        pe.seq -= 1
-        self.group_of[req.pe].tok -= req.input
+        self.group_of[req.pe].add(self.loads[req.pe], -req.input, requests=-1)
         req.first_token = self.loop.now
         end = self.de_h2d[req.de].transfer(self.loop.now, req.h2d_bytes)
         self.loop.at(end, self.de[req.de].join, req)
 
     def _decoded(self, req: Request) -> None:
         de = self.loads[req.de]
-        de.free_kv += req.kv_bytes
-        de.tok -= req.tokens
-        de.seq -= 1
-        g = self.group_of[req.de]
-        g.free_kv += req.kv_bytes
-        g.tok -= req.tokens
+        self.group_of[req.de].add(de, -req.tokens, -req.kv_bytes, requests=-1)
         req.finished = self.loop.now
         end = self.snic_write[de.node].transfer(self.loop.now, req.write_bytes)
         if self.tier is not None:

@@ -25,11 +25,7 @@ def drive(scheduler, waiting, pes, des, c):
     for req, p in zip(waiting, scheduler.place(waiting, pes, des, c)):
         for eid, extra_kv in ((p.de, req.kv_bytes), (p.pe, 0.0)):
             e, g = loads[eid]
-            e.tok += req.tokens
-            e.seq += 1
-            e.free_kv -= extra_kv
-            g.tok += req.tokens
-            g.free_kv -= extra_kv
+            g.add(e, req.tokens, extra_kv)
         out.append(p)
     return out
 

@@ -1,0 +1,79 @@
+"""Benchmark the paper's largest offline setup: 48P96D (1,152 GPUs), 48K agents, 64K trace set.
+
+    python benchmarks/bench_scale.py                      # dualpath, 48K agents
+    python benchmarks/bench_scale.py --systems basic dualpath --agents 48000
+
+Prints wall time, peak memory (max RSS) and simulated events and turns per second per system, and
+writes results/bench/scale_48p96d.{json,txt}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from dualpath_jax.config import ModelSpec, from_dict  # noqa: E402
+from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
+from dualpath_jax.experiment import ROOT as PROJECT, build_config, load_named  # noqa: E402
+from dualpath_jax.sim import Simulation  # noqa: E402
+from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
+
+
+def max_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=48000)
+    ap.add_argument("--len", default="64k")
+    ap.add_argument("--cluster", default="48p96d")
+    ap.add_argument("--systems", nargs="+", default=["dualpath"])
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    args = ap.parse_args()
+    overrides = [f"+agents={args.agents}", f"+len={args.len}", f"cluster={args.cluster}",
+                 "system=all", "tracking.wandb=false", "sim.progress=false"]
+    with initialize_config_dir(config_dir=str(PROJECT / "configs"), version_base="1.3"):
+        cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
+    anchor = from_dict(ModelSpec, load_named("model", cfg.hardware.calibration.anchor_model))
+    cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
+    agents = assign_agents(load_trajectories(cfg.workload, PROJECT), cfg.workload.agents)
+    rows = []
+    for name in args.systems:
+        system = next(s for s in cfg.systems if s.name == name)
+        t0 = time.perf_counter()
+        m = Simulation(cfg, system, agents, cost).run()
+        wall = time.perf_counter() - t0
+        rows.append({"system": name, "wall_s": wall, "turns": m.turns, "events": m.events,
+                     "events_per_s": m.events / wall, "turns_per_s": m.turns / wall,
+                     "peak_rss_gb": max_rss_gb(), "simulated_jct_s": m.jct_s})
+        print(rows[-1], flush=True)
+    report = {"setup": f"{cfg.model.name} on {cfg.cluster.name}, {args.agents} agents, MAL {args.len}",
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "systems": rows}
+    lines = [f"{report['setup']}  ({report['machine']})",
+             f"{'system':<10} {'wall s':>8} {'turns':>9} {'events':>10} {'events/s':>9} {'peak GB':>8}"]
+    lines += [f"{r['system']:<10} {r['wall_s']:>8.1f} {r['turns']:>9} {r['events']:>10} "
+              f"{r['events_per_s']:>9.0f} {r['peak_rss_gb']:>8.2f}" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"scale_{args.cluster}_a{args.agents}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{stem}.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
