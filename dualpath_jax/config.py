@@ -147,6 +147,8 @@ class WorkloadSpec:
     table: tuple[TraceStats, ...] = ()  # synthetic: the published statistics per MAL
     turn_size_shape: float = 2.0  # gamma shape of per-turn append/gen sizes (assumption)
     initial_prompt_sigma: float = 0.5  # lognormal sigma of the first prompt (assumption)
+    append_scale: float = 1.0  # multiply every turn's appended tokens (the paper's scaling study)
+    gen_scale: float = 1.0  # multiply every turn's generated tokens
     assumed: tuple[str, ...] = ()
 
 

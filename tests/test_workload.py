@@ -122,3 +122,15 @@ def test_mooncake_shared_trace_imports(tmp_path):
     turns = [t for a in agents for t in a.turns]
     assert len(turns) == 500
     assert any(t.cached > 0 for t in turns) and all(t.cached < t.input for t in turns)
+
+
+def test_scale_turns_scales_appends_and_generation():
+    from dualpath_jax.workload.agents import scale_turns
+    base = generate(spec(32768, n=3))
+    scaled = scale_turns(base, 2.0, 1.5)
+    for b, s_ in zip(base, scaled):
+        assert [t.new for t in s_.turns] == [round(t.new * 2.0) for t in b.turns]
+        assert [t.output for t in s_.turns] == [round(t.output * 1.5) for t in b.turns]
+        assert all(t.cached == p.input + p.output for p, t in zip(s_.turns, s_.turns[1:]))
+    with pytest.raises(ValueError, match="workload.append_scale=0"):
+        scale_turns(base, 0, 1)
