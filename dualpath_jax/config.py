@@ -192,6 +192,7 @@ class ExperimentConfig:
     hardware: HardwareSpec
     workload: WorkloadSpec
     systems: tuple[SystemSpec, ...]
+    system_set: str = "paper"  # which configs/system/ file the systems came from
     sim: SimSpec = SimSpec()
     tracking: TrackingSpec = TrackingSpec()
     backend: str = "sim"

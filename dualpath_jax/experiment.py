@@ -140,6 +140,3 @@ def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
     result.wall_s = time.perf_counter() - t0
     return result
 
-
-def default_systems() -> tuple[SystemSpec, ...]:
-    return tuple(SystemSpec(name=k, **v) for k, v in load_named("system", "paper").items())

@@ -1,6 +1,6 @@
 """Results files and the comparison table.
 
-File: <results_dir>/offline/<model>_<cluster>/agents<N>_len<L>.json holding
+File: <results_dir>/offline/<model>_<cluster>/agents<N>_len<L>[_<system set>].json holding
 {"config": resolved config, "calibration": efficiencies, "systems": {name: metrics},
  "comparison": {name: {speedup_vs_basic, gap_to_oracle}}}. No wall-clock fields: the same seed
 gives a byte-identical file. Writes are atomic (temp file + rename): a crash never leaves half a file.
@@ -22,8 +22,9 @@ from .experiment import OfflineResult
 def result_path(res: OfflineResult, results_dir: str | Path | None = None) -> Path:
     cfg = res.cfg
     base = Path(results_dir if results_dir is not None else cfg.results_dir)
+    suffix = "" if cfg.system_set == "paper" else f"_{cfg.system_set}"
     return (base / "offline" / f"{cfg.model.name}_{cfg.cluster.name}"
-            / f"agents{cfg.workload.agents}_len{cfg.workload.mal_label}.json")
+            / f"agents{cfg.workload.agents}_len{cfg.workload.mal_label}{suffix}.json")
 
 
 def result_dict(res: OfflineResult) -> dict:

@@ -18,7 +18,7 @@ def load(group: str, name: str) -> dict:
 
 
 def systems() -> tuple[SystemSpec, ...]:
-    return tuple(SystemSpec(name=k, **v) for k, v in load("system", "paper").items())
+    return tuple(SystemSpec(name=k, **v) for k, v in load("system", "paper")["system"].items())
 
 
 def small_config(model="ds27b", cluster="1p1d", agents=32, **cluster_overrides) -> ExperimentConfig:

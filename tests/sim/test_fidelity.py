@@ -100,7 +100,7 @@ def test_ablation_ladder_rungs():
     cfg = small_config(agents=48)
     agents = growing_agents(48, turns=4, first=300, preloaded=20000)
     ladder = {name: run(cfg, SystemSpec(name=name, **spec), agents)
-              for name, spec in load("system", "ablation").items()}
+              for name, spec in load("system", "ablation")["system"].items()}
     assert list(ladder) == ["basic", "+layerwise", "+dualpath", "+scheduling"]
     assert ladder["+layerwise"].bytes_read_de_nodes == 0 < ladder["+dualpath"].bytes_read_de_nodes
     assert ladder["+dualpath"].jct_s < ladder["basic"].jct_s
