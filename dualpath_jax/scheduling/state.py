@@ -55,7 +55,14 @@ class GroupLoad:
         e.free_kv -= kv_bytes
         self.tok += tokens
         self.free_kv -= kv_bytes
-        self._refresh()
+        key = load_key(e)
+        if e is self.least:
+            if key > self.least_key:  # the least-loaded engine got busier: look again
+                self._refresh()
+            else:
+                self.least_key = key
+        elif key < self.least_key:
+            self.least, self.least_key = e, key
 
     def least_loaded(self) -> EngineLoad:
         return self.least

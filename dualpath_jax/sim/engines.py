@@ -51,6 +51,7 @@ class PrefillNode:
         self.layers = cost.model.layers
         self.ep_bytes = cost.counts.ep_bytes_per_token(cost.cluster.prefill_nodes)
         self.quota = sim.quota_ms / 1e3
+        self._split: dict = {}  # (cached, new) -> (attention s, linear s): packing asks repeatedly
         # accounting
         self.attn_s = {e: 0.0 for e in engine_ids}  # attention seconds per engine
         self.busy_s = 0.0  # GPU-seconds of compute over the node's engines
@@ -64,8 +65,16 @@ class PrefillNode:
             self._start()
 
     # ---- batch formation -------------------------------------------------------------------
+    def _times(self, cached: int, new: int) -> tuple[float, float]:
+        hit = self._split.get((cached, new))
+        if hit is None:
+            if len(self._split) > 65536:
+                self._split.clear()
+            hit = self._split[(cached, new)] = self.cost.prefill_split(cached, new)
+        return hit
+
     def _predict(self, cached: int, new: int) -> float:
-        a, lin = self.cost.prefill_split(cached, new)
+        a, lin = self._times(cached, new)
         return a + lin
 
     def _pack(self, queue: deque) -> list[tuple["Request", int]]:
@@ -100,7 +109,7 @@ class PrefillNode:
         for e, batch in batches.items():
             a = tok = b_in = b_out = 0.0
             for r, k in batch:
-                ra, rl = self.cost.prefill_split(r.cached + r.done, k)
+                ra, rl = self._times(r.cached + r.done, k)
                 a += ra
                 lin_total += rl
                 tok += k
@@ -160,6 +169,7 @@ class DecodeEngine:
         self.due: list = []  # heap of (target step count, seq, request)
         self._seq = 0
         self._version = 0
+        self._event_at = None  # time of the pending completion check, if any
         self.busy_s = 0.0  # time with a non-empty batch
         self.batch_area = 0.0  # integral of batch size over time
 
@@ -182,9 +192,10 @@ class DecodeEngine:
         self._reschedule()
 
     def _reschedule(self) -> None:
-        self._version += 1
         if not self.due:
             self.step_time = 0.0
+            self._version += 1  # nothing left to finish: drop any pending check
+            self._event_at = None
             return
         b = len(self.due)
         t = self.cost.decode_step_time(b, self.keys, self.context)
@@ -192,12 +203,17 @@ class DecodeEngine:
         if share < 1.0:  # KV on this GPU's CNIC slows the EP all-to-all of every step
             t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)
         self.step_time = t
-        remaining = max(0.0, self.due[0][0] - self.steps)
-        self.loop.at(self.loop.now + remaining * t, self._on_due, self._version)
+        at = self.loop.now + max(0.0, self.due[0][0] - self.steps) * t
+        # A pending check that fires early only re-checks, so keep it unless this one is earlier.
+        if self._event_at is None or at < self._event_at:
+            self._version += 1
+            self._event_at = at
+            self.loop.at(at, self._on_due, self._version)
 
     def _on_due(self, version: int) -> None:
         if version != self._version:
-            return  # the batch changed since this was scheduled
+            return  # superseded by an earlier check
+        self._event_at = None
         self._advance()
         done = []
         while self.due and self.due[0][0] <= self.steps + 1e-9:

@@ -1,0 +1,8 @@
+"""The real testbed: engines on JAX devices, real KV bytes from the TensorStore KV store, emulated
+storage NICs. Entry point: `run_testbed(cfg)`. See docs/testbed.md."""
+from .report import TestbedMetrics
+from .run import MeasuredRates, run_testbed
+from .server import Testbed, model_config
+from .spec import TestbedSpec
+
+__all__ = ["MeasuredRates", "Testbed", "TestbedMetrics", "TestbedSpec", "model_config", "run_testbed"]

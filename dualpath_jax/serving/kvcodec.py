@@ -1,0 +1,84 @@
+"""KV bytes between the model's arrays and the store's Full Blocks.
+
+Per token per layer the MLA cache is latent [C] + rope [R] in the model dtype; the store keeps
+them side by side as B = (C + R) * itemsize bytes (`BlockLayout(layers=Y, bytes_per_token=B)`).
+Host arrays here are `kv [Y, tokens, C+R]` in the model dtype (numpy; bfloat16 via ml_dtypes).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
+import numpy as np
+
+from ..kvstore import BlockLayout
+from ..model import ModelConfig
+
+
+def np_dtype(cfg: ModelConfig) -> np.dtype:
+    return np.dtype(cfg.dtype)
+
+
+def kv_width(cfg: ModelConfig) -> int:
+    return cfg.kv_lora_rank + cfg.qk_rope_dim
+
+
+def bytes_per_token_layer(cfg: ModelConfig) -> int:
+    return kv_width(cfg) * np_dtype(cfg).itemsize
+
+
+def bytes_per_token(cfg: ModelConfig) -> int:
+    """KV bytes per token over all layers: the unit of the data-path plan."""
+    return cfg.n_layers * bytes_per_token_layer(cfg)
+
+
+def block_layout(cfg: ModelConfig, tokens_per_block: int) -> BlockLayout:
+    return BlockLayout(layers=cfg.n_layers, bytes_per_token=bytes_per_token_layer(cfg),
+                       tokens_per_block=tokens_per_block)
+
+
+def layer_of_blocks(blocks_u8: np.ndarray, layer: int, cfg: ModelConfig) -> np.ndarray:
+    """Full Blocks uint8 [n, Y, T, B] -> that layer's KV [n*T, C+R] (contiguous host copy)."""
+    n, _, t, _ = blocks_u8.shape
+    return np.ascontiguousarray(blocks_u8[:, layer]).view(np_dtype(cfg)).reshape(n * t, kv_width(cfg))
+
+
+def all_of_blocks(blocks_u8: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """Full Blocks uint8 [n, Y, T, B] -> kv [Y, n*T, C+R]."""
+    n, y, t, _ = blocks_u8.shape
+    kv = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, kv_width(cfg))
+    return np.ascontiguousarray(kv.transpose(1, 0, 2, 3)).reshape(y, n * t, kv_width(cfg))
+
+
+def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
+    """kv [Y, n*T, D] (whole blocks) -> Full Blocks [n, Y, T, D] for `KVStore.write`."""
+    y, tok, d = kv.shape
+    n = tok // tokens_per_block
+    return np.ascontiguousarray(kv[:, :n * tokens_per_block].reshape(y, n, tokens_per_block, d)
+                                .transpose(1, 0, 2, 3))
+
+
+@partial(jax.jit, static_argnums=(1,))
+def split_kv(kv, c: int):
+    """Device: kv [..., C+R] -> (latent [..., C], rope [..., R])."""
+    return kv[..., :c], kv[..., c:]
+
+
+@jax.jit
+def join_kv(latent, rope):
+    """Device: (latent [..., C], rope [..., R]) -> kv [..., C+R]."""
+    return jnp.concatenate([latent, rope.astype(latent.dtype)], axis=-1)
+
+
+@partial(jax.jit, static_argnums=(2,))
+def layer_prefix(kv, layer, n: int):
+    """Device: kv [Y, F, D] -> layer `layer`'s first n tokens [1, n, D] (layer is dynamic)."""
+    return jax.lax.dynamic_index_in_dim(kv, layer, 0, keepdims=True)[:, :n]
+
+
+@partial(jax.jit, static_argnums=(1,))
+def prefix(kv, n: int):
+    """Device: kv [Y, F, D] -> kv [Y, n, D]."""
+    return kv[:, :n]

@@ -1,0 +1,154 @@
+"""A prefill engine (PE) on one JAX device: batches its ready queue, runs layerwise (or whole)
+prefill while a loader thread moves each layer's prefix KV in ahead of compute.
+
+Overlap: a loader thread issues layer i+1's transfer (and i+2, up to `prefetch_layers`) while
+layer i computes; a sender thread copies each finished layer's KV out to the DE buffer while the
+next layer computes. Without layerwise prefill (Basic) every layer's prefix KV is loaded before
+compute starts and all KV is sent after it ends.
+
+GPU busy time: per layer, from the moment the layer is dispatched with its inputs ready until its
+output is ready (layerwise), or from all inputs ready to the last layer done (whole prefill).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import numpy as np
+
+from ..model import LayerwisePrefill
+from ..scheduling import pack_quota
+from .loaders import LayerLoader
+
+_NO_CHUNK = 1 << 60  # pack_quota's min_chunk: the testbed never splits a request
+
+
+class PrefillEngine:
+    def __init__(self, tb, engine: int, lw: LayerwisePrefill):
+        self.tb, self.id = tb, engine
+        self.dev = tb.cluster.device(engine)
+        self.lw = lw
+        self.n_layers = self.lw.n_layers
+        self.queue: deque = deque()
+        self.cv = threading.Condition()
+        self.sender = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-send")
+        self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-load")
+        self.busy_s = 0.0
+        self.layer_busy_s = 0.0
+        self.layers_run = 0
+        self.batches = 0
+        self.tokens_s = 0.0  # measured tokens per busy second (the quota predictor's rate)
+        self._stop = False
+        self.thread = threading.Thread(target=self._loop, name=f"pe{engine}", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        with self.cv:
+            self._stop = True
+            self.cv.notify_all()
+        self.thread.join()
+        self.sender.shutdown()
+        self.loader.shutdown()
+
+    def submit(self, req) -> None:
+        with self.cv:
+            self.queue.append(req)
+            self.cv.notify()
+
+    # ---- batching ---------------------------------------------------------------------------
+    def _pack(self) -> list:
+        """FIFO batch of requests of the head's shape (one prefix length per batch), by the
+        system's intra-engine policy: `tokens` (token budget) or `quota` (pack_quota)."""
+        system, sim = self.tb.system, self.tb.cfg.sim
+        head = self.queue[0]
+        same = []
+        for r in self.queue:
+            if r.shape != head.shape or len(same) >= self.tb.spec.max_prefill_batch:
+                break
+            same.append(r)
+        if system.batching == "quota" and self.tokens_s > 0:
+            rate = self.tokens_s
+            take = len(pack_quota([(r.hit, r.new) for r in same], sim.quota_ms / 1e3,
+                                  lambda c, n: (c + n) / rate, _NO_CHUNK))
+        else:
+            take, tok = 0, 0
+            for r in same:
+                if take and tok + r.new > sim.prefill_batch_tokens:
+                    break
+                take, tok = take + 1, tok + r.new
+        return [self.queue.popleft() for _ in range(max(1, take))]
+
+    def _loop(self):
+        while True:
+            with self.cv:
+                while not self.queue and not self._stop:
+                    self.cv.wait()
+                if self._stop:
+                    return
+                batch = self._pack()
+            try:
+                self.run_batch(batch)
+            except BaseException as e:  # surfaced by the testbed's main thread
+                self.tb.fail(e)
+                return
+
+    # ---- one batch ----------------------------------------------------------------------------
+    def run_batch(self, batch: list) -> None:
+        tb = self.tb
+        layerwise, free_io = tb.system.layerwise, tb.system.free_io
+        loader = LayerLoader(tb, self.id, batch, free_io)
+        hit, new = batch[0].hit, batch[0].new
+        ids = np.stack([r.ids[hit:r.input] for r in batch])
+        depth = tb.spec.prefetch_layers if layerwise else self.n_layers
+        ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
+
+        def load_all():
+            for i in range(self.n_layers):
+                ready.put(loader.load_layer(i))
+
+        loading = self.loader.submit(load_all)
+        x = self.lw.embed(jax.device_put(ids, self.dev))
+        busy = 0.0
+        sends = []
+        if layerwise:
+            for i in range(self.n_layers):
+                pl, pr, _ = ready.get()
+                t0 = time.perf_counter()
+                x, lat, rope = self.lw.layer(i, x, pl, pr)
+                x.block_until_ready()
+                busy += time.perf_counter() - t0
+                sends.append(self.sender.submit(loader.send_layer, i, pl, pr, lat, rope))
+            logits = self.lw.head(x)
+        else:
+            inputs = [ready.get() for _ in range(self.n_layers)]
+            t0 = time.perf_counter()
+            outs = []
+            for i, (pl, pr, _) in enumerate(inputs):
+                x, lat, rope = self.lw.layer(i, x, pl, pr)
+                outs.append((pl, pr, lat, rope))
+            logits = self.lw.head(x)
+            logits.block_until_ready()
+            busy = time.perf_counter() - t0
+            sends = [self.sender.submit(loader.send_layer, i, *o) for i, o in enumerate(outs)]
+        loading.result()
+        first = np.asarray(jax.device_get(logits[:, new - 1])) if tb.spec.keep_logits else None
+        for f in sends:
+            f.result()
+        now = time.perf_counter()
+        self.busy_s += busy
+        self.layer_busy_s += busy / self.n_layers
+        self.layers_run += self.n_layers
+        self.batches += 1
+        tok = sum(r.input for r in batch)
+        rate = tok / busy if busy > 0 else 0.0
+        self.tokens_s = rate if self.tokens_s == 0 else 0.8 * self.tokens_s + 0.2 * rate
+        for b, r in enumerate(batch):
+            if first is not None:
+                r.first_logits = first[b]
+            tb.prefilled(r, now)

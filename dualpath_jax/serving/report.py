@@ -1,0 +1,74 @@
+"""Testbed metrics: the simulator's SystemMetrics fields, measured, plus per-engine GPU busy
+fractions, bytes per link (measured and as the data-path plan predicts) and DRAM buffer peaks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..metrics import SystemMetrics, max_avg, percentiles
+
+
+@dataclass(frozen=True)
+class TestbedMetrics(SystemMetrics):
+    wall_s: float  # the whole run, start to the last persisted turn
+    gpu_busy: dict  # "pe<e>"/"de<e>" -> busy fraction of jct_s
+    link_bytes: dict  # link name -> bytes moved (measured)
+    plan_bytes: dict  # link name -> bytes plan_turn predicts for the same placements
+    dram_peak_bytes: dict  # node -> peak bytes held in its DRAM buffer
+    prefill_tokens_per_s: float  # prompt tokens (cached + new) per PE busy second
+    decode_step_ms: float  # mean decode step
+    __test__ = False
+
+
+def summarize(tb, wall: float) -> TestbedMetrics:
+    cl, spec = tb.cluster, tb.cluster.spec
+    reqs = tb.finished
+    jct = max(tb.agent_done) if tb.agent_done else wall
+    span = jct if jct > 0 else 1.0
+    links = dict(sorted(cl.links.bytes.items()))
+    pe_nodes = [n.id for n in cl.nodes if n.role == "prefill"]
+    de_nodes = [n.id for n in cl.nodes if n.role == "decode"]
+    read = {n.id: links.get(f"snic_read[{n.id}]", 0.0) for n in cl.nodes}
+    bw = spec.snic_bytes_per_s
+    pes, des = tb.pes.values(), tb.des.values()
+    pe_busy = sum(p.busy_s for p in pes)
+    usable = spec.prefill_nodes + (spec.decode_nodes if tb.system.dual_path else 0)
+    ttft = [r.first_token - r.arrive for r in reqs]
+    tpot = [(r.finished - r.joined) / (r.output - 1) for r in reqs if r.output > 1]
+    batches = sum(p.batches for p in pes)
+    steps = sum(d.steps for d in des)
+    return TestbedMetrics(
+        jct_s=jct,
+        turns=len(reqs),
+        agents=len(tb.agents),
+        prefill_gpu_util=pe_busy / (len(tb.pes) * span),
+        prefill_barrier_idle=0.0,  # one device per engine: no DP-attention barrier on the testbed
+        prefill_layer_ms=1e3 * sum(p.layer_busy_s for p in pes) / max(batches, 1),
+        attn_max_avg=max_avg(p.busy_s for p in pes),
+        decode_gpu_busy=sum(d.busy_s for d in des) / (len(tb.des) * span),
+        decode_batch_mean=sum(d.batch_area for d in des) / (len(tb.des) * span),
+        snic_util_pe=sum(read[n] for n in pe_nodes) / (len(pe_nodes) * bw * span),
+        snic_util_de=sum(read[n] for n in de_nodes) / (len(de_nodes) * bw * span),
+        snic_read_max_avg=max_avg(read.values()),
+        bytes_read=float(sum(read.values())),
+        bytes_read_pe_nodes=float(sum(read[n] for n in pe_nodes)),
+        bytes_read_de_nodes=float(sum(read[n] for n in de_nodes)),
+        bytes_written=float(sum(v for k, v in links.items() if k.startswith("snic_write"))),
+        tier_hit_bytes=0.0,
+        hit_bytes=float(sum(r.hit for r in reqs) * tb.kvb),
+        tokens_prefilled=sum(r.new for r in reqs),
+        tokens_cached=sum(r.hit for r in reqs),
+        tokens_generated=sum(r.output for r in reqs),
+        ttft_s=percentiles(ttft),
+        tpot_s=percentiles(tpot),
+        io_bound_s=float(sum(read.values())) / (usable * bw),
+        compute_bound_s=pe_busy / len(tb.pes),
+        events=len(reqs),
+        wall_s=wall,
+        gpu_busy={**{f"pe{p.id}": p.busy_s / span for p in pes},
+                  **{f"de{d.id}": d.busy_s / span for d in des}},
+        link_bytes=links,
+        plan_bytes=dict(sorted(tb.plan.items())),
+        dram_peak_bytes={str(n.id): float(n.buffer.peak) for n in cl.nodes},
+        prefill_tokens_per_s=sum(r.input for r in reqs) / pe_busy if pe_busy else 0.0,
+        decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),
+    )

@@ -1,0 +1,59 @@
+"""`run_testbed(cfg)`: the offline experiment on the real testbed (backend=real).
+
+Same inputs as the simulator's `run_offline` (the ExperimentConfig: cluster, workload, systems)
+plus `TestbedSpec` (which Flax model, which store, block and batch sizes). Returns an
+`OfflineResult` whose `.systems` holds one `TestbedMetrics` (a SystemMetrics with extra measured
+fields) per system; `results.write_result` writes it like a simulator result. Writes nothing itself.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import ExperimentConfig
+from ..experiment import ROOT, OfflineResult
+from ..workload import assign_agents, load_trajectories
+from ..workload.trace import Trajectory
+from .server import Testbed
+from .spec import TestbedSpec
+
+
+@dataclass(frozen=True)
+class MeasuredRates:
+    """Stands where a simulator result holds its calibration: what the testbed measured."""
+
+    init_s: float
+    warmup_s: float
+    prefill_tokens_per_s: dict
+    decode_step_ms: dict
+
+    def as_dict(self) -> dict:
+        return {"init_s": self.init_s, "warmup_s": self.warmup_s,
+                "prefill_tokens_per_s": self.prefill_tokens_per_s, "decode_step_ms": self.decode_step_ms}
+
+
+def run_testbed(cfg: ExperimentConfig, progress: Callable[[str, int], Callable[[], None]] | None = None,
+                spec: TestbedSpec | None = None, agents: list[Trajectory] | None = None) -> OfflineResult:
+    """Serve cfg's workload once per system in cfg.systems on the testbed.
+
+    spec: defaults to cfg.testbed (or TestbedSpec() if the config has none). agents: explicit
+    trajectories instead of cfg.workload's. progress(system, turns) -> tick, as run_offline."""
+    spec = spec or getattr(cfg, "testbed", None) or TestbedSpec()
+    if agents is None:
+        agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
+    tb = Testbed(cfg, spec, agents)
+    result = OfflineResult(cfg, None)
+    t0 = time.perf_counter()
+    for system in cfg.systems:
+        tick = progress(system.name, sum(len(a.turns) for a in tb.agents)) if progress else None
+        result.systems[system.name] = m = tb.run_system(system)
+        if tick:
+            for _ in range(m.turns):
+                tick()
+    result.wall_s = time.perf_counter() - t0
+    result.efficiency = MeasuredRates(tb.init_s, tb.warm_s,
+                                      {k: m.prefill_tokens_per_s for k, m in result.systems.items()},
+                                      {k: m.decode_step_ms for k, m in result.systems.items()})
+    result.testbed = tb
+    return result
