@@ -59,9 +59,10 @@ def comparison_table(res: OfflineResult) -> Table:
     cfg = res.cfg
     table = Table(title=f"offline: {cfg.model.name} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
                         f"MAL {cfg.workload.mal_label}")
-    for col in ("system", "JCT s", "vs basic", "vs oracle", "PE GPU util", "DE GPU busy",
-                "PE SNIC", "DE SNIC", "layer ms", "TPOT ms"):
-        table.add_column(col, justify="left" if col == "system" else "right")
+    table.add_column("system", no_wrap=True, min_width=14)
+    for col in ("JCT s", "vs basic", "vs oracle", "PE GPU util", "DE GPU busy", "PE SNIC", "DE SNIC",
+                "layer ms", "TPOT ms"):
+        table.add_column(col, justify="right")
     comp = res.comparison()
     for name, m in res.systems.items():
         gap = comp[name].get("gap_to_oracle")
@@ -74,3 +75,12 @@ def comparison_table(res: OfflineResult) -> Table:
 
 def print_table(res: OfflineResult, console: Console | None = None) -> None:
     (console or Console()).print(comparison_table(res))
+
+
+def write_table(res: OfflineResult, path: Path) -> Path:
+    """The comparison table as plain text beside the results file."""
+    console = Console(record=True, width=120, file=open(os.devnull, "w"))
+    console.print(comparison_table(res))
+    out = path.with_suffix(".txt")
+    out.write_text(console.export_text())
+    return out

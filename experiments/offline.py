@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dualpath_jax.config import ConfigError, ModelSpec, from_dict, to_dict
 from dualpath_jax.experiment import build_config, load_named, run_offline
-from dualpath_jax.results import print_table, write_result
+from dualpath_jax.results import print_table, write_result, write_table
 from dualpath_jax.tracking import track
 
 
@@ -52,6 +52,7 @@ def main_offline(cfg: DictConfig) -> None:
         with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
             res = run_offline(exp, anchor, progress=_progress_factory(bar))
         path = write_result(res)
+        write_table(res, path)
         print_table(res, console)
         console.print(f"results: {path}  (simulated in {res.wall_s:.1f} s wall)")
         comp = res.comparison()
