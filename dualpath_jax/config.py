@@ -179,6 +179,35 @@ class SimSpec:
 
 
 @dataclass(frozen=True)
+class ThinkSpec:
+    """Tool/think time between an agent's turns (the paper tested none)."""
+
+    kind: str = "none"  # none | fixed | exponential
+    mean_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SLOSpec:
+    ttft_s: float = 4.0
+    tpot_s: float = 0.050
+    percentile: float = 90.0  # judged on this percentile of the measurement window's requests
+
+
+@dataclass(frozen=True)
+class OnlineSpec:
+    aps: float = 0.0  # agents per second (set by +aps on the command line)
+    arrivals: str = "poisson"  # poisson | trace (the trajectories' first-turn timestamps)
+    duration_s: float = 1800.0  # agents arrive during this window
+    warmup_s: float = 300.0  # requests arriving earlier are not judged
+    sample_s: float = 10.0  # working-set sampling interval
+    think: ThinkSpec = ThinkSpec()
+    slo: SLOSpec = SLOSpec()
+    capacity_lo: float = 0.05  # capacity search: start of the APS bracket
+    capacity_rel_tol: float = 0.05  # stop when the bracket is this tight
+    capacity_max_probes: int = 14
+
+
+@dataclass(frozen=True)
 class TrackingSpec:
     wandb: bool = True
     project: str = "dualpath-jax"
@@ -194,6 +223,7 @@ class ExperimentConfig:
     systems: tuple[SystemSpec, ...]
     system_set: str = "paper"  # which configs/system/ file the systems came from
     sim: SimSpec = SimSpec()
+    online: OnlineSpec = OnlineSpec()
     tracking: TrackingSpec = TrackingSpec()
     backend: str = "sim"
     results_dir: str = "results"

@@ -47,13 +47,26 @@ def parse_agents(value: Any) -> int:
     return value
 
 
-def build_config(raw: dict) -> ExperimentConfig:
-    """Composed config (plain dict) -> frozen ExperimentConfig. Fills workload from +agents/+len."""
+def build_config(raw: dict, online: bool = False) -> ExperimentConfig:
+    """Composed config (plain dict) -> frozen ExperimentConfig. Fills workload from +agents/+len
+    (offline) or online.aps from +aps (online; agents then arrive over time)."""
     raw = dict(raw)
-    for key, example in (("agents", "+agents=1024"), ("len", "+len=64k")):
+    needed = [("len", "+len=64k")] + ([] if online else [("agents", "+agents=1024")])
+    for key, example in needed:
         if key not in raw:
             raise ConfigError(f"missing '{key}': append it on the command line, e.g. {example}")
-    agents = parse_agents(raw.pop("agents"))
+    if online:
+        aps = raw.pop("aps", None)
+        capacity = raw.pop("capacity", False)
+        if aps is None and not capacity:
+            raise ConfigError("online: append +aps=<agents per second> (e.g. +aps=0.5) or +capacity=true")
+        if aps is not None:
+            if isinstance(aps, bool) or not isinstance(aps, (int, float)) or aps <= 0:
+                raise ConfigError(f"+aps={aps!r}: aps takes a positive number of agents per second")
+            raw["online"] = dict(raw.get("online", {}), aps=float(aps))
+        agents = 0
+    else:
+        agents = parse_agents(raw.pop("agents"))
     mal, label = parse_len(raw.pop("len"))
     workload = dict(raw["workload"], agents=agents, mal=mal, mal_label=label)
     systems = raw.pop("system", None)
@@ -123,6 +136,12 @@ def engine_view(cfg: ExperimentConfig, system: SystemSpec) -> ExperimentConfig:
                    model=replace(cfg.model, dense_ffn_tp=1))
 
 
+def deployed(cfg: ExperimentConfig, system: SystemSpec, eff: Efficiency) -> tuple[ExperimentConfig, CostModel]:
+    """The config as `system` deploys it, and its cost model."""
+    view = engine_view(cfg, system)
+    return view, CostModel(view.model, view.cluster, view.hardware, eff)
+
+
 def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
                 progress: Callable[[str, int], Callable[[], None]] | None = None) -> OfflineResult:
     """Simulate every configured system on the same agents; `progress(system, turns)` -> tick."""
@@ -134,8 +153,7 @@ def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
     t0 = time.perf_counter()
     for system in cfg.systems:
         tick = progress(system.name, turns) if progress else None
-        view = engine_view(cfg, system)
-        cost = CostModel(view.model, view.cluster, view.hardware, eff)
+        view, cost = deployed(cfg, system, eff)
         result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
     result.wall_s = time.perf_counter() - t0
     return result

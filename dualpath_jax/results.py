@@ -84,3 +84,31 @@ def write_table(res: OfflineResult, path: Path) -> Path:
     out = path.with_suffix(".txt")
     out.write_text(console.export_text())
     return out
+
+
+def online_path(cfg, kind: str, results_dir: str | Path | None = None) -> Path:
+    """results/online/<model>_<cluster>/<kind>_len<L>[_<set>][_think<kind><mean>].json,
+    kind = "aps<rate>" or "capacity"."""
+    base = Path(results_dir if results_dir is not None else cfg.results_dir)
+    suffix = "" if cfg.system_set == "paper" else f"_{cfg.system_set}"
+    think = cfg.online.think
+    if think.kind != "none":
+        suffix += f"_think{think.kind}{think.mean_s:g}"
+    return (base / "online" / f"{cfg.model.name}_{cfg.cluster.name}"
+            / f"{kind}_len{cfg.workload.mal_label}{suffix}.json")
+
+
+def online_table(title: str, systems: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("system", no_wrap=True, min_width=14)
+    for col in ("agents", "TTFT p90 s", "TTST p90 s", "TPOT p90 ms", "SLO", "agent JCT s",
+                "wait s", "alloc s", "read s", "prefill s", "WS max GB"):
+        table.add_column(col, justify="right")
+    for name, r in systems.items():
+        lat, br = r["latency"], r["ttft_breakdown_s"]
+        table.add_row(name, str(r["agents"]), f"{lat['ttft_s']['p90']:.2f}", f"{lat['ttst_s']['p90']:.2f}",
+                      f"{1e3 * lat['tpot_s']['p90']:.1f}", "met" if r["slo_met"] else "missed",
+                      f"{r['agent_jct_s'].get('mean', float('nan')):,.0f}", f"{br['sched']:.2f}",
+                      f"{br['alloc']:.2f}", f"{br['read']:.2f}", f"{br['prefill']:.2f}",
+                      f"{r['working_set_bytes']['max'] / 1e9:,.0f}")
+    return table

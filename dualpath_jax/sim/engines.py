@@ -190,6 +190,8 @@ class DecodeEngine:
         heapq.heappush(self.due, (self.steps + req.output - 1, self._seq, req))
         self._seq += 1
         self._reschedule()
+        if req.output > 1:
+            req.second_token = self.loop.now + self.step_time
 
     def _reschedule(self) -> None:
         if not self.due:

@@ -29,7 +29,8 @@ class Request:
 
     __slots__ = ("agent", "index", "input", "cached", "new", "output", "tokens", "hit_tokens",
                  "kv_bytes", "hit_bytes", "decode_keys", "arrive", "pe", "de", "pe_hit_out",
-                 "h2d_bytes", "write_bytes", "done", "first_token", "joined", "finished")
+                 "h2d_bytes", "write_bytes", "done", "placed", "ready", "first_token", "joined",
+                 "second_token", "finished", "alloc_since")
 
     def __init__(self, agent: int, index: int, turn, arrive: float, kvb: float, decode_keys: int):
         self.agent, self.index, self.arrive = agent, index, arrive
@@ -43,7 +44,8 @@ class Request:
         self.pe = self.de = -1
         self.pe_hit_out = self.h2d_bytes = self.write_bytes = 0.0
         self.done = 0
-        self.first_token = self.joined = self.finished = -1.0
+        self.placed = self.ready = self.first_token = self.joined = self.second_token = -1.0
+        self.finished = self.alloc_since = -1.0
 
 
 class _ReadQueueSeconds(Mapping):
@@ -142,7 +144,7 @@ class Simulation:
 
     def _dispatch(self, req: Request, p) -> None:
         now, free_io = self.loop.now, self.system.free_io
-        req.pe, req.de = p.pe, p.de
+        req.pe, req.de, req.placed = p.pe, p.de, now
         de, pe = self.loads[p.de], self.loads[p.pe]
         self.group_of[p.de].add(de, req.tokens, req.kv_bytes)
         self.group_of[p.pe].add(pe, req.input)
@@ -163,6 +165,7 @@ class Simulation:
                         self.snic_read[de.node].transfer(now, de_read),
                         self.dram[pe.node].transfer(now, 2 * pe_read),
                         self.dram[de.node].transfer(now, de_dram))
+        req.ready = ready
         self.loop.at(ready, self.pe_nodes[pe.node].submit, req)
 
     def _prefilled(self, req: Request) -> None:
@@ -192,16 +195,27 @@ class Simulation:
         if self.cfg.sim.record_turns:
             self.finished.append(req)
         self.on_turn()
+        self._next_turn(req)
+
+    def _next_turn(self, req: Request) -> None:
+        """Offline: the agent's next turn starts at once (no tool time between turns)."""
         if req.index + 1 < len(self.agents[req.agent].turns):
             self._arrive(req.agent, req.index + 1)
         else:
             self.agent_done[req.agent] = self.loop.now
 
     # ---- run -------------------------------------------------------------------------------------
-    def run(self) -> SystemMetrics:
+    def _start_agents(self) -> None:
+        """Offline: every agent starts at time 0."""
         for a in range(len(self.agents)):
             self.loop.at(0.0, self._arrive, a, 0)
+
+    def simulate(self) -> None:
+        self._start_agents()
         self.loop.run()
         if self.waiting:
             raise RuntimeError(f"{len(self.waiting)} turns never got a decode engine")
+
+    def run(self) -> SystemMetrics:
+        self.simulate()
         return summarize(self)

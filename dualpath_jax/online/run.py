@@ -1,0 +1,71 @@
+"""Run the online experiment (one arrival rate) and the capacity search, for every system."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from ..cluster import check_pd_ratio
+from ..config import ConfigError, ExperimentConfig, ModelSpec
+from ..costmodel import calibrate
+from ..experiment import ROOT, deployed
+from ..workload import load_trajectories
+from .arrivals import poisson_arrivals, think_sampler
+from .capacity import find_capacity
+from .simulation import OnlineSimulation
+
+
+def _arrivals(cfg: ExperimentConfig, trajs, aps: float):
+    """(agents, start times, replay trace timestamps?)."""
+    o = cfg.online
+    if o.arrivals == "poisson":
+        starts = poisson_arrivals(aps, o.duration_s, cfg.workload.seed)
+        return [trajs[k % len(trajs)] for k in range(len(starts))], list(starts), False
+    if o.arrivals == "trace":
+        timed = [t for t in trajs if t.turns[0].t is not None]
+        if not timed:
+            raise ConfigError("online.arrivals=trace: the workload's trajectories carry no timestamps")
+        t0 = min(t.turns[0].t for t in timed)
+        timed = [t for t in timed if t.turns[0].t - t0 < o.duration_s]
+        return timed, [t.turns[0].t - t0 for t in timed], True
+    raise ConfigError(f"online.arrivals={o.arrivals!r} is unknown; known: poisson, trace")
+
+
+def run_online(cfg: ExperimentConfig, anchor: ModelSpec, aps: float | None = None,
+               systems=None, progress: Callable[[str, int], Callable[[], None]] | None = None) -> dict:
+    """{system name: online summary} at `aps` (default cfg.online.aps)."""
+    aps = cfg.online.aps if aps is None else aps
+    check_pd_ratio(cfg.cluster)
+    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
+    trajs = load_trajectories(cfg.workload, ROOT)
+    agents, starts, replay = _arrivals(cfg, trajs, aps)
+    out = {}
+    for system in systems or cfg.systems:
+        view, cost = deployed(cfg, system, eff)
+        tick = progress(system.name, sum(len(a.turns) for a in agents)) if progress else None
+        sim = OnlineSimulation(view, system, agents, cost, starts, think_sampler(cfg.online.think, cfg.seed),
+                               replay_timestamps=replay, on_turn=tick)
+        sim.simulate()
+        out[system.name] = dict(sim.summary(), aps=aps, system=system.name)
+    return out
+
+
+def run_capacity(cfg: ExperimentConfig, anchor: ModelSpec,
+                 log: Callable[[str], None] = lambda _: None) -> dict:
+    """{system name: {"capacity_aps", "probes"}}: the highest APS meeting the SLO."""
+    out = {}
+    for system in cfg.systems:
+        def meets(aps: float, system=system) -> bool:
+            res = run_online(cfg, anchor, aps, systems=[system])[system.name]
+            log(f"{system.name}: aps={aps:.4g} P{cfg.online.slo.percentile:g} TTFT="
+                f"{res['slo_ttft_s']:.2f}s TPOT={1e3 * res['slo_tpot_s']:.1f}ms -> "
+                f"{'meets' if res['slo_met'] else 'misses'} the SLO")
+            return res["slo_met"]
+
+        cap, probes = find_capacity(meets, cfg.online.capacity_lo, cfg.online.capacity_rel_tol,
+                                    cfg.online.capacity_max_probes)
+        out[system.name] = {"capacity_aps": cap, "probes": [[a, ok] for a, ok in probes]}
+    return out
+
+
+def with_aps(cfg: ExperimentConfig, aps: float) -> ExperimentConfig:
+    return replace(cfg, online=replace(cfg.online, aps=aps))
