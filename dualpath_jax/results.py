@@ -1,6 +1,7 @@
 """Results files and the comparison table.
 
-File: <results_dir>/offline/<model>_<cluster>/agents<N>_len<L>[_<system set>].json holding
+File: <results_dir>/offline/<model>_<cluster>/agents<N>_len<L>[_<system set>][_append<a>_gen<g>]
+[_<workload source>].json holding
 {"config": resolved config, "calibration": efficiencies, "systems": {name: metrics},
  "comparison": {name: {speedup_vs_basic, gap_to_oracle}}}. No wall-clock fields: the same seed
 gives a byte-identical file. Writes are atomic (temp file + rename): a crash never leaves half a file.
@@ -23,6 +24,11 @@ def result_path(res: OfflineResult, results_dir: str | Path | None = None) -> Pa
     cfg = res.cfg
     base = Path(results_dir if results_dir is not None else cfg.results_dir)
     suffix = "" if cfg.system_set == "paper" else f"_{cfg.system_set}"
+    w = cfg.workload
+    if w.append_scale != 1.0 or w.gen_scale != 1.0:
+        suffix += f"_append{w.append_scale:g}_gen{w.gen_scale:g}"
+    if w.source != "synthetic":
+        suffix += f"_{w.source}"
     return (base / "offline" / f"{cfg.model.name}_{cfg.cluster.name}"
             / f"agents{cfg.workload.agents}_len{cfg.workload.mal_label}{suffix}.json")
 
