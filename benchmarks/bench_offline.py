@@ -10,9 +10,7 @@ results/bench/offline_main.{json,txt}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import machine, write_report  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -66,8 +65,7 @@ def main() -> None:
             cli_s = time.perf_counter() - t0
     report = {
         "command": f"python -m experiments.offline +agents={args.agents} +len={args.len}",
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}",
+        "machine": machine(),
         "setup_s": setup_s, "systems": rows, "cli_wall_s": cli_s,
     }
     lines = [f"{report['command']}  on {report['machine']}",
@@ -78,14 +76,7 @@ def main() -> None:
     lines.append(f"workload + calibration setup: {setup_s:.2f} s")
     if cli_s is not None:
         lines.append(f"whole CLI (Hydra, 3 systems, results file, W&B offline): {cli_s:.1f} s wall")
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"offline_a{args.agents}_len{args.len}"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"{stem}.txt").write_text(text + "\n")
-
+    write_report(args.out, f"offline_a{args.agents}_len{args.len}", report, lines)
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,6 @@ writes results/bench/scale_48p96d.{json,txt}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import sys
 import time
@@ -20,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import machine, write_report  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -60,20 +58,13 @@ def main() -> None:
                      "peak_rss_gb": max_rss_gb(), "simulated_jct_s": m.jct_s})
         print(rows[-1], flush=True)
     report = {"setup": f"{cfg.model.name} on {cfg.cluster.name}, {args.agents} agents, MAL {args.len}",
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "machine": machine(),
               "systems": rows}
     lines = [f"{report['setup']}  ({report['machine']})",
              f"{'system':<10} {'wall s':>8} {'turns':>9} {'events':>10} {'events/s':>9} {'peak GB':>8}"]
     lines += [f"{r['system']:<10} {r['wall_s']:>8.1f} {r['turns']:>9} {r['events']:>10} "
               f"{r['events_per_s']:>9.0f} {r['peak_rss_gb']:>8.2f}" for r in rows]
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"scale_{args.cluster}_a{args.agents}"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"{stem}.txt").write_text(text + "\n")
-
+    write_report(args.out, f"scale_{args.cluster}_a{args.agents}", report, lines)
 
 if __name__ == "__main__":
     main()

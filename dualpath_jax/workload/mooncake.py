@@ -8,21 +8,15 @@ request's blocks extend all full blocks of an earlier request that no other requ
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .trace import TraceError, Trajectory, Turn
+from .trace import TraceError, Trajectory, Turn, json_object
 
 BLOCK_TOKENS = 512
 
 
 def _parse(line: str, where: str) -> tuple[float, int, int, list[int]]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise TraceError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(obj, dict):
-        raise TraceError(f"{where}: expected a JSON object")
+    obj = json_object(line, where)
     for key in ("timestamp", "input_length", "output_length"):
         v = obj.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:

@@ -66,13 +66,19 @@ def _turn_from(obj, where: str) -> Turn:
     return Turn(t=None if t is None else float(t), **vals)
 
 
-def parse_line(line: str, where: str) -> Trajectory:
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as an object, or a TraceError naming `where`."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise TraceError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(obj, dict):
         raise TraceError(f"{where}: expected a JSON object")
+    return obj
+
+
+def parse_line(line: str, where: str) -> Trajectory:
+    obj = json_object(line, where)
     tid = obj.get("id")
     if not isinstance(tid, str) or not tid:
         raise TraceError(f"{where}: field 'id' must be a non-empty string, got {tid!r}")
