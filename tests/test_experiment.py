@@ -105,7 +105,8 @@ def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
                 f"results_dir={workdir / 'res'}"], workdir, {"WANDB_MODE": "offline"})
     assert out.returncode == 0, out.stderr[-2000:]
     files = sorted(p.name for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir())
-    assert files == ["agents4_len32k.json", "agents8_len32k.json"]
+    assert files == ["agents4_len32k.json", "agents4_len32k.txt", "agents8_len32k.json",
+                     "agents8_len32k.txt"]
     runs = sorted((workdir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one W&B run per job, not one shared run
     for run in runs:
