@@ -1,0 +1,63 @@
+"""Regenerate the paper's evaluation figures from the cells under results/ (running missing cells).
+
+    python -m experiments.figures                       # every figure, in an order that reuses cells
+    python -m experiments.figures offline_jct pd_ratio  # only these
+    python -m experiments.figures large_scale --full    # the large-scale offline cell with 48K agents
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+
+from rich.table import Table
+
+from . import cells
+
+# Offline figures first (their cells come from the offline sweep), then the online ones:
+# online_latency makes the cells that ttft_breakdown and working_set reuse; large_scale is the
+# costliest, so it comes last.
+FIGURES = ("offline_jct", "pd_ratio", "scaling", "ablation", "load_balance", "online_latency",
+           "ttft_breakdown", "working_set", "large_scale")
+
+
+def main(argv=None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("figures", nargs="*", metavar="figure", help=f"any of: {', '.join(FIGURES)} (default: all)")
+    p.add_argument("--results-dir", default=None, help=f"default {cells.RESULTS}")
+    p.add_argument("--full", action="store_true", help="large_scale: the paper's 48K agents offline")
+    args = p.parse_args(argv)
+    unknown = [f for f in args.figures if f not in FIGURES]
+    if unknown:
+        p.error(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    chosen = [f for f in FIGURES if f in args.figures] if args.figures else list(FIGURES)
+    con = cells.console
+    walls: dict[str, float] = {}
+    t_all = time.perf_counter()
+    for name in chosen:
+        mod = importlib.import_module(f"{__package__}.{name}")
+        fargs = [] if args.results_dir is None else ["--results-dir", args.results_dir]
+        if args.full and name == "large_scale":
+            fargs.append("--full")
+        con.rule(f"[bold]{name}")
+        runs0 = sum(cells.RUNS.values())
+        t0 = time.perf_counter()
+        csv_path, png = mod.main(fargs)
+        walls[name] = time.perf_counter() - t0
+        con.print(f"{name}: {walls[name]:.1f} s wall, {sum(cells.RUNS.values()) - runs0} cell(s) run; "
+                  f"{cells._rel(png)}, {cells._rel(csv_path)}")
+    total = time.perf_counter() - t_all
+    table = Table(title="figure wall times")
+    table.add_column("figure")
+    table.add_column("wall s", justify="right")
+    for name, w in walls.items():
+        table.add_row(name, f"{w:.1f}")
+    table.add_row("[bold]total", f"[bold]{total:.1f}")
+    con.print(table)
+    con.print(f"cells run: {dict(cells.RUNS) or 'none (all read from results/)'}")
+    return walls
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""TTFT breakdown: mean scheduling wait, allocation, KV read and prefill time of a request, stacked,
+per system at a few arrival rates of the online_latency figure (same cells); DS 660B 2P4D, MAL 64k.
+
+Cells: results/online/ds660b_2p4d/aps<r>_len64k.json for r in APS (a subset of online_latency.APS).
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import cells, online_latency
+from .plot import finish, online_note, parser, rel, save, style, system_name, title_of
+
+NAME = "ttft_breakdown"
+APS = (0.4, 0.8, 1.2)  # below Basic's saturation, past it, near DualPath's
+PARTS = {"sched": "scheduling wait", "alloc": "allocation", "read": "KV read", "prefill": "prefill"}
+PART_COLORS = {"sched": "#bdbdbd", "alloc": "#fdae6b", "read": "#6baed6", "prefill": "#74c476"}
+assert set(APS) <= set(online_latency.APS), "reuse the online_latency cells"
+
+
+def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LENGTH, aps=APS, extra=()):
+    data = cells.fetch(online_latency.specs(model, length, aps, extra, with_capacity=False), NAME, results_dir)
+    rows = []
+    for d in data:
+        for s, r in d["systems"].items():
+            br = r["ttft_breakdown_s"]
+            rows.append({"aps": d["config"]["online"]["aps"], "system": s,
+                         **{f"{k}_s": br[k] for k in PARTS}, "total_s": sum(br[k] for k in PARTS),
+                         "ttft_mean_s": r["latency"]["ttft_s"]["mean"], "file": rel(d["_path"])})
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    style()
+    fig, axes = plt.subplots(1, len(aps), figsize=(4.2 * len(aps), 3.9), squeeze=False, sharey=False)
+    for ax, a in zip(axes[0], aps):
+        sel = {r["system"]: r for r in rows if r["aps"] == a}
+        x = np.arange(len(systems))
+        bottom = np.zeros(len(systems))
+        for k in PARTS:
+            vals = np.array([sel[s][f"{k}_s"] for s in systems])
+            ax.bar(x, vals, 0.6, bottom=bottom, color=PART_COLORS[k], label=PARTS[k])
+            bottom += vals
+        ax.set_xticks(x, [system_name(s) for s in systems])
+        ax.set_ylabel("mean TTFT part (s)")
+        ax.set_title(f"{a:g} agents/s")
+    cfg = data[0]["config"]
+    fig.suptitle(f"TTFT breakdown: {title_of(cfg)} ({online_note(cfg)})")
+    finish(fig, axes[0][0])
+    return save(fig, rows, NAME, results_dir)
+
+
+def main(argv=None):
+    args = parser(__doc__).parse_args(argv)
+    return make(args.results_dir)
+
+
+if __name__ == "__main__":
+    main()
