@@ -18,7 +18,7 @@ NAME = "working_set"
 THINK_MODEL = "ds27b"
 THINK_CLUSTER = "1p1d"
 THINK_LENGTH = "32k"
-THINK_S = (0, 15, 60)  # fixed think time between turns (s); 0 = none
+THINK_S = (0, 30)  # fixed think time between turns (s); 0 = none
 THINK_APS = 1.0  # arrival rate of the working-set cells (below DS 27B 1P1D 32k capacity without think time)
 # The capacity searches skip the Oracle (they are the costly cells): a system set of its own name.
 CAPACITY_SYSTEMS = ("~system.oracle", "system_set=paper_no_oracle")
