@@ -208,6 +208,30 @@ class OnlineSpec:
 
 
 @dataclass(frozen=True)
+class TestbedSpec:
+    model: str = "tiny"  # dualpath_jax.model.get_config name: tiny (CPU tests) | ds16b (GPU)
+    n_layers: int = 0  # 0: the config's own; else a shorter slice of the model (e.g. ds16b, 8)
+    dtype: str = ""  # "": the config's own (tiny float32, ds16b bfloat16)
+    moe_backend: str = ""  # "": the config's own
+    store_path: str = ""  # "": TensorStore memory driver; else a directory (created if missing)
+    tokens_per_block: int = 16  # KV store Full Block tokens (64 on the GPU host)
+    capacity_blocks: int = 65536  # KV store slots
+    io_window: int = 16  # KV store block I/Os in flight (kvstore's default 16)
+    max_prefill_batch: int = 4  # requests per prefill batch (same prefix length), at most
+    max_decode_batch: int = 8  # decode slots per decode engine (one KVCache of this batch)
+    max_context: int = 1024  # tokens per decode slot; longer turns are an error
+    prefetch_layers: int = 2  # layerwise: layers whose KV may be in flight ahead of compute
+    max_turns: int = 0  # 0: every turn of each trajectory; else only the first max_turns
+    seed: int = 0  # weights and token streams
+    keep_logits: bool = False  # keep each turn's first-token logits (tests)
+    force_read_side: str = ""  # tests/diagnostics: "pe" or "de" overrides the scheduler's read side
+    warmup: bool = True  # compile every prefill/decode shape before the timed run
+    dram_buffer_gb: float = 0.0  # 0: unbounded; else per-node DRAM buffer cap (reported, checked)
+
+    __test__ = False  # not a pytest class
+
+
+@dataclass(frozen=True)
 class TrackingSpec:
     wandb: bool = True
     project: str = "dualpath-jax"
@@ -224,6 +248,7 @@ class ExperimentConfig:
     system_set: str = "paper"  # which configs/system/ file the systems came from
     sim: SimSpec = SimSpec()
     online: OnlineSpec = OnlineSpec()
+    testbed: TestbedSpec = TestbedSpec()
     tracking: TrackingSpec = TrackingSpec()
     backend: str = "sim"
     results_dir: str = "results"

@@ -21,7 +21,7 @@ from .workload import assign_agents, load_trajectories
 ROOT = Path(__file__).resolve().parents[1]
 LEN_HELP = ("len takes 32k, 48k or 64k (the paper's trace sets), any <N>k, or a token count "
             "such as 40000")
-BACKENDS = ("sim",)
+BACKENDS = ("sim", "real")
 
 
 def parse_len(value: Any) -> tuple[int, str]:
@@ -144,7 +144,12 @@ def deployed(cfg: ExperimentConfig, system: SystemSpec, eff: Efficiency) -> tupl
 
 def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
                 progress: Callable[[str, int], Callable[[], None]] | None = None) -> OfflineResult:
-    """Simulate every configured system on the same agents; `progress(system, turns)` -> tick."""
+    """Run every configured system on the same agents (simulated, or on the real testbed with
+    backend=real); `progress(system, turns)` -> tick."""
+    if cfg.backend == "real":
+        from .serving import run_testbed  # JAX and the model load only for the testbed
+
+        return run_testbed(cfg, progress=progress)
     check_pd_ratio(cfg.cluster)
     eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
     agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)

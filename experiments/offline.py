@@ -54,7 +54,7 @@ def main_offline(cfg: DictConfig) -> None:
         path = write_result(res)
         write_table(res, path)
         print_table(res, console)
-        console.print(f"results: {path}  (simulated in {res.wall_s:.1f} s wall)")
+        console.print(f"results: {path}  (ran in {res.wall_s:.1f} s wall)")
         comp = res.comparison()
         for sys_name, m in res.systems.items():
             run.log({f"{sys_name}/jct_s": m.jct_s, f"{sys_name}/speedup_vs_basic":

@@ -113,6 +113,7 @@ class EmulatedCluster:
                       for n in range(self.topo.nodes)]
         self.devices = devices[:need]
         self.links = LinkBytes()
+        self.link_s = LinkBytes()  # seconds spent in timed transfers, per link (DE->PE hops)
         self.read_queue_s = ReadQueueSeconds(self.nodes)
 
     def device(self, engine: int):

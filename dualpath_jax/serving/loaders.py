@@ -39,10 +39,17 @@ class LayerLoader:
         blocks = self.tb.cluster.nodes[req.read_node].buffer.get(("blocks", req.rid))
         host = kvcodec.layer_of_blocks(blocks, i, self.cfg)[None]  # [1, P, D]
         if req.read_on_de:
+            t0 = time.perf_counter()
             on_de = jax.device_put(host, self.tb.cluster.device(req.de))
-            self.links.add(f"de_h2d_stage[{req.de}]", host.nbytes)
+            on_de.block_until_ready()
+            t1 = time.perf_counter()
             out = jax.device_put(on_de, self.dev)
+            out.block_until_ready()
+            t2 = time.perf_counter()
+            self.links.add(f"de_h2d_stage[{req.de}]", host.nbytes)
             self.links.add(f"d2d[{req.de}->{self.pe}]", host.nbytes)
+            self.tb.cluster.link_s.add(f"de_h2d_stage[{req.de}]", t1 - t0)
+            self.tb.cluster.link_s.add(f"d2d[{req.de}->{self.pe}]", t2 - t1)
         else:
             out = jax.device_put(host, self.dev)
         self.links.add(f"pe_cnic_in[{self.pe}]", host.nbytes)

@@ -51,6 +51,8 @@ class Testbed:
     """Model weights on every engine's device, token streams and compiled shapes, shared by the
     systems run on it; `run_system` serves the whole workload once for one system."""
 
+    __test__ = False
+
     def __init__(self, cfg: ExperimentConfig, spec: TestbedSpec, agents: list[Trajectory]):
         self.cfg, self.spec = cfg, spec
         if spec.max_turns:
@@ -147,7 +149,8 @@ class Testbed:
             Path(spec.store_path).mkdir(parents=True, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f"{system.name}-", dir=spec.store_path)
         self.store = KVStore.open(tmp, kvcodec.block_layout(self.mcfg, bt),
-                                  capacity_blocks=spec.capacity_blocks, create=True)
+                                  capacity_blocks=spec.capacity_blocks, create=True,
+                                  io_window=spec.io_window)
         try:
             self._prepare(system)
             return self._serve(system)
@@ -222,12 +225,13 @@ class Testbed:
         bt = self.spec.tokens_per_block
         want = turn.cached // bt
         ids = self.ids[agent]
-        if self.system.free_io:
-            keys, pin = [], None
+        if self.system.free_io:  # the oracle's KV is staged on the devices: same hit, no store
+            keys, pin, hit = [], None, want * bt
         else:
             pin = self.store.lookup(ids[:turn.input], pin=True)
             keys = pin.keys[:want]
-        req = TurnRequest(self._rid, agent, index, turn, ids, len(keys) * bt, keys, self.kvb,
+            hit = len(keys) * bt
+        req = TurnRequest(self._rid, agent, index, turn, ids, hit, keys, self.kvb,
                           time.perf_counter())
         req.pin = pin
         self._rid += 1

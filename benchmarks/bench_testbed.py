@@ -1,0 +1,244 @@
+"""The real testbed, 1P1D on two GPUs: Basic vs DualPath vs Oracle in one call.
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/bench_testbed.py --out results/bench/
+
+Steps (all in this one process):
+1. Build the testbed (ds16b by default, one copy of the weights per GPU, a TensorStore
+   memory-driver KV store) and a uniform agent workload: each agent starts with `--preload`
+   tokens of KV in the store; each turn appends `--append` tokens and generates `--gen`.
+2. Measure, before the timed runs: the store's uncapped read rate, a GPU->GPU copy and an H2D
+   copy of one layer's worth of KV, and the oracle's PE busy time for this workload (an untimed
+   oracle pass that also compiles every shape).
+3. Set the emulated storage NIC so that reading every turn's hit KV through one node takes
+   `--ratio` times the PE compute (ratio > 2: Basic's PE GPU is busy under half the time).
+4. Timed runs: basic, dualpath, oracle. Report JCT, speedups, GPU busy per engine, bytes per
+   link, DE->PE transfer throughput against the standalone D2D copy.
+5. Simulate the same setup with the measured rates and report each system's JCT error.
+Writes testbed_<tag>.json and .txt under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dualpath_jax.config import (ClusterSpec, ExperimentConfig, HardwareSpec, ModelSpec, SimSpec,  # noqa: E402
+                                 SystemSpec, TrackingSpec, WorkloadSpec, from_dict, to_dict)
+from dualpath_jax.kvstore import KVStore  # noqa: E402
+from dualpath_jax.serving import Testbed, TestbedSpec  # noqa: E402
+from dualpath_jax.serving import kvcodec  # noqa: E402
+from dualpath_jax.serving.simcheck import simulate  # noqa: E402
+from dualpath_jax.workload import Trajectory, Turn  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+    return yaml.safe_load(path.read_text())
+
+
+def workload(agents: int, turns: int, preload: int, append: int, gen: int) -> list[Trajectory]:
+    out = []
+    for a in range(agents):
+        ctx, tl = preload, []
+        for _ in range(turns):
+            tl.append(Turn(input=ctx + append, cached=ctx, output=gen))
+            ctx += append + gen
+        out.append(Trajectory(f"agent{a}", tuple(tl)))
+    return out
+
+
+def timed_copy(x, dst, reps=5) -> float:
+    """Median seconds of jax.device_put(x, dst) (blocked)."""
+    ts = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        jax.device_put(x, dst).block_until_ready()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts[1:]))
+
+
+def store_read_rate(tb: Testbed, nbytes_target: float) -> float:
+    """Uncapped read rate (B/s) of the memory-driver store with two concurrent readers."""
+    mcfg, bt = tb.mcfg, tb.spec.tokens_per_block
+    layout = kvcodec.block_layout(mcfg, bt)
+    n = max(2, int(nbytes_target // layout.full_block_nbytes))
+    store = KVStore.open(None, layout, capacity_blocks=2 * n + 8, create=True, io_window=tb.spec.io_window)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, size=n * bt, dtype=np.int32)
+    blocks = rng.integers(0, 255, size=(n,) + layout.full_block_shape, dtype=np.uint8)
+    store.write(ids, blocks).result()
+    keys = store.lookup(ids).keys
+    half = n // 2
+    store.read_blocks(keys).result()  # warm
+    t0 = time.perf_counter()
+    f1, f2 = store.read_blocks(keys[:half]), store.read_blocks(keys[half:])
+    f1.result(), f2.result()
+    rate = n * layout.full_block_nbytes / (time.perf_counter() - t0)
+    store.close()
+    return rate
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--model", default="ds16b")
+    ap.add_argument("--layers", type=int, default=0, help="0: all of the model's layers")
+    ap.add_argument("--agents", type=int, default=8)
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--preload", type=int, default=2048)
+    ap.add_argument("--append", type=int, default=12280)
+    ap.add_argument("--gen", type=int, default=8)
+    ap.add_argument("--bt", type=int, default=64)
+    ap.add_argument("--ratio", type=float, default=2.2, help="one-node read time / PE compute")
+    ap.add_argument("--store-frac", type=float, default=0.4,
+                    help="cap each node's SNIC at this share of the store's measured read rate, so "
+                         "two nodes reading at once stay below what the one real store can serve")
+    ap.add_argument("--io-window", type=int, default=32)
+    ap.add_argument("--snic-gbps", type=float, default=0.0, help="fix the cap instead of --ratio")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    devs = jax.devices()
+    tag = args.tag or ("h200x2" if devs[0].platform == "gpu" and "H200" in devs[0].device_kind
+                       else devs[0].platform)
+    print(f"devices: {devs}", flush=True)
+
+    cluster = from_dict(ClusterSpec, yaml_load(ROOT / "configs/cluster/testbed_1p1d.yaml"))
+    sysyaml = yaml_load(ROOT / "configs/system/paper.yaml")["system"]
+    systems = tuple(SystemSpec(name=k, **v) for k, v in sysyaml.items())
+    agents = workload(args.agents, args.turns, args.preload, args.append, args.gen)
+    final = args.preload + args.turns * (args.append + args.gen)
+    cfg = ExperimentConfig(
+        model=from_dict(ModelSpec, yaml_load(ROOT / "configs/model/ds27b.yaml")),  # unused by the testbed
+        cluster=cluster, hardware=from_dict(HardwareSpec, yaml_load(ROOT / "configs/hardware/h800.yaml")),
+        workload=WorkloadSpec(source="synthetic", agents=args.agents, mal=final, mal_label=str(final)),
+        systems=systems, sim=SimSpec(progress=False, prefill_batch_tokens=args.append),
+        tracking=TrackingSpec(wandb=False), backend="real")
+    spec = TestbedSpec(model=args.model, n_layers=args.layers, tokens_per_block=args.bt,
+                       capacity_blocks=args.agents * (final // args.bt + 2) + 64,
+                       max_prefill_batch=1, max_decode_batch=args.agents, max_context=final,
+                       io_window=args.io_window)
+    tb = Testbed(cfg, spec, agents)
+    print(f"model {tb.mcfg.name} x{tb.mcfg.n_layers} layers on {len(tb.devices)} devices; "
+          f"init {tb.init_s:.1f}s; KV {tb.kvb} B/token", flush=True)
+
+    # ---- link references measured in this run --------------------------------------------------
+    pe_dev, de_dev = tb.devices[tb.pe_ids[0]], tb.devices[tb.de_ids[0]]
+    layer_bytes = 16384 * kvcodec.bytes_per_token_layer(tb.mcfg)  # one layer of a 16K-token prefix
+    host = np.ones((16384, kvcodec.kv_width(tb.mcfg)), kvcodec.np_dtype(tb.mcfg))
+    on_de = jax.device_put(host, de_dev)
+    d2d_s = timed_copy(on_de, pe_dev)
+    h2d_s = timed_copy(host, pe_dev)
+    big = jax.device_put(np.ones((256, 1 << 20), np.uint8), de_dev)  # 256 MiB
+    d2d_big_s = timed_copy(big, pe_dev)
+    refs = {"layer_bytes": layer_bytes, "d2d_layer_GBps": layer_bytes / d2d_s / 1e9,
+            "h2d_layer_GBps": layer_bytes / h2d_s / 1e9, "d2d_256MiB_GBps": big.nbytes / d2d_big_s / 1e9}
+    del big, on_de
+    refs["store_read_GBps"] = store_read_rate(tb, 2e9) / 1e9
+    print("references:", json.dumps(refs), flush=True)
+
+    # ---- calibrate the storage cap from the oracle's PE compute ---------------------------------
+    by = {s.name: s for s in systems}
+    t0 = time.perf_counter()
+    tb.cluster = None
+    cal = tb.run_system(by["oracle"])  # also compiles every shape (warm-up)
+    pe_compute = cal.compute_bound_s
+    hit_bytes = sum(t.cached // args.bt * args.bt for a in agents for t in a.turns) * tb.kvb
+    cap = args.snic_gbps * 1e9 / 8 if args.snic_gbps else hit_bytes / (args.ratio * pe_compute)
+    store_cap = args.store_frac * refs["store_read_GBps"] * 1e9
+    if not args.snic_gbps and cap > store_cap:
+        print(f"SNIC cap {cap / 1e9:.3f} GB/s from --ratio exceeds {args.store_frac} of the store's "
+              f"read rate; using {store_cap / 1e9:.3f} GB/s", flush=True)
+        cap = store_cap
+    print(f"calibration oracle run {time.perf_counter() - t0:.1f}s: PE compute {pe_compute:.2f}s, "
+          f"hit KV {hit_bytes / 1e9:.2f} GB -> SNIC cap {cap / 1e9:.3f} GB/s", flush=True)
+    cluster = replace(cluster, snic_gbps=cap * 8 / 1e9)
+    cfg = replace(cfg, cluster=cluster)
+    tb.cfg = cfg
+
+    results = {}
+    for s in systems:
+        t0 = time.perf_counter()
+        m = tb.run_system(s)
+        results[s.name] = m
+        print(f"{s.name}: JCT {m.jct_s:.2f}s (run {time.perf_counter() - t0:.1f}s) busy {m.gpu_busy} "
+              f"read PE {m.bytes_read_pe_nodes / 1e9:.2f} GB DE {m.bytes_read_de_nodes / 1e9:.2f} GB", flush=True)
+
+    dp = results["dualpath"]
+    d2d_b = sum(v for k, v in dp.link_bytes.items() if k.startswith("d2d"))
+    d2d_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("d2d"))
+    stage_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("de_h2d_stage"))
+    transfer = {"de_to_pe_bytes": d2d_b,
+                "d2d_hop_GBps": d2d_b / d2d_t / 1e9 if d2d_t else 0.0,
+                "de_dram_to_pe_gpu_GBps": d2d_b / (d2d_t + stage_t) / 1e9 if d2d_t else 0.0}
+    transfer["d2d_hop_vs_d2d_copy"] = transfer["d2d_hop_GBps"] / refs["d2d_layer_GBps"]
+    transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
+    comp = {n: {"speedup_vs_basic": results["basic"].jct_s / m.jct_s,
+                "gap_to_oracle": m.jct_s / results["oracle"].jct_s - 1.0} for n, m in results.items()}
+
+    try:
+        sim = simulate(cfg, tb, results, cnic_bytes_per_s=transfer["de_dram_to_pe_gpu_GBps"] * 1e9
+                       or refs["d2d_layer_GBps"] * 1e9,
+                       hbm_gb=141.0 if "H200" in devs[0].device_kind else 80.0)
+    except Exception as e:  # the GPU figures above stand on their own
+        sim = {"error": repr(e)}
+    doc = {
+        "device": {"kind": devs[0].device_kind, "platform": devs[0].platform, "count": len(devs),
+                   "jax": jax.__version__, "python": platform.python_version(), "host": platform.node()},
+        "args": vars(args), "testbed": to_dict(spec), "cluster": to_dict(cluster),
+        "model": {"name": tb.mcfg.name, "layers": tb.mcfg.n_layers, "dtype": tb.mcfg.dtype,
+                  "kv_bytes_per_token": tb.kvb},
+        "init_s": tb.init_s, "warmup_s": tb.warm_s, "calibration": {"oracle_pe_compute_s": pe_compute,
+                                                                    "hit_bytes": hit_bytes, "snic_Bps": cap},
+        "references": refs, "transfer": transfer, "comparison": comp,
+        "systems": {n: m.as_dict() for n, m in results.items()}, "simulator": sim,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    (out / f"testbed_{tag}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
+    lines = [f"testbed 1P1D, {tb.mcfg.name} ({tb.mcfg.n_layers} layers, {tb.mcfg.dtype}) on "
+             f"{len(devs)} x {devs[0].device_kind}, jax {jax.__version__}",
+             f"workload: {args.agents} agents x {args.turns} turns, preload {args.preload}, append "
+             f"{args.append}, gen {args.gen}, blocks of {args.bt} tokens; SNIC cap {cap / 1e9:.3f} GB/s "
+             f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute)",
+             f"{'system':10s} {'JCT s':>8s} {'vs basic':>9s} {'vs oracle':>10s} {'PE busy':>8s} "
+             f"{'DE busy':>8s} {'read PE GB':>10s} {'read DE GB':>10s} {'TTFT s':>7s}"]
+    for n, m in results.items():
+        lines.append(f"{n:10s} {m.jct_s:8.2f} {comp[n]['speedup_vs_basic']:8.2f}x "
+                     f"{comp[n]['gap_to_oracle']:+9.1%} {m.prefill_gpu_util:8.1%} {m.decode_gpu_busy:8.1%} "
+                     f"{m.bytes_read_pe_nodes / 1e9:10.2f} {m.bytes_read_de_nodes / 1e9:10.2f} "
+                     f"{m.ttft_s['mean']:7.3f}")
+    lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
+                 f"{refs['d2d_256MiB_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
+                 f"{refs['store_read_GBps']:.2f} GB/s uncapped")
+    lines.append(f"DE->PE in dualpath: D2D hop {transfer['d2d_hop_GBps']:.1f} GB/s "
+                 f"({transfer['d2d_hop_vs_d2d_copy']:.0%} of the D2D copy), DE DRAM -> PE GPU "
+                 f"{transfer['de_dram_to_pe_gpu_GBps']:.1f} GB/s ({transfer['de_path_vs_d2d_copy']:.0%})")
+    if "error" not in sim:
+        for n, r in sim.items():
+            if not n.startswith("_"):
+                lines.append(f"simulator {n}: JCT {r['sim_jct_s']:.2f}s vs testbed {r['testbed_jct_s']:.2f}s "
+                             f"({r['error']:+.1%})")
+    else:
+        lines.append(f"simulator: {sim['error']}")
+    text = "\n".join(lines)
+    (out / f"testbed_{tag}.txt").write_text(text + "\n")
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
