@@ -114,6 +114,8 @@ class EmulatedCluster:
         self.devices = devices[:need]
         self.links = LinkBytes()
         self.link_s = LinkBytes()  # seconds spent in timed transfers, per link (DE->PE hops)
+        self.hop_s = LinkBytes()  # DE->PE device-to-device hops: seconds per hop size (str bytes)
+        self.hop_n = LinkBytes()  # ... and how many hops of that size
         self.read_queue_s = ReadQueueSeconds(self.nodes)
 
     def device(self, engine: int):

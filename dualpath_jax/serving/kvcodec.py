@@ -82,3 +82,31 @@ def layer_prefix(kv, layer, n: int):
 def prefix(kv, n: int):
     """Device: kv [Y, F, D] -> kv [Y, n, D]."""
     return kv[:, :n]
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def stage_blocks(blocks_u8, dtype: str, d: int):
+    """Device: Full Blocks uint8 [n, Y, T, B] -> kv [Y, n*T, D] in `dtype` (one contiguous array).
+
+    The device-side twin of `all_of_blocks`: a bitcast and a transpose at HBM speed, so the DE path
+    needs one H2D of the read blocks per request and then one device-to-device copy per layer."""
+    n, y, t, b = blocks_u8.shape
+    isz = b // d
+    kv = blocks_u8.reshape(n, y, t, d, isz) if isz > 1 else blocks_u8.reshape(n, y, t, d)
+    kv = jax.lax.bitcast_convert_type(kv, jnp.dtype(dtype))  # [n, Y, T, D]
+    return kv.transpose(1, 0, 2, 3).reshape(y, n * t, d)
+
+
+@jax.jit
+def layer_of(kv, layer):
+    """Device: kv [Y, P, D] -> layer `layer`'s KV [1, P, D] (a contiguous copy; layer is dynamic)."""
+    return jax.lax.dynamic_index_in_dim(kv, layer, 0, keepdims=True)
+
+
+def copy_hit_to_kv(kv_host: np.ndarray, blocks_u8: np.ndarray, cfg: ModelConfig) -> None:
+    """Host: Full Blocks uint8 [n, Y, T, B] -> kv_host[:, :n*T] ([Y, tokens, D]) in one strided copy."""
+    n, y, t, _ = blocks_u8.shape
+    d = kv_width(cfg)
+    src = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, d)
+    for layer in range(y):  # kv_host[layer, :n*t] is contiguous, so its reshape is a view
+        kv_host[layer, :n * t].reshape(n, t, d)[...] = src[:, layer]

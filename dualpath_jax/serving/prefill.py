@@ -3,7 +3,8 @@ prefill while a loader thread moves each layer's prefix KV in ahead of compute.
 
 Overlap: a loader thread issues layer i+1's transfer (and i+2, up to `prefetch_layers`) while
 layer i computes; a sender thread copies each finished layer's KV out to the DE buffer while the
-next layer computes. Without layerwise prefill (Basic) every layer's prefix KV is loaded before
+next layer computes, and its last task for a batch hands the batch on (`prefilled`), so the PE
+thread starts its next batch while the previous one's KV is still being sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before
 compute starts and all KV is sent after it ends.
 
 GPU busy time: per layer, from the moment the layer is dispatched with its inputs ready until its
@@ -109,8 +110,18 @@ class PrefillEngine:
         ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
 
         def load_all():
-            for i in range(self.n_layers):
-                ready.put(loader.load_layer(i))
+            try:
+                for i in range(self.n_layers):
+                    ready.put(loader.load_layer(i))
+            except BaseException as e:  # the PE thread re-raises it instead of waiting forever
+                ready.put(e)
+                raise
+
+        def take():
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
 
         loading = self.loader.submit(load_all)
         x = self.lw.embed(jax.device_put(ids, self.dev))
@@ -118,7 +129,7 @@ class PrefillEngine:
         sends = []
         if layerwise:
             for i in range(self.n_layers):
-                pl, pr, _ = ready.get()
+                pl, pr, _ = take()
                 t0 = time.perf_counter()
                 x, lat, rope = self.lw.layer(i, x, pl, pr)
                 x.block_until_ready()
@@ -126,7 +137,7 @@ class PrefillEngine:
                 sends.append(self.sender.submit(loader.send_layer, i, pl, pr, lat, rope))
             logits = self.lw.head(x)
         else:
-            inputs = [ready.get() for _ in range(self.n_layers)]
+            inputs = [take() for _ in range(self.n_layers)]
             t0 = time.perf_counter()
             outs = []
             for i, (pl, pr, _) in enumerate(inputs):
@@ -136,11 +147,7 @@ class PrefillEngine:
             logits.block_until_ready()
             busy = time.perf_counter() - t0
             sends = [self.sender.submit(loader.send_layer, i, *o) for i, o in enumerate(outs)]
-        loading.result()
-        first = np.asarray(jax.device_get(logits[:, new - 1])) if tb.spec.keep_logits else None
-        for f in sends:
-            f.result()
-        now = time.perf_counter()
+        loading.result()  # every layer was taken from `ready`, so the loader is done
         self.busy_s += busy
         self.layer_busy_s += busy / self.n_layers
         self.layers_run += self.n_layers
@@ -148,7 +155,20 @@ class PrefillEngine:
         tok = sum(r.input for r in batch)
         rate = tok / busy if busy > 0 else 0.0
         self.tokens_s = rate if self.tokens_s == 0 else 0.8 * self.tokens_s + 0.2 * rate
-        for b, r in enumerate(batch):
-            if first is not None:
-                r.first_logits = first[b]
-            tb.prefilled(r, now)
+        # The hand-off ends on the sender thread: its last FIFO task waits for this batch's layer
+        # sends and calls `prefilled`, so this thread takes its next batch at once.
+        self.sender.submit(self._complete, batch, sends, logits, new)
+
+    def _complete(self, batch: list, sends: list, logits, new: int) -> None:
+        tb = self.tb
+        try:
+            for f in sends:  # already done: they ran before this task on the same one thread
+                f.result()
+            first = np.asarray(jax.device_get(logits[:, new - 1])) if tb.spec.keep_logits else None
+            now = time.perf_counter()
+            for b, r in enumerate(batch):
+                if first is not None:
+                    r.first_logits = first[b]
+                tb.prefilled(r, now)
+        except BaseException as e:  # surfaced by the testbed's main thread
+            tb.fail(e)

@@ -14,6 +14,7 @@ class TestbedMetrics(SystemMetrics):
     link_bytes: dict  # link name -> bytes moved (measured)
     plan_bytes: dict  # link name -> bytes plan_turn predicts for the same placements
     link_seconds: dict  # link name -> seconds spent in its timed transfers (DE->PE hops)
+    hop_sizes: dict  # DE->PE hop bytes (str) -> [count, seconds]: to compare with a plain D2D copy
     dram_peak_bytes: dict  # node -> peak bytes held in its DRAM buffer
     prefill_tokens_per_s: float  # prompt tokens (cached + new) per PE busy second
     decode_step_ms: float  # mean decode step
@@ -70,6 +71,7 @@ def summarize(tb, wall: float) -> TestbedMetrics:
         link_bytes=links,
         plan_bytes=dict(sorted(tb.plan.items())),
         link_seconds=dict(sorted(cl.link_s.bytes.items())),
+        hop_sizes={k: [cl.hop_n.bytes[k], v] for k, v in sorted(cl.hop_s.bytes.items())},
         dram_peak_bytes={str(n.id): float(n.buffer.peak) for n in cl.nodes},
         prefill_tokens_per_s=sum(r.input for r in reqs) / pe_busy if pe_busy else 0.0,
         decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),

@@ -40,6 +40,7 @@ class TurnRequest:
         self.read_on_de = False
         self.read_node = -1
         self.pin = None  # PrefixHit holding the blocks
+        self.staged = None  # DE path: the hit KV [Y, hit, D] staged on the DE device
         # timing (perf_counter seconds)
         self.arrive = arrive
         self.first_token = self.joined = self.finished = self.persisted = -1.0

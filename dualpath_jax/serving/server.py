@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -135,6 +136,14 @@ class Testbed:
         for e in self.de_ids:
             de = DecodeEngine(self, e, self.state[e], self.step[e])
             de.warmup(inputs, writes)
+            # the DE path's staging (blocks -> [Y, hit, D] on the DE device) and per-layer slice
+            for hit, _ in sorted(shapes):
+                if hit:
+                    blocks = np.zeros((hit // bt,) + kvcodec.block_layout(self.mcfg, bt).full_block_shape,
+                                      np.uint8)
+                    st = kvcodec.stage_blocks(jax.device_put(blocks, self.devices[e]), self.mcfg.dtype, d)
+                    kvcodec.layer_of(st, np.int32(0)).block_until_ready()
+                    del st
         self.warm_s = time.perf_counter() - t0
         self._warm = True
 
@@ -191,6 +200,7 @@ class Testbed:
         self.scheduler = make_scheduler(system.scheduler, system.dual_path, system.split_read)
         self.pes = {e: PrefillEngine(self, e, self.lw[e]) for e in self.pe_ids}
         self.des = {e: DecodeEngine(self, e, self.state[e], self.step[e]) for e in self.de_ids}
+        self.stagers = {e: ThreadPoolExecutor(1, thread_name_prefix=f"de{e}-stage") for e in self.de_ids}
         self.lock = threading.RLock()
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -210,6 +220,8 @@ class Testbed:
         wall = time.perf_counter() - self.t0
         for eng in list(self.pes.values()) + list(self.des.values()):
             eng.stop()
+        for st in self.stagers.values():
+            st.shutdown()
         if self.error is not None:
             raise RuntimeError(f"testbed run of system {system.name!r} failed: {self.error!r}") from self.error
         return summarize(self, wall)
@@ -280,7 +292,29 @@ class Testbed:
             self.fail(fut.exception())
             return
         self.cluster.links.add(f"snic_read[{node.id}]", buf.nbytes)
-        self.pes[req.pe].submit(req)
+        if req.read_on_de:
+            self.stagers[req.de].submit(self._stage, req, node, buf)
+        else:
+            self.pes[req.pe].submit(req)
+
+    def _stage(self, req: TurnRequest, node, buf: np.ndarray) -> None:
+        """DE path, once per request, off the PE's threads: one H2D of the read blocks onto the DE
+        device, reordered there to [Y, hit, D] (the loader then moves each layer as one D2D copy),
+        and the hit KV copied into the DE buffer (where the DE's join H2D takes it from)."""
+        try:
+            cl = self.cluster
+            t0 = time.perf_counter()
+            up = jax.device_put(buf, cl.device(req.de))
+            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, kvcodec.kv_width(self.mcfg))
+            staged.block_until_ready()
+            del up
+            cl.links.add(f"de_h2d_stage[{req.de}]", buf.nbytes)
+            cl.link_s.add(f"de_h2d_stage[{req.de}]", time.perf_counter() - t0)
+            kvcodec.copy_hit_to_kv(node.buffer.get(("kv", req.rid)), buf, self.mcfg)
+            req.staged = staged
+            self.pes[req.pe].submit(req)
+        except BaseException as e:
+            self.fail(e)
 
     def prefilled(self, req: TurnRequest, now: float) -> None:
         with self.lock:
