@@ -12,18 +12,21 @@ from typing import Callable, Sequence
 Predictor = Callable[[int, int], float]
 
 
-def largest_chunk(cached: int, new: int, budget_s: float, predict: Predictor) -> int:
-    """Largest k in [0, new] with predict(cached, k) <= budget_s (predict grows with k)."""
-    if new <= 0 or predict(cached, 1) > budget_s:
+def largest_chunk(cached: int, new: int, budget_s: float, predict: Predictor, step: int = 1) -> int:
+    """Largest k in [0, new], a multiple of `step` or `new` itself, with predict(cached, k) <=
+    budget_s (predict grows with k)."""
+    if new <= 0:
         return 0
-    lo, hi = 1, new  # predict(cached, lo) fits
+    if predict(cached, new) <= budget_s:
+        return new
+    lo, hi = 0, (new - 1) // step  # chunks of m * step tokens; m = lo fits (0 tokens always does)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if predict(cached, mid) <= budget_s:
+        if predict(cached, mid * step) <= budget_s:
             lo = mid
         else:
             hi = mid - 1
-    return lo
+    return lo * step
 
 
 def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predictor,
@@ -31,9 +34,8 @@ def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predic
     """Tokens to compute for each queued (cached, remaining_new) request, FIFO, within the quota.
 
     Whole requests are taken while they fit; the first one that does not fit is chunked to the
-    largest piece that does (if at least `min_chunk` tokens), and packing stops there. A batch is
-    never empty: if even the head's smallest chunk exceeds the quota, it runs alone, chunked to one
-    quota's worth (at least min_chunk tokens)."""
+    largest piece of whole `min_chunk`s that does, and packing stops there. A batch is never empty:
+    if even the head's smallest chunk exceeds the quota, it runs alone with min_chunk tokens."""
     out: list[int] = []
     used = 0.0
     for cached, new in queue:
@@ -42,11 +44,10 @@ def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predic
             out.append(new)
             used += t
             continue
-        k = largest_chunk(cached, new, quota_s - used, predict)
-        if k >= min_chunk:
+        k = largest_chunk(cached, new, quota_s - used, predict, step=min_chunk)
+        if k > 0:
             out.append(k)
         break
     if not out and queue:
-        cached, new = queue[0]
-        out.append(max(min(min_chunk, new), largest_chunk(cached, new, quota_s, predict)))
+        out.append(min(min_chunk, queue[0][1]))
     return out

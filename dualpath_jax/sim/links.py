@@ -17,7 +17,7 @@ class FifoLink:
         self.busy = 0.0  # seconds spent moving
 
     def transfer(self, now: float, nbytes: float) -> float:
-        """Enqueue `nbytes`; returns the time the transfer completes."""
+        """Enqueue `nbytes`, not starting before `now`; returns the time the transfer completes."""
         if nbytes <= 0:
             return now
         dt = nbytes / self.bw

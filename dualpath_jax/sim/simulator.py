@@ -1,12 +1,14 @@
 """The offline cluster simulation of one system: agents, scheduler, links and engines in virtual time.
 
-A turn's life: arrives (the agent's previous turn is persisted) -> waits until the scheduler places
-it (a DE with HBM room, a PE, a read side) -> its hit KV crosses the read node's SNIC (and DRAM) ->
-prefill on the PE node (with the data path's CNIC traffic) -> H2D into the DE GPU -> decode in the
-DE's continuous batch -> its new KV is written through the DE node's SNIC -> the next turn arrives.
+A turn's life: arrives (the agent's previous turn is done) -> waits until the scheduler places it
+(a DE with HBM room, a PE, a read side) -> its hit KV crosses the read node's SNIC (and DRAM), once
+the previous turn's KV is written -> prefill on the PE node (with the data path's CNIC traffic) ->
+H2D into the DE GPU -> decode in the DE's continuous batch -> done: its new KV is written through
+the DE node's SNIC in the background, and the next turn arrives.
 """
 from __future__ import annotations
 
+import gc
 from array import array
 from collections import deque
 from collections.abc import Mapping
@@ -102,6 +104,7 @@ class Simulation:
         self.ttft, self.tpot = array("d"), array("d")
         self.turns = self.tokens_new = self.tokens_cached = self.tokens_out = 0
         self.agent_done = [0.0] * len(agents)
+        self.persisted_at = [0.0] * len(agents)  # when each agent's latest KV is in storage
         self._keys = {}
         largest = max(t.input + t.output for a in agents for t in a.turns) * self.kvb
         if largest > de_room:
@@ -158,11 +161,12 @@ class Simulation:
             req.h2d_bytes = req.input * self.kvb
             req.write_bytes = (req.new + req.output) * self.kvb
             pe_read, de_read = (1.0 - f) * storage, f * storage
+            start = max(now, self.persisted_at[req.agent])  # read what the last turn wrote
             # DRAM: what the reading node stages (in and out); the DE buffer receives the PE's KV and
             # feeds the DE GPU.
             de_dram = 2 * de_read + req.new * self.kvb + req.pe_hit_out + req.h2d_bytes
-            ready = max(self.snic_read[pe.node].transfer(now, pe_read),
-                        self.snic_read[de.node].transfer(now, de_read),
+            ready = max(self.snic_read[pe.node].transfer(start, pe_read),
+                        self.snic_read[de.node].transfer(start, de_read),
                         self.dram[pe.node].transfer(now, 2 * pe_read),
                         self.dram[de.node].transfer(now, de_dram))
         req.ready = ready
@@ -178,13 +182,16 @@ class Simulation:
         de = self.loads[req.de]
         self.group_of[req.de].add(de, -req.tokens, -req.kv_bytes, requests=-1)
         req.finished = self.loop.now
-        end = self.snic_write[de.node].transfer(self.loop.now, req.write_bytes)
+        # The new KV is written in the background; the agent's next turn may be placed at once,
+        # but its storage read starts only once this write is done (see _dispatch).
+        self.persisted_at[req.agent] = self.snic_write[de.node].transfer(self.loop.now, req.write_bytes)
         if self.tier is not None:
             self.tier.store(req.agent, req.kv_bytes)
-        self.loop.at(end, self._persisted, req)
+        self._persisted(req)
         self._schedule()
 
     def _persisted(self, req: Request) -> None:
+        """The turn is done (its last token is out); account it and start the agent's next turn."""
         self.turns += 1
         self.tokens_new += req.new
         self.tokens_cached += req.cached
@@ -212,7 +219,15 @@ class Simulation:
 
     def simulate(self) -> None:
         self._start_agents()
-        self.loop.run()
+        # The run allocates millions of short-lived acyclic objects; the cyclic collector would
+        # rescan every live one over and over, at a cost that grows with the agents alive.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self.loop.run()
+        finally:
+            if enabled:
+                gc.enable()
         if self.waiting:
             raise RuntimeError(f"{len(self.waiting)} turns never got a decode engine")
 
