@@ -73,6 +73,12 @@ class CostModel:
         self.prefill_weights = self.counts.weight_bytes_per_gpu(self.cluster.prefill_gpus, g)
         self.decode_weights = self.counts.weight_bytes_per_gpu(self.cluster.decode_gpus, g)
         self._step_overhead = self.hardware.calibration.decode_step_overhead_ms / 1e3
+        # The decode step time is linear in (batch, keys, context): keep its coefficients.
+        c, rate = self.counts, self.peak * self.eff.decode
+        per_key = c.decode_kv_read_bytes(1, 0) / self.hbm + (c.decode_flops(1, 0) - c.decode_flops(0, 0)) / rate
+        per_ctx = c.decode_kv_read_bytes(0, 1) / self.hbm + (c.decode_flops(0, 1) - c.decode_flops(0, 0)) / rate
+        self._decode_coef = (self.decode_weights / self.hbm + self._step_overhead,
+                             2.0 * c.active_params / rate, per_key, per_ctx)
 
     def kv_room_bytes(self, role: str) -> float:
         """HBM left for KV on one GPU of `role` after weights and the activation reserve."""
@@ -96,10 +102,8 @@ class CostModel:
         """One step for `batch` requests attending `keys` keys and spanning `context` tokens in all."""
         if batch == 0:
             return 0.0
-        c = self.counts
-        mem = self.decode_weights + c.decode_kv_read_bytes(keys, context)
-        flops = batch * 2.0 * c.active_params + (c.decode_flops(keys, context) - 2.0 * c.active_params)
-        return mem / self.hbm + flops / (self.peak * self.eff.decode) + self._step_overhead
+        fixed, per_request, per_key, per_ctx = self._decode_coef
+        return fixed + batch * per_request + keys * per_key + context * per_ctx
 
     def decode_comm_time(self, batch: int) -> float:
         """EP all-to-all seconds per decode step at full CNIC bandwidth (inside the calibrated step

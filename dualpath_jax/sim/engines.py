@@ -201,8 +201,8 @@ class DecodeEngine:
             return
         b = len(self.due)
         t = self.cost.decode_step_time(b, self.keys, self.context)
-        share = lane_share(self.h2d.free_at > self.loop.now, self.qos, self.qos_weight)
-        if share < 1.0:  # KV on this GPU's CNIC slows the EP all-to-all of every step
+        if self.h2d.free_at > self.loop.now:  # KV on this GPU's CNIC slows every step's all-to-all
+            share = lane_share(True, self.qos, self.qos_weight)
             t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)
         self.step_time = t
         at = self.loop.now + max(0.0, self.due[0][0] - self.steps) * t

@@ -17,8 +17,11 @@ class EventLoop:
         self._seq += 1
 
     def run(self) -> None:
-        q, pop = self._queue, heapq.heappop
-        while q:
-            self.now, _, fn, args = pop(q)
-            self.events += 1
-            fn(*args)
+        q, pop, n = self._queue, heapq.heappop, 0
+        try:
+            while q:
+                self.now, _, fn, args = pop(q)
+                n += 1
+                fn(*args)
+        finally:
+            self.events += n
