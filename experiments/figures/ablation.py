@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells
-from .plot import bar_labels, color, parser, rel, save, style, system_name, title_of
+from .plot import figure_main, bar_labels, color, rel, save, style, system_name, title_of
 
 NAME = "ablation"
 MODEL = "ds660b"
@@ -46,9 +46,7 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":

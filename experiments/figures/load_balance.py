@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells
-from .plot import color, finish, parser, rel, save, style, system_name, title_of
+from .plot import figure_main, color, finish, rel, save, style, system_name, title_of
 
 NAME = "load_balance"
 MODEL = "ds660b"
@@ -51,9 +51,7 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":

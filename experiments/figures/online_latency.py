@@ -12,7 +12,7 @@ import math
 import matplotlib.pyplot as plt
 
 from . import cells
-from .plot import MARKERS, bar_labels, color, online_note, parser, rel, save, style, system_name, title_of
+from .plot import figure_main, MARKERS, bar_labels, color, online_note, rel, save, style, system_name, title_of
 
 NAME = "online_latency"
 MODEL = "ds660b"
@@ -92,9 +92,7 @@ def make(results_dir=None, model=MODEL, length=LENGTH, aps=APS, extra=(), with_c
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":

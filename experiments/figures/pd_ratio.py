@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells
-from .plot import bar_labels, cluster_name, color, finish, model_name, parser, rel, save, style, system_name
+from .plot import figure_main, bar_labels, cluster_name, color, finish, model_name, rel, save, style, system_name
 
 NAME = "pd_ratio"
 MODEL = "ds27b"
@@ -53,9 +53,7 @@ def make(results_dir=None, model=MODEL, clusters=CLUSTERS, length=LENGTH, agents
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,13 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def figure_main(doc: str | None, make):
+    """The `main(argv)` of a figure module whose only option is --results-dir."""
+    def main(argv=None):
+        return make(parser(doc).parse_args(argv).results_dir)
+    return main
+
+
 def out_dir(results_dir) -> Path:
     return results_root(results_dir) / "figures"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from . import cells
-from .plot import MARKERS, color, parser, rel, save, style, system_name, title_of
+from .plot import figure_main, MARKERS, color, rel, save, style, system_name, title_of
 
 NAME = "scaling"
 MODEL = "ds660b"
@@ -55,9 +55,7 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, scales=SCA
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":

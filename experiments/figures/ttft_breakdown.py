@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells, online_latency
-from .plot import finish, online_note, parser, rel, save, style, system_name, title_of
+from .plot import figure_main, finish, online_note, rel, save, style, system_name, title_of
 
 NAME = "ttft_breakdown"
 APS = (0.4, 0.8, 1.2)  # below Basic's saturation, past it, near DualPath's
@@ -47,9 +47,7 @@ def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LEN
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":

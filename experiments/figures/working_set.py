@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells, online_latency
-from .plot import MARKERS, bytes_unit, color, model_name, online_note, parser, rel, save, style, system_name, title_of
+from .plot import figure_main, MARKERS, bytes_unit, color, model_name, online_note, rel, save, style, system_name, title_of
 
 NAME = "working_set"
 THINK_MODEL = "ds27b"
@@ -106,9 +106,7 @@ def make(results_dir=None, aps=online_latency.APS, think=THINK_S, think_aps=THIN
     return save(fig, rows, NAME, results_dir)
 
 
-def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return make(args.results_dir)
+main = figure_main(__doc__, make)
 
 
 if __name__ == "__main__":
