@@ -65,3 +65,17 @@ def test_the_command_refuses_unknown_figures():
     assert "offline_jct" in FIGURES and "large_scale" in FIGURES
     with pytest.raises(SystemExit):
         figures_main(["no_such_figure"])
+
+
+def test_missing_cells_run_in_a_pool_and_match_a_serial_run(tmp_path):
+    specs = [("offline", [*TINY[:2], f"+agents={n}", *TINY[3:]]) for n in (4, 8)]
+    serial = cells.fetch(specs, "serial", results_dir=tmp_path / "serial", jobs=1)
+    before = cells.RUNS["offline"]
+    pooled = cells.fetch(specs, "pooled", results_dir=tmp_path / "pooled", jobs=2)
+    assert cells.RUNS["offline"] == before + 2  # the workers' runs are counted in the parent
+    assert all(cells.stored(s, tmp_path / "pooled") for s in specs)
+    for a, b in zip(serial, pooled):  # same order as the specs, same numbers
+        assert a["config"]["workload"]["agents"] == b["config"]["workload"]["agents"]
+        assert a["systems"] == b["systems"]
+    assert cells.fetch(specs, "again", results_dir=tmp_path / "pooled", jobs=2)[1]["systems"] == pooled[1]["systems"]
+    assert cells.RUNS["offline"] == before + 2  # read, not run

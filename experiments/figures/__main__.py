@@ -3,6 +3,7 @@
     python -m experiments.figures                       # every figure, in an order that reuses cells
     python -m experiments.figures offline_jct pd_ratio  # only these
     python -m experiments.figures large_scale --full    # the large-scale offline cell with 48K agents
+    python -m experiments.figures --jobs 1              # missing cells one at a time (default: one per core)
 """
 from __future__ import annotations
 
@@ -27,10 +28,15 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("figures", nargs="*", metavar="figure", help=f"any of: {', '.join(FIGURES)} (default: all)")
     p.add_argument("--results-dir", default=None, help=f"default {cells.RESULTS}")
     p.add_argument("--full", action="store_true", help="large_scale: the paper's 48K agents offline")
+    p.add_argument("--jobs", type=int, default=cells.JOBS,
+                   help=f"processes that run missing cells side by side (default: CPU cores, {cells.JOBS})")
     args = p.parse_args(argv)
     unknown = [f for f in args.figures if f not in FIGURES]
     if unknown:
         p.error(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    cells.JOBS = args.jobs
     chosen = [f for f in FIGURES if f in args.figures] if args.figures else list(FIGURES)
     con = cells.console
     walls: dict[str, float] = {}

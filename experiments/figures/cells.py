@@ -15,6 +15,7 @@ warning.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +34,9 @@ QUIET = ("tracking.wandb=false", "sim.progress=false")
 # configs' 30 min / 5 min defaults; every online figure title says so).
 ONLINE = ("online.duration_s=900", "online.warmup_s=200")
 
-RUNS: Counter = Counter()  # cells run (not read) in this process, by kind
+RUNS: Counter = Counter()  # cells run (not read) by this process and its pool workers, by kind
+# Processes that run missing cells side by side (`fetch`; `--jobs` of the figures command).
+JOBS = max(1, os.cpu_count() or 1)
 console = Console(stderr=True)
 _log: Callable[[str], None] = console.print
 _bar = None  # the rich Progress of `fetch`, while one is open: simulations add a turns bar to it
@@ -226,20 +229,59 @@ def get(cell: tuple, results_dir=None) -> dict:
     raise ValueError(f"unknown cell kind {kind!r}")
 
 
-def fetch(specs: list[tuple], label: str, results_dir=None) -> list[dict]:
-    """Every cell of `specs` (read or run), with a progress bar."""
+def stored(cell: tuple, results_dir=None) -> bool:
+    """Whether `cell`'s results file is on disk with the same configuration (nothing is run)."""
+    kind, overrides, *rest = cell
+    if kind == "offline":
+        cfg = offline_config(overrides)
+        return _stored(offline_path(cfg, results_dir), cfg) is not None
+    cfg = online_config(overrides, rest[0] if kind == "online" else None)
+    name = "capacity" if kind == "capacity" else f"aps{cfg.online.aps:g}"
+    return _stored(online_cell_path(cfg, name, results_dir), cfg) is not None
+
+
+def _get_in_worker(cell: tuple, results_dir) -> tuple[dict, Counter]:
+    """`get` in a pool process; returns the cells it ran too (RUNS lives per process)."""
+    RUNS.clear()
+    return get(cell, results_dir), Counter(RUNS)
+
+
+def fetch(specs: list[tuple], label: str, results_dir=None, jobs: int | None = None) -> list[dict]:
+    """Every cell of `specs` (read or run), with a progress bar. Missing cells run in `jobs`
+    processes (default `JOBS`); each is a single-threaded simulation, so on N cores N of them
+    run side by side."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     global _bar
-    out = []
+    jobs = JOBS if jobs is None else jobs
+    out: dict[int, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"{label} cells", total=len(specs))
+        missing = [i for i, spec in enumerate(specs) if not stored(spec, results_dir)] if jobs > 1 else []
+        if len(missing) > 1:
+            _run_in_pool([specs[i] for i in missing], missing, results_dir, min(jobs, len(missing)), out,
+                         lambda: bar.advance(task))
         _bar = bar
         try:
-            for spec in specs:
-                out.append(get(spec, results_dir))
-                bar.advance(task)
+            for i, spec in enumerate(specs):
+                if i not in out:
+                    out[i] = get(spec, results_dir)
+                    bar.advance(task)
         finally:
             _bar = None
-    return out
+    return [out[i] for i in range(len(specs))]
+
+
+def _run_in_pool(specs, index, results_dir, jobs, out, advance) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    _log(f"running {len(specs)} cells in {jobs} processes")
+    # spawn, not fork: the parent holds threads (rich's progress refresh) that fork would copy.
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_get_in_worker, spec, results_dir): i for spec, i in zip(specs, index)}
+        for fut in as_completed(futures):
+            out[futures[fut]], runs = fut.result()
+            RUNS.update(runs)
+            advance()
