@@ -22,7 +22,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -71,11 +73,16 @@ def timed_copy(x, dst, reps=5) -> float:
 
 
 def store_read_rate(tb: Testbed, nbytes_target: float) -> float:
-    """Uncapped read rate (B/s) of the memory-driver store with two concurrent readers."""
+    """Uncapped read rate (B/s) of the testbed's kind of store (memory driver, or files under
+    `store_path`) with two concurrent readers."""
     mcfg, bt = tb.mcfg, tb.spec.tokens_per_block
     layout = kvcodec.block_layout(mcfg, bt)
     n = max(2, int(nbytes_target // layout.full_block_nbytes))
-    store = KVStore.open(None, layout, capacity_blocks=2 * n + 8, create=True, io_window=tb.spec.io_window)
+    where = None
+    if tb.spec.store_path:
+        Path(tb.spec.store_path).mkdir(parents=True, exist_ok=True)
+        where = tempfile.mkdtemp(prefix="probe-", dir=tb.spec.store_path)
+    store = KVStore.open(where, layout, capacity_blocks=2 * n + 8, create=True, io_window=tb.spec.io_window)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 1000, size=n * bt, dtype=np.int32)
     blocks = rng.integers(0, 255, size=(n,) + layout.full_block_shape, dtype=np.uint8)
@@ -88,6 +95,8 @@ def store_read_rate(tb: Testbed, nbytes_target: float) -> float:
     f1.result(), f2.result()
     rate = n * layout.full_block_nbytes / (time.perf_counter() - t0)
     store.close()
+    if where:
+        shutil.rmtree(where, ignore_errors=True)
     return rate
 
 
@@ -107,6 +116,8 @@ def main(argv=None):
                     help="cap each node's SNIC at this share of the store's measured read rate, so "
                          "two nodes reading at once stay below what the one real store can serve")
     ap.add_argument("--io-window", type=int, default=32)
+    ap.add_argument("--store-path", default="", help="a directory for a file-backed store "
+                    "(e.g. on /dev/shm); default: TensorStore's memory driver")
     ap.add_argument("--snic-gbps", type=float, default=0.0, help="fix the cap instead of --ratio")
     ap.add_argument("--store-probe-gb", type=float, default=2.0, help="bytes read to measure the store")
     ap.add_argument("--tag", default="")
@@ -133,7 +144,7 @@ def main(argv=None):
     spec = TestbedSpec(model=args.model, n_layers=args.layers, tokens_per_block=args.bt,
                        capacity_blocks=args.agents * (final // args.bt + 2) + 64,
                        max_prefill_batch=1, max_decode_batch=args.agents, max_context=final,
-                       io_window=args.io_window)
+                       io_window=args.io_window, store_path=args.store_path)
     tb = Testbed(cfg, spec, agents)
     print(f"model {tb.mcfg.name} x{tb.mcfg.n_layers} layers on {len(tb.devices)} devices; "
           f"init {tb.init_s:.1f}s; KV {tb.kvb} B/token", flush=True)

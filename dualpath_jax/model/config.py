@@ -154,7 +154,15 @@ def _dsv3() -> ModelConfig:
               "plain RoPE (no YaRN)")
 
 
-_CONFIGS = {"tiny": _tiny, "ds16b": _ds16b, "dsv3": _dsv3}
+def _dsv3_e32() -> ModelConfig:
+  return dataclasses.replace(
+      _dsv3(), name="dsv3_e32", n_routed_experts=32,
+      assumed="DeepSeek-V3 shape with 32 routed experts instead of 256 (top-8 of 32, groups of "
+              "4), so that a slice of its layers fits one GPU twice over with room for KV; the "
+              "compute per token and the KV bytes per token are V3's. Plain RoPE (no YaRN)")
+
+
+_CONFIGS = {"tiny": _tiny, "ds16b": _ds16b, "dsv3": _dsv3, "dsv3_e32": _dsv3_e32}
 
 
 def known_configs() -> tuple[str, ...]:

@@ -17,11 +17,18 @@ Every byte is counted on its link in `cluster.links`.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from . import kvcodec
+
+
+class Hop(NamedTuple):
+    """A DE->PE copy not yet issued: layer slice `src` on DE engine `de`'s device."""
+    de: int
+    src: jax.Array
 
 
 class LayerLoader:
@@ -36,44 +43,63 @@ class LayerLoader:
         self.links = tb.cluster.links
 
     # ---- inbound --------------------------------------------------------------------------
+    # A cross-device copy is ordered after the work already queued on its destination device. The
+    # loader thread therefore only prepares the DE path's source (its layer slice on the DE
+    # device); the PE thread issues the hop (`issue_hops`) between layers, before it dispatches
+    # the layer that precedes the hop's, so the copy overlaps that layer instead of queueing
+    # behind it.
     def _one(self, req, i: int):
+        """One request's layer-i prefix KV [1, P, D]: on the PE device, or a `Hop` to issue."""
         if self.free_io:
             return kvcodec.layer_prefix(self.tb.oracle_kv[req.agent][self.pe], i, self.hit)
         if req.read_on_de:
             # DE path: the hit KV was staged on the DE device once per request (server._stage);
-            # this layer is one contiguous slice there and one device-to-device copy to the PE.
+            # this layer is one contiguous slice there, copied device-to-device to the PE.
             src = kvcodec.layer_of(req.staged, np.int32(i))
             src.block_until_ready()
-            t1 = time.perf_counter()
-            out = jax.device_put(src, self.dev)
-            out.block_until_ready()
-            dt = time.perf_counter() - t1
-            cl = self.tb.cluster
-            self.links.add(f"d2d[{req.de}->{self.pe}]", src.nbytes)
-            cl.link_s.add(f"d2d[{req.de}->{self.pe}]", dt)
-            cl.hop_s.add(str(src.nbytes), dt)
-            cl.hop_n.add(str(src.nbytes), 1)
-            self.links.add(f"pe_cnic_in[{self.pe}]", src.nbytes)
             if i == self.cfg.n_layers - 1:
-                req.staged = None  # free the DE device's copy
-            return out
+                req.staged = None  # free the DE device's copy once the last slice is cut
+            return Hop(req.de, src)
         blocks = self.tb.cluster.nodes[req.read_node].buffer.get(("blocks", req.rid))
         host = kvcodec.layer_of_blocks(blocks, i, self.cfg)[None]  # [1, P, D]
         out = jax.device_put(host, self.dev)
         self.links.add(f"pe_cnic_in[{self.pe}]", host.nbytes)
         return out
 
-    def load_layer(self, i: int):
-        """(prefix_latent [B,P,C], prefix_rope [B,P,R], ready time) on the PE device, or Nones."""
+    def load_layer(self, i: int) -> list | None:
+        """Layer i's parts, one per request (loader thread), or None when nothing is cached."""
         if self.hit == 0:
-            return None, None, time.perf_counter()
-        parts = [self._one(r, i) for r in self.batch]
-        kv = parts[0] if len(parts) == 1 else jax.numpy.concatenate(
-            [jax.device_put(p, self.dev) for p in parts], axis=0)
+            return None
+        return [self._one(r, i) for r in self.batch]
+
+    def issue_hops(self, parts: list | None, timer) -> None:
+        """Start the DE->PE copies among `parts` (in place); `timer` times each to its end."""
+        for k, part in enumerate(parts or ()):
+            if isinstance(part, Hop):
+                t0 = time.perf_counter()
+                parts[k] = out = jax.device_put(part.src, self.dev)
+                timer.submit(self._time_hop, part, out, t0)
+
+    def _time_hop(self, hop, out, t0: float) -> None:
+        out.block_until_ready()
+        dt, nbytes, cl = time.perf_counter() - t0, hop.src.nbytes, self.tb.cluster
+        link = f"d2d[{hop.de}->{self.pe}]"
+        self.links.add(link, nbytes)
+        cl.link_s.add(link, dt)
+        cl.hop_s.add(str(nbytes), dt)
+        cl.hop_n.add(str(nbytes), 1)
+        self.links.add(f"pe_cnic_in[{self.pe}]", nbytes)
+
+    def inputs(self, parts: list | None, timer):
+        """(prefix_latent [B,P,C], prefix_rope [B,P,R]) on the PE device, ready; or Nones."""
+        if parts is None:
+            return None, None
+        self.issue_hops(parts, timer)
+        kv = parts[0] if len(parts) == 1 else jax.numpy.concatenate(parts, axis=0)
         lat, rope = kvcodec.split_kv(kv, self.c)
         lat.block_until_ready()
         rope.block_until_ready()
-        return lat, rope, time.perf_counter()
+        return lat, rope
 
     # ---- outbound -------------------------------------------------------------------------
     def send_layer(self, i: int, prefix_lat, prefix_rope, new_lat, new_rope) -> None:

@@ -2,7 +2,8 @@
 prefill while a loader thread moves each layer's prefix KV in ahead of compute.
 
 Overlap: a loader thread issues layer i+1's transfer (and i+2, up to `prefetch_layers`) while
-layer i computes; a sender thread copies each finished layer's KV out to the DE buffer while the
+layer i computes (a DE-path layer's device-to-device hop is issued by this engine's thread just
+before it dispatches the layer before it, see loaders.py); a sender thread copies each finished layer's KV out to the DE buffer while the
 next layer computes, and its last task for a batch hands the batch on (`prefilled`), so the PE
 thread starts its next batch while the previous one's KV is still being sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before
 compute starts and all KV is sent after it ends.
@@ -38,6 +39,7 @@ class PrefillEngine:
         self.cv = threading.Condition()
         self.sender = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-send")
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-load")
+        self.hop_timer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-hops")
         self.busy_s = 0.0
         self.layer_busy_s = 0.0
         self.layers_run = 0
@@ -56,6 +58,7 @@ class PrefillEngine:
         self.thread.join()
         self.sender.shutdown()
         self.loader.shutdown()
+        self.hop_timer.shutdown()
 
     def submit(self, req) -> None:
         with self.cv:
@@ -128,19 +131,27 @@ class PrefillEngine:
         busy = 0.0
         sends = []
         if layerwise:
+            parts = [take()]
             for i in range(self.n_layers):
-                pl, pr, _ = take()
+                if i + 1 < self.n_layers and not ready.empty():
+                    # layer i+1's DE->PE hops go out before layer i is dispatched (loaders.py)
+                    parts.append(take())
+                    loader.issue_hops(parts[i + 1], self.hop_timer)
+                pl, pr = loader.inputs(parts[i], self.hop_timer)
+                parts[i] = None
                 t0 = time.perf_counter()
                 x, lat, rope = self.lw.layer(i, x, pl, pr)
                 x.block_until_ready()
                 busy += time.perf_counter() - t0
                 sends.append(self.sender.submit(loader.send_layer, i, pl, pr, lat, rope))
+                if len(parts) == i + 1 and i + 1 < self.n_layers:
+                    parts.append(take())
             logits = self.lw.head(x)
         else:
-            inputs = [take() for _ in range(self.n_layers)]
+            inputs = [loader.inputs(take(), self.hop_timer) for _ in range(self.n_layers)]
             t0 = time.perf_counter()
             outs = []
-            for i, (pl, pr, _) in enumerate(inputs):
+            for i, (pl, pr) in enumerate(inputs):
                 x, lat, rope = self.lw.layer(i, x, pl, pr)
                 outs.append((pl, pr, lat, rope))
             logits = self.lw.head(x)
