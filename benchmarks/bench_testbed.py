@@ -72,6 +72,27 @@ def timed_copy(x, dst, reps=5) -> float:
     return float(np.median(ts[1:]))
 
 
+def copy_while_busy(x, dst, busy_dev) -> float:
+    """Seconds of jax.device_put(x, dst) issued while `busy_dev` runs ~0.1 s of queued matmuls:
+    about the idle copy time if the copy runs beside that work, longer if it is ordered after it."""
+    a = jax.device_put(np.ones((8192, 8192), np.float32), busy_dev).astype(jax.numpy.bfloat16)
+    mm = jax.jit(lambda m: (m @ m) * 1e-4)
+    mm(a).block_until_ready()
+    t0 = time.perf_counter()
+    mm(a).block_until_ready()
+    one = time.perf_counter() - t0
+    ts = []
+    for _ in range(3):
+        y = a
+        for _ in range(max(1, int(0.1 / max(one, 1e-4)))):
+            y = mm(y)
+        t0 = time.perf_counter()
+        jax.device_put(x, dst).block_until_ready()
+        ts.append(time.perf_counter() - t0)
+        y.block_until_ready()
+    return float(np.median(ts))
+
+
 def store_read_rate(tb: Testbed, nbytes_target: float) -> float:
     """Uncapped read rate (B/s) of the testbed's kind of store (memory driver, or files under
     `store_path`) with two concurrent readers."""
@@ -158,7 +179,11 @@ def main(argv=None):
     h2d_s = timed_copy(host, pe_dev)
     big = jax.device_put(np.ones((256, 1 << 20), np.uint8), de_dev)  # 256 MiB
     d2d_big_s = timed_copy(big, pe_dev)
-    refs = {"layer_bytes": layer_bytes, "d2d_layer_GBps": layer_bytes / d2d_s / 1e9,
+    # is a D2D copy ordered after work queued on the source (DE) or destination (PE) device?
+    d2d_src_busy_s, d2d_dst_busy_s = copy_while_busy(on_de, pe_dev, de_dev), copy_while_busy(on_de, pe_dev, pe_dev)
+    refs = {"d2d_layer_src_busy_GBps": layer_bytes / d2d_src_busy_s / 1e9,
+            "d2d_layer_dst_busy_GBps": layer_bytes / d2d_dst_busy_s / 1e9}
+    refs |= {"layer_bytes": layer_bytes, "d2d_layer_GBps": layer_bytes / d2d_s / 1e9,
             "h2d_layer_GBps": layer_bytes / h2d_s / 1e9, "d2d_256MiB_GBps": big.nbytes / d2d_big_s / 1e9}
     del big, on_de
     refs["store_read_GBps"] = store_read_rate(tb, args.store_probe_gb * 1e9) / 1e9
@@ -261,7 +286,9 @@ def main(argv=None):
     for n, e in failed.items():
         lines.append(f"{n:10s} FAILED {e}")
     lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
-                 f"{refs['d2d_256MiB_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
+                 f"{refs['d2d_256MiB_GBps']:.1f}; the layer while the source GPU computes "
+                 f"{refs['d2d_layer_src_busy_GBps']:.1f}, while the destination GPU computes "
+                 f"{refs['d2d_layer_dst_busy_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
                  f"{refs['store_read_GBps']:.2f} GB/s uncapped")
     if transfer:
         lines.append(f"DE->PE in dualpath: D2D hop {transfer['d2d_hop_GBps']:.1f} GB/s "

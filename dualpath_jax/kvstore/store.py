@@ -255,6 +255,10 @@ class KVStore:
         # Free slots as a stack, lowest slot on top.
         self._free = sorted(set(range(capacity_blocks)) - used, reverse=True)
         self._io = IOWindow(io_window)
+        # One window per emulated NIC (Throttle) as well: a NIC has its own queue, so one node's
+        # throttled transfers never hold the I/O slots another node's transfers wait for.
+        self._nic_io: dict[Throttle, IOWindow] = {}
+        self._nic_lock = threading.Lock()
         self._closed = False
 
     # ----------------------------------------------------------------------------- basics
@@ -291,6 +295,8 @@ class KVStore:
             return
         self._closed = True
         self._io.shutdown()
+        for w in self._nic_io.values():
+            w.shutdown()
         if self._journal is not None:
             self._journal.close()
         if self._lock_fd is not None:
@@ -306,6 +312,16 @@ class KVStore:
     def __repr__(self) -> str:
         return (f"KVStore({self._where!r}, {self.layout}, blocks={len(self)}/{self.capacity_blocks}, "
                 f"io_window={self.io_window})")
+
+    def _window(self, throttle: Throttle | None) -> IOWindow:
+        """The I/O window of transfers through `throttle` (the store's own when None)."""
+        if throttle is None:
+            return self._io
+        with self._nic_lock:
+            w = self._nic_io.get(throttle)
+            if w is None:
+                w = self._nic_io[throttle] = IOWindow(self._io.window, name=f"kvstore-{throttle.name}")
+            return w
 
     # ----------------------------------------------------------------------------- index
     def lookup(self, tokens: Sequence[int] | np.ndarray, *, pin: bool = False) -> PrefixHit:
@@ -431,7 +447,7 @@ class KVStore:
         def finalize(futs: list[cf.Future]) -> WriteResult:
             return self._commit(keys, [keys[i] for i in todo], slots, futs, skipped)
 
-        return self._io.batch(tasks, finalize)
+        return self._window(throttle).batch(tasks, finalize)
 
     def _write_one(self, key: str, parent: str, slot: int, data: np.ndarray,
                    throttle: Throttle | None) -> Entry:
@@ -530,7 +546,7 @@ class KVStore:
             if deadline is not None:
                 Throttle.wait(deadline)
 
-        return self._io.batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
+        return self._window(throttle).batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
                               lambda futs: self._finish_read(entries, futs, out, "blocks_read"))
 
     def read_layer(self, keys: Sequence[str], layer: int, *, throttle: Throttle | None = None,
@@ -557,7 +573,7 @@ class KVStore:
             if deadline is not None:
                 Throttle.wait(deadline)
 
-        return self._io.batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
+        return self._window(throttle).batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
                               lambda futs: self._finish_read(entries, futs, out, "layer_blocks_read"))
 
     def _finish_read(self, entries: list[Entry], futs: list[cf.Future], out: np.ndarray,

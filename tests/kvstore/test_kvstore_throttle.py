@@ -79,3 +79,26 @@ def test_store_reads_and_writes_go_through_the_throttle():
         expected_r = 0.5 * (1 + 2 / lay.layers)
     assert w == pytest.approx(0.5, rel=0.05)
     assert r == pytest.approx(expected_r, rel=0.05)
+
+
+def test_each_nic_has_its_own_io_queue():
+    """A node's queued throttled reads do not hold back another node's transfers (each emulated
+    NIC has its own in-flight window): a read through a fast NIC issued after a long read through
+    a slow one finishes in its own link time, not after the slow one."""
+    lay = BlockLayout(layers=4, bytes_per_token=2048, tokens_per_block=16)   # 128 KiB blocks
+    n = 32
+    nbytes = n * lay.full_block_nbytes
+    with KVStore.open(None, lay, capacity_blocks=n, io_window=4) as st:
+        toks = np.arange(n * 16)
+        st.write(toks, np.random.default_rng(0).integers(0, 256, (n,) + lay.full_block_shape, np.uint8)).result()
+        keys = st.lookup(toks).keys
+        slow, fast = Throttle(nbytes / 1.0, name="slow"), Throttle(nbytes / 0.1, name="fast")
+        t0 = time.perf_counter()
+        f_slow = st.read_blocks(keys, throttle=slow)          # 1 s of link time, 32 block tasks
+        f_fast = st.read_blocks(keys[: n // 2], throttle=fast)  # 0.05 s
+        f_fast.result()
+        fast_s = time.perf_counter() - t0
+        f_slow.result()
+        slow_s = time.perf_counter() - t0
+    assert fast_s < 0.3, fast_s          # one shared FIFO window would make it ~1 s
+    assert 0.95 < slow_s < 1.5, slow_s  # the slow NIC still takes its own link time
