@@ -132,7 +132,9 @@ def main(argv=None):
     ap.add_argument("--append", type=int, default=12280)
     ap.add_argument("--gen", type=int, default=8)
     ap.add_argument("--bt", type=int, default=64)
-    ap.add_argument("--ratio", type=float, default=2.2, help="one-node read time / PE compute")
+    ap.add_argument("--ratio", type=float, nargs="+", default=[2.0],
+                    help="one-node read time / PE compute; several: one set of timed runs (and files "
+                         "testbed_<tag>_r<ratio>) per value after one calibration")
     ap.add_argument("--store-frac", type=float, default=0.4,
                     help="cap each node's SNIC at this share of the store's measured read rate, so "
                          "two nodes reading at once stay below what the one real store can serve")
@@ -196,120 +198,123 @@ def main(argv=None):
     cal = tb.run_system(by["oracle"])  # also compiles every shape (warm-up)
     pe_compute = cal.compute_bound_s
     hit_bytes = sum(t.cached // args.bt * args.bt for a in agents for t in a.turns) * tb.kvb
-    cap = args.snic_gbps * 1e9 / 8 if args.snic_gbps else hit_bytes / (args.ratio * pe_compute)
-    store_cap = args.store_frac * refs["store_read_GBps"] * 1e9
-    if not args.snic_gbps and cap > store_cap:
-        print(f"SNIC cap {cap / 1e9:.3f} GB/s from --ratio exceeds {args.store_frac} of the store's "
-              f"read rate; using {store_cap / 1e9:.3f} GB/s", flush=True)
-        cap = store_cap
     print(f"calibration oracle run {time.perf_counter() - t0:.1f}s: PE compute {pe_compute:.2f}s, "
-          f"hit KV {hit_bytes / 1e9:.2f} GB -> SNIC cap {cap / 1e9:.3f} GB/s", flush=True)
-    cluster = replace(cluster, snic_gbps=cap * 8 / 1e9)
-    cfg = replace(cfg, cluster=cluster)
-    tb.cfg = cfg
+          f"hit KV {hit_bytes / 1e9:.2f} GB", flush=True)
+    for ratio in args.ratio:
+        name = tag if len(args.ratio) == 1 else f"{tag}_r{ratio:g}"
+        cap = args.snic_gbps * 1e9 / 8 if args.snic_gbps else hit_bytes / (ratio * pe_compute)
+        store_cap = args.store_frac * refs["store_read_GBps"] * 1e9
+        if not args.snic_gbps and cap > store_cap:
+            print(f"SNIC cap {cap / 1e9:.3f} GB/s from --ratio exceeds {args.store_frac} of the store's "
+                  f"read rate; using {store_cap / 1e9:.3f} GB/s", flush=True)
+            cap = store_cap
+        print(f"ratio {ratio:g}: SNIC cap {cap / 1e9:.3f} GB/s", flush=True)
+        cluster = replace(cluster, snic_gbps=cap * 8 / 1e9)
+        cfg = replace(cfg, cluster=cluster)
+        tb.cfg = cfg
 
-    results, failed = {}, {}
-    for s in systems:
-        t0 = time.perf_counter()
+        results, failed = {}, {}
+        for s in systems:
+            t0 = time.perf_counter()
+            try:
+                m = tb.run_system(s)
+            except Exception as e:  # keep the other systems' figures
+                failed[s.name] = repr(e)
+                print(f"{s.name}: FAILED {e!r}", flush=True)
+                continue
+            results[s.name] = m
+            print(f"{s.name}: JCT {m.jct_s:.2f}s (run {time.perf_counter() - t0:.1f}s) busy {m.gpu_busy} "
+                  f"read PE {m.bytes_read_pe_nodes / 1e9:.2f} GB DE {m.bytes_read_de_nodes / 1e9:.2f} GB", flush=True)
+
+        dp = results.get("dualpath")
+        transfer = {}
+        if dp is not None:
+            d2d_b = sum(v for k, v in dp.link_bytes.items() if k.startswith("d2d"))
+            d2d_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("d2d"))
+            stage_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("de_h2d_stage"))
+            transfer = {"de_to_pe_bytes": d2d_b,
+                        "d2d_hop_GBps": d2d_b / d2d_t / 1e9 if d2d_t else 0.0,
+                        "de_stage_h2d_GBps": d2d_b / stage_t / 1e9 if stage_t else 0.0,
+                        "de_dram_to_pe_gpu_GBps": d2d_b / (d2d_t + stage_t) / 1e9 if d2d_t else 0.0}
+            transfer["d2d_hop_vs_d2d_copy"] = transfer["d2d_hop_GBps"] / refs["d2d_layer_GBps"]
+            transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
+            # the same hops as plain copies, now, on the same devices: one [1, tokens, D] array per size
+            ref_t, sizes = 0.0, {}
+            width = kvcodec.kv_width(tb.mcfg)
+            for nb, (count, secs) in dp.hop_sizes.items():
+                tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
+                x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
+                t = timed_copy(x, pe_dev)
+                sizes[nb] = {"hops": count, "hop_s_mean": secs / count, "copy_s": t,
+                             "hop_GBps": int(nb) * count / secs / 1e9, "copy_GBps": int(nb) / t / 1e9}
+                ref_t += count * t
+                del x
+            transfer["hop_sizes"] = sizes
+            transfer["same_size_copy_GBps"] = d2d_b / ref_t / 1e9 if ref_t else 0.0
+            transfer["d2d_hop_vs_same_size_copy"] = ref_t / d2d_t if d2d_t else 0.0
+        comp = {n: {"speedup_vs_basic": results["basic"].jct_s / m.jct_s if "basic" in results else 0.0,
+                    "gap_to_oracle": m.jct_s / results["oracle"].jct_s - 1.0 if "oracle" in results else 0.0}
+                for n, m in results.items()}
+
         try:
-            m = tb.run_system(s)
-        except Exception as e:  # keep the other systems' figures
-            failed[s.name] = repr(e)
-            print(f"{s.name}: FAILED {e!r}", flush=True)
-            continue
-        results[s.name] = m
-        print(f"{s.name}: JCT {m.jct_s:.2f}s (run {time.perf_counter() - t0:.1f}s) busy {m.gpu_busy} "
-              f"read PE {m.bytes_read_pe_nodes / 1e9:.2f} GB DE {m.bytes_read_de_nodes / 1e9:.2f} GB", flush=True)
-
-    dp = results.get("dualpath")
-    transfer = {}
-    if dp is not None:
-        d2d_b = sum(v for k, v in dp.link_bytes.items() if k.startswith("d2d"))
-        d2d_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("d2d"))
-        stage_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("de_h2d_stage"))
-        transfer = {"de_to_pe_bytes": d2d_b,
-                    "d2d_hop_GBps": d2d_b / d2d_t / 1e9 if d2d_t else 0.0,
-                    "de_stage_h2d_GBps": d2d_b / stage_t / 1e9 if stage_t else 0.0,
-                    "de_dram_to_pe_gpu_GBps": d2d_b / (d2d_t + stage_t) / 1e9 if d2d_t else 0.0}
-        transfer["d2d_hop_vs_d2d_copy"] = transfer["d2d_hop_GBps"] / refs["d2d_layer_GBps"]
-        transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
-        # the same hops as plain copies, now, on the same devices: one [1, tokens, D] array per size
-        ref_t, sizes = 0.0, {}
-        width = kvcodec.kv_width(tb.mcfg)
-        for nb, (count, secs) in dp.hop_sizes.items():
-            tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
-            x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
-            t = timed_copy(x, pe_dev)
-            sizes[nb] = {"hops": count, "hop_s_mean": secs / count, "copy_s": t,
-                         "hop_GBps": int(nb) * count / secs / 1e9, "copy_GBps": int(nb) / t / 1e9}
-            ref_t += count * t
-            del x
-        transfer["hop_sizes"] = sizes
-        transfer["same_size_copy_GBps"] = d2d_b / ref_t / 1e9 if ref_t else 0.0
-        transfer["d2d_hop_vs_same_size_copy"] = ref_t / d2d_t if d2d_t else 0.0
-    comp = {n: {"speedup_vs_basic": results["basic"].jct_s / m.jct_s if "basic" in results else 0.0,
-                "gap_to_oracle": m.jct_s / results["oracle"].jct_s - 1.0 if "oracle" in results else 0.0}
-            for n, m in results.items()}
-
-    try:
-        sim = simulate(cfg, tb, results, cnic_bytes_per_s=transfer.get("de_dram_to_pe_gpu_GBps", 0.0) * 1e9
-                       or refs["d2d_layer_GBps"] * 1e9,
-                       hbm_gb=141.0 if "H200" in devs[0].device_kind else 80.0)
-    except Exception as e:  # the GPU figures above stand on their own
-        sim = {"error": repr(e)}
-    doc = {
-        "device": {"kind": devs[0].device_kind, "platform": devs[0].platform, "count": len(devs),
-                   "jax": jax.__version__, "python": platform.python_version(), "host": platform.node()},
-        "args": vars(args), "testbed": to_dict(spec), "cluster": to_dict(cluster),
-        "model": {"name": tb.mcfg.name, "layers": tb.mcfg.n_layers, "dtype": tb.mcfg.dtype,
-                  "kv_bytes_per_token": tb.kvb},
-        "init_s": tb.init_s, "warmup_s": tb.warm_s, "calibration": {"oracle_pe_compute_s": pe_compute,
-                                                                    "hit_bytes": hit_bytes, "snic_Bps": cap},
-        "references": refs, "transfer": transfer, "comparison": comp,
-        "systems": {n: m.as_dict() for n, m in results.items()}, "failed": failed, "simulator": sim,
-        "wall_s": time.perf_counter() - t_start,
-    }
-    (out / f"testbed_{tag}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
-    lines = [f"testbed 1P1D, {tb.mcfg.name} ({tb.mcfg.n_layers} layers, {tb.mcfg.dtype}) on "
-             f"{len(devs)} x {devs[0].device_kind}, jax {jax.__version__}",
-             f"workload: {args.agents} agents x {args.turns} turns, preload {args.preload}, append "
-             f"{args.append}, gen {args.gen}, blocks of {args.bt} tokens; SNIC cap {cap / 1e9:.3f} GB/s "
-             f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute)",
-             f"{'system':10s} {'JCT s':>8s} {'vs basic':>9s} {'vs oracle':>10s} {'PE busy':>8s} "
-             f"{'DE busy':>8s} {'read PE GB':>10s} {'read DE GB':>10s} {'TTFT s':>7s} "
-             f"{'SNIC PE':>8s} {'SNIC DE':>8s}"]
-    for n, m in results.items():
-        lines.append(f"{n:10s} {m.jct_s:8.2f} {comp[n]['speedup_vs_basic']:8.2f}x "
-                     f"{comp[n]['gap_to_oracle']:+9.1%} {m.prefill_gpu_util:8.1%} {m.decode_gpu_busy:8.1%} "
-                     f"{m.bytes_read_pe_nodes / 1e9:10.2f} {m.bytes_read_de_nodes / 1e9:10.2f} "
-                     f"{m.ttft_s['mean']:7.3f} {m.snic_util_pe:8.1%} {m.snic_util_de:8.1%}")
-    for n, e in failed.items():
-        lines.append(f"{n:10s} FAILED {e}")
-    lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
-                 f"{refs['d2d_256MiB_GBps']:.1f}; the layer while the source GPU computes "
-                 f"{refs['d2d_layer_src_busy_GBps']:.1f}, while the destination GPU computes "
-                 f"{refs['d2d_layer_dst_busy_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
-                 f"{refs['store_read_GBps']:.2f} GB/s uncapped")
-    if transfer:
-        lines.append(f"DE->PE in dualpath: D2D hop {transfer['d2d_hop_GBps']:.1f} GB/s "
-                     f"({transfer['d2d_hop_vs_same_size_copy']:.0%} of plain D2D copies of the same sizes, "
-                     f"{transfer['same_size_copy_GBps']:.1f} GB/s; "
-                     f"{transfer['d2d_hop_vs_d2d_copy']:.0%} of the 16K-token layer copy); staging H2D "
-                     f"{transfer['de_stage_h2d_GBps']:.1f} GB/s; DE DRAM -> PE GPU "
-                     f"{transfer['de_dram_to_pe_gpu_GBps']:.1f} GB/s")
-        for nb, r in transfer["hop_sizes"].items():
-            lines.append(f"  hop {int(nb) / 1e6:.1f} MB x{r['hops']:.0f}: {r['hop_GBps']:.1f} GB/s vs copy "
-                         f"{r['copy_GBps']:.1f} GB/s")
-    if "error" not in sim:
-        for n, r in sim.items():
-            if not n.startswith("_"):
-                lines.append(f"simulator {n}: JCT {r['sim_jct_s']:.2f}s vs testbed {r['testbed_jct_s']:.2f}s "
-                             f"({r['error']:+.1%})")
-    else:
-        lines.append(f"simulator: {sim['error']}")
-    text = "\n".join(lines)
-    (out / f"testbed_{tag}.txt").write_text(text + "\n")
-    print(text, flush=True)
+            sim = simulate(cfg, tb, results, cnic_bytes_per_s=transfer.get("de_dram_to_pe_gpu_GBps", 0.0) * 1e9
+                           or refs["d2d_layer_GBps"] * 1e9,
+                           hbm_gb=141.0 if "H200" in devs[0].device_kind else 80.0)
+        except Exception as e:  # the GPU figures above stand on their own
+            sim = {"error": repr(e)}
+        doc = {
+            "device": {"kind": devs[0].device_kind, "platform": devs[0].platform, "count": len(devs),
+                       "jax": jax.__version__, "python": platform.python_version(), "host": platform.node()},
+            "args": vars(args), "testbed": to_dict(spec), "cluster": to_dict(cluster),
+            "model": {"name": tb.mcfg.name, "layers": tb.mcfg.n_layers, "dtype": tb.mcfg.dtype,
+                      "kv_bytes_per_token": tb.kvb},
+            "init_s": tb.init_s, "warmup_s": tb.warm_s, "calibration": {"oracle_pe_compute_s": pe_compute,
+                                                                        "hit_bytes": hit_bytes, "snic_Bps": cap},
+            "references": refs, "transfer": transfer, "comparison": comp,
+            "systems": {n: m.as_dict() for n, m in results.items()}, "failed": failed, "simulator": sim,
+            "ratio": ratio, "wall_s": time.perf_counter() - t_start,
+        }
+        (out / f"testbed_{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
+        lines = [f"testbed 1P1D, {tb.mcfg.name} ({tb.mcfg.n_layers} layers, {tb.mcfg.dtype}) on "
+                 f"{len(devs)} x {devs[0].device_kind}, jax {jax.__version__}",
+                 f"workload: {args.agents} agents x {args.turns} turns, preload {args.preload}, append "
+                 f"{args.append}, gen {args.gen}, blocks of {args.bt} tokens; SNIC cap {cap / 1e9:.3f} GB/s "
+                 f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute)",
+                 f"{'system':10s} {'JCT s':>8s} {'vs basic':>9s} {'vs oracle':>10s} {'PE busy':>8s} "
+                 f"{'DE busy':>8s} {'read PE GB':>10s} {'read DE GB':>10s} {'TTFT s':>7s} "
+                 f"{'SNIC PE':>8s} {'SNIC DE':>8s}"]
+        for n, m in results.items():
+            lines.append(f"{n:10s} {m.jct_s:8.2f} {comp[n]['speedup_vs_basic']:8.2f}x "
+                         f"{comp[n]['gap_to_oracle']:+9.1%} {m.prefill_gpu_util:8.1%} {m.decode_gpu_busy:8.1%} "
+                         f"{m.bytes_read_pe_nodes / 1e9:10.2f} {m.bytes_read_de_nodes / 1e9:10.2f} "
+                         f"{m.ttft_s['mean']:7.3f} {m.snic_util_pe:8.1%} {m.snic_util_de:8.1%}")
+        for n, e in failed.items():
+            lines.append(f"{n:10s} FAILED {e}")
+        lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
+                     f"{refs['d2d_256MiB_GBps']:.1f}; the layer while the source GPU computes "
+                     f"{refs['d2d_layer_src_busy_GBps']:.1f}, while the destination GPU computes "
+                     f"{refs['d2d_layer_dst_busy_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
+                     f"{refs['store_read_GBps']:.2f} GB/s uncapped")
+        if transfer:
+            lines.append(f"DE->PE in dualpath: D2D hop {transfer['d2d_hop_GBps']:.1f} GB/s "
+                         f"({transfer['d2d_hop_vs_same_size_copy']:.0%} of plain D2D copies of the same sizes, "
+                         f"{transfer['same_size_copy_GBps']:.1f} GB/s; "
+                         f"{transfer['d2d_hop_vs_d2d_copy']:.0%} of the 16K-token layer copy); staging H2D "
+                         f"{transfer['de_stage_h2d_GBps']:.1f} GB/s; DE DRAM -> PE GPU "
+                         f"{transfer['de_dram_to_pe_gpu_GBps']:.1f} GB/s")
+            for nb, r in transfer["hop_sizes"].items():
+                lines.append(f"  hop {int(nb) / 1e6:.1f} MB x{r['hops']:.0f}: {r['hop_GBps']:.1f} GB/s vs copy "
+                             f"{r['copy_GBps']:.1f} GB/s")
+        if "error" not in sim:
+            for n, r in sim.items():
+                if not n.startswith("_"):
+                    lines.append(f"simulator {n}: JCT {r['sim_jct_s']:.2f}s vs testbed {r['testbed_jct_s']:.2f}s "
+                                 f"({r['error']:+.1%})")
+        else:
+            lines.append(f"simulator: {sim['error']}")
+        text = "\n".join(lines)
+        (out / f"testbed_{name}.txt").write_text(text + "\n")
+        print(text, flush=True)
 
 
 if __name__ == "__main__":

@@ -227,6 +227,10 @@ class TestbedSpec:
     force_read_side: str = ""  # tests/diagnostics: "pe" or "de" overrides the scheduler's read side
     warmup: bool = True  # compile every prefill/decode shape before the timed run
     dram_buffer_gb: float = 0.0  # 0: unbounded; else per-node DRAM buffer cap (reported, checked)
+    # Python's GIL switch interval during a run (CPython's default is 5 ms): an engine thread whose
+    # GPU work just finished waits up to this long for the GIL while the store's I/O threads run,
+    # and that wait is an idle GPU. Ours, not the paper's.
+    gil_switch_s: float = 0.0005
 
     __test__ = False  # not a pytest class
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -210,14 +211,20 @@ class Testbed:
         self.agent_done = [0.0] * len(self.agents)
         self.left = len(self.agents)
         self._rid = 0
-        for eng in list(self.pes.values()) + list(self.des.values()):
-            eng.start()
-        self.t0 = time.perf_counter()
-        with self.lock:
-            for k in range(len(self.agents)):
-                self._arrive(k, 0)
-        self.done.wait()
-        wall = time.perf_counter() - self.t0
+        switch = sys.getswitchinterval()
+        if self.spec.gil_switch_s > 0:
+            sys.setswitchinterval(self.spec.gil_switch_s)
+        try:
+            for eng in list(self.pes.values()) + list(self.des.values()):
+                eng.start()
+            self.t0 = time.perf_counter()
+            with self.lock:
+                for k in range(len(self.agents)):
+                    self._arrive(k, 0)
+            self.done.wait()
+            wall = time.perf_counter() - self.t0
+        finally:
+            sys.setswitchinterval(switch)
         for eng in list(self.pes.values()) + list(self.des.values()):
             eng.stop()
         for st in self.stagers.values():
