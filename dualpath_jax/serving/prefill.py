@@ -89,27 +89,33 @@ class PrefillEngine:
         return [self.queue.popleft() for _ in range(max(1, take))]
 
     def _loop(self):
+        # The next batch is packed and its loads started while the current one computes (the
+        # single loader thread serves them in order), so a batch's first layers are not loaded
+        # on an idle GPU. Without layerwise prefill this is how Basic overlaps one batch's
+        # whole-KV load with the previous batch's compute.
+        current = None
         while True:
             with self.cv:
-                while not self.queue and not self._stop:
+                while current is None and not self.queue and not self._stop:
                     self.cv.wait()
                 if self._stop:
                     return
-                batch = self._pack()
+                batch = self._pack() if self.queue else None
             try:
-                self.run_batch(batch)
+                started = self._start(batch) if batch else None
+                if current is not None:
+                    self._compute(*current)
+                current = started
             except BaseException as e:  # surfaced by the testbed's main thread
                 self.tb.fail(e)
                 return
 
     # ---- one batch ----------------------------------------------------------------------------
-    def run_batch(self, batch: list) -> None:
+    def _start(self, batch: list) -> tuple:
+        """Start loading `batch`'s prefix KV on the loader thread; returns what `_compute` needs."""
         tb = self.tb
-        layerwise, free_io = tb.system.layerwise, tb.system.free_io
-        loader = LayerLoader(tb, self.id, batch, free_io)
-        hit, new = batch[0].hit, batch[0].new
-        ids = np.stack([r.ids[hit:r.input] for r in batch])
-        depth = tb.spec.prefetch_layers if layerwise else self.n_layers
+        loader = LayerLoader(tb, self.id, batch, tb.system.free_io)
+        depth = tb.spec.prefetch_layers if tb.system.layerwise else self.n_layers
         ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
 
         def load_all():
@@ -120,13 +126,20 @@ class PrefillEngine:
                 ready.put(e)
                 raise
 
+        return batch, loader, ready, self.loader.submit(load_all)
+
+    def _compute(self, batch: list, loader: LayerLoader, ready: queue.Queue, loading) -> None:
+        tb = self.tb
+        layerwise = tb.system.layerwise
+        hit, new = batch[0].hit, batch[0].new
+        ids = np.stack([r.ids[hit:r.input] for r in batch])
+
         def take():
             item = ready.get()
             if isinstance(item, BaseException):
                 raise item
             return item
 
-        loading = self.loader.submit(load_all)
         x = self.lw.embed(jax.device_put(ids, self.dev))
         busy = 0.0
         sends = []
