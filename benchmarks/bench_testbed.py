@@ -3,18 +3,18 @@
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/bench_testbed.py --out results/bench/
 
 Steps (all in this one process):
-1. Build the testbed (ds16b by default, one copy of the weights per GPU, a TensorStore
-   memory-driver KV store) and a uniform agent workload: each agent starts with `--preload`
+1. Build the testbed (by default the first 8 layers of `dsv3_e32`, DeepSeek-V3 shapes with 32
+   routed experts; one copy of the weights per GPU; a TensorStore memory-driver KV store) and a uniform agent workload: each agent starts with `--preload`
    tokens of KV in the store; each turn appends `--append` tokens and generates `--gen`.
-2. Measure, before the timed runs: the store's uncapped read rate, a GPU->GPU copy and an H2D
-   copy of one layer's worth of KV, and the oracle's PE busy time for this workload (an untimed
+2. Measure, before the timed runs: the store's uncapped read rate, a GPU->GPU copy (idle, and
+   while either GPU has compute queued) and an H2D copy of one layer's worth of KV, and the oracle's PE busy time for this workload (an untimed
    oracle pass that also compiles every shape).
 3. Set the emulated storage NIC so that reading every turn's hit KV through one node takes
-   `--ratio` times the PE compute (ratio > 2: Basic's PE GPU is busy under half the time).
-4. Timed runs: basic, dualpath, oracle. Report JCT, speedups, GPU busy per engine, bytes per
+   `--ratio` times the PE compute (about 2: Basic's PE GPU is busy under half the time).
+4. Timed runs, for each `--ratio`: basic, dualpath, oracle. Report JCT, speedups, GPU busy per engine, bytes per
    link, DE->PE transfer throughput against the standalone D2D copy.
 5. Simulate the same setup with the measured rates and report each system's JCT error.
-Writes testbed_<tag>.json and .txt under --out.
+Writes testbed_<tag>[_r<ratio>].json and .txt under --out (the ratio suffix when several are given).
 """
 from __future__ import annotations
 
@@ -121,24 +121,96 @@ def store_read_rate(tb: Testbed, nbytes_target: float) -> float:
     return rate
 
 
+def transfer_figures(dp, refs: dict, tb: Testbed, de_dev, pe_dev) -> dict:
+    """DE->PE throughput of the dualpath run `dp`, against plain D2D copies of the same sizes made now."""
+    if dp is None:
+        return {}
+    d2d_b = sum(v for k, v in dp.link_bytes.items() if k.startswith("d2d"))
+    d2d_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("d2d"))
+    stage_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("de_h2d_stage"))
+    transfer = {"de_to_pe_bytes": d2d_b,
+                "d2d_hop_GBps": d2d_b / d2d_t / 1e9 if d2d_t else 0.0,
+                "de_stage_h2d_GBps": d2d_b / stage_t / 1e9 if stage_t else 0.0,
+                "de_dram_to_pe_gpu_GBps": d2d_b / (d2d_t + stage_t) / 1e9 if d2d_t else 0.0}
+    transfer["d2d_hop_vs_d2d_copy"] = transfer["d2d_hop_GBps"] / refs["d2d_layer_GBps"]
+    transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
+    # the same hops as plain copies, now, on the same devices: one [1, tokens, D] array per size
+    ref_t, sizes = 0.0, {}
+    width = kvcodec.kv_width(tb.mcfg)
+    for nb, (count, secs) in dp.hop_sizes.items():
+        tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
+        x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
+        t = timed_copy(x, pe_dev)
+        sizes[nb] = {"hops": count, "hop_s_mean": secs / count, "copy_s": t,
+                     "hop_GBps": int(nb) * count / secs / 1e9, "copy_GBps": int(nb) / t / 1e9}
+        ref_t += count * t
+        del x
+    transfer["hop_sizes"] = sizes
+    transfer["same_size_copy_GBps"] = d2d_b / ref_t / 1e9 if ref_t else 0.0
+    transfer["d2d_hop_vs_same_size_copy"] = ref_t / d2d_t if d2d_t else 0.0
+    return transfer
+
+
+def report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, comp, refs, transfer,
+                 sim) -> list[str]:
+    lines = [f"testbed 1P1D, {tb.mcfg.name} ({tb.mcfg.n_layers} layers, {tb.mcfg.dtype}) on "
+             f"{len(devs)} x {devs[0].device_kind}, jax {jax.__version__}",
+             f"workload: {args.agents} agents x {args.turns} turns, preload {args.preload}, append "
+             f"{args.append}, gen {args.gen}, blocks of {args.bt} tokens; SNIC cap {cap / 1e9:.3f} GB/s "
+             f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute)",
+             f"{'system':10s} {'JCT s':>8s} {'vs basic':>9s} {'vs oracle':>10s} {'PE busy':>8s} "
+             f"{'DE busy':>8s} {'read PE GB':>10s} {'read DE GB':>10s} {'TTFT s':>7s} "
+             f"{'SNIC PE':>8s} {'SNIC DE':>8s}"]
+    for n, m in results.items():
+        lines.append(f"{n:10s} {m.jct_s:8.2f} {comp[n]['speedup_vs_basic']:8.2f}x "
+                     f"{comp[n]['gap_to_oracle']:+9.1%} {m.prefill_gpu_util:8.1%} {m.decode_gpu_busy:8.1%} "
+                     f"{m.bytes_read_pe_nodes / 1e9:10.2f} {m.bytes_read_de_nodes / 1e9:10.2f} "
+                     f"{m.ttft_s['mean']:7.3f} {m.snic_util_pe:8.1%} {m.snic_util_de:8.1%}")
+    for n, e in failed.items():
+        lines.append(f"{n:10s} FAILED {e}")
+    lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
+                 f"{refs['d2d_256MiB_GBps']:.1f}; the layer while the source GPU computes "
+                 f"{refs['d2d_layer_src_busy_GBps']:.1f}, while the destination GPU computes "
+                 f"{refs['d2d_layer_dst_busy_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
+                 f"{refs['store_read_GBps']:.2f} GB/s uncapped")
+    if transfer:
+        lines.append(f"DE->PE in dualpath: D2D hop {transfer['d2d_hop_GBps']:.1f} GB/s "
+                     f"({transfer['d2d_hop_vs_same_size_copy']:.0%} of plain D2D copies of the same sizes, "
+                     f"{transfer['same_size_copy_GBps']:.1f} GB/s; "
+                     f"{transfer['d2d_hop_vs_d2d_copy']:.0%} of the 16K-token layer copy); staging H2D "
+                     f"{transfer['de_stage_h2d_GBps']:.1f} GB/s; DE DRAM -> PE GPU "
+                     f"{transfer['de_dram_to_pe_gpu_GBps']:.1f} GB/s")
+        for nb, r in transfer["hop_sizes"].items():
+            lines.append(f"  hop {int(nb) / 1e6:.1f} MB x{r['hops']:.0f}: {r['hop_GBps']:.1f} GB/s vs copy "
+                         f"{r['copy_GBps']:.1f} GB/s")
+    if "error" not in sim:
+        for n, r in sim.items():
+            if not n.startswith("_"):
+                lines.append(f"simulator {n}: JCT {r['sim_jct_s']:.2f}s vs testbed {r['testbed_jct_s']:.2f}s "
+                             f"({r['error']:+.1%})")
+    else:
+        lines.append(f"simulator: {sim['error']}")
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="results/bench")
-    ap.add_argument("--model", default="ds16b")
-    ap.add_argument("--layers", type=int, default=0, help="0: all of the model's layers")
-    ap.add_argument("--agents", type=int, default=8)
-    ap.add_argument("--turns", type=int, default=3)
-    ap.add_argument("--preload", type=int, default=2048)
-    ap.add_argument("--append", type=int, default=12280)
+    ap.add_argument("--model", default="dsv3_e32")
+    ap.add_argument("--layers", type=int, default=8, help="0: all of the model's layers")
+    ap.add_argument("--agents", type=int, default=16)
+    ap.add_argument("--turns", type=int, default=4)
+    ap.add_argument("--preload", type=int, default=24576)
+    ap.add_argument("--append", type=int, default=4088)
     ap.add_argument("--gen", type=int, default=8)
-    ap.add_argument("--bt", type=int, default=64)
-    ap.add_argument("--ratio", type=float, nargs="+", default=[2.0],
+    ap.add_argument("--bt", type=int, default=256)
+    ap.add_argument("--ratio", type=float, nargs="+", default=[2.0, 1.8],
                     help="one-node read time / PE compute; several: one set of timed runs (and files "
                          "testbed_<tag>_r<ratio>) per value after one calibration")
     ap.add_argument("--store-frac", type=float, default=0.4,
                     help="cap each node's SNIC at this share of the store's measured read rate, so "
                          "two nodes reading at once stay below what the one real store can serve")
-    ap.add_argument("--io-window", type=int, default=32)
+    ap.add_argument("--io-window", type=int, default=16)
     ap.add_argument("--store-path", default="", help="a directory for a file-backed store "
                     "(e.g. on /dev/shm); default: TensorStore's memory driver")
     ap.add_argument("--snic-gbps", type=float, default=0.0, help="fix the cap instead of --ratio")
@@ -226,32 +298,7 @@ def main(argv=None):
             print(f"{s.name}: JCT {m.jct_s:.2f}s (run {time.perf_counter() - t0:.1f}s) busy {m.gpu_busy} "
                   f"read PE {m.bytes_read_pe_nodes / 1e9:.2f} GB DE {m.bytes_read_de_nodes / 1e9:.2f} GB", flush=True)
 
-        dp = results.get("dualpath")
-        transfer = {}
-        if dp is not None:
-            d2d_b = sum(v for k, v in dp.link_bytes.items() if k.startswith("d2d"))
-            d2d_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("d2d"))
-            stage_t = sum(v for k, v in dp.link_seconds.items() if k.startswith("de_h2d_stage"))
-            transfer = {"de_to_pe_bytes": d2d_b,
-                        "d2d_hop_GBps": d2d_b / d2d_t / 1e9 if d2d_t else 0.0,
-                        "de_stage_h2d_GBps": d2d_b / stage_t / 1e9 if stage_t else 0.0,
-                        "de_dram_to_pe_gpu_GBps": d2d_b / (d2d_t + stage_t) / 1e9 if d2d_t else 0.0}
-            transfer["d2d_hop_vs_d2d_copy"] = transfer["d2d_hop_GBps"] / refs["d2d_layer_GBps"]
-            transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
-            # the same hops as plain copies, now, on the same devices: one [1, tokens, D] array per size
-            ref_t, sizes = 0.0, {}
-            width = kvcodec.kv_width(tb.mcfg)
-            for nb, (count, secs) in dp.hop_sizes.items():
-                tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
-                x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
-                t = timed_copy(x, pe_dev)
-                sizes[nb] = {"hops": count, "hop_s_mean": secs / count, "copy_s": t,
-                             "hop_GBps": int(nb) * count / secs / 1e9, "copy_GBps": int(nb) / t / 1e9}
-                ref_t += count * t
-                del x
-            transfer["hop_sizes"] = sizes
-            transfer["same_size_copy_GBps"] = d2d_b / ref_t / 1e9 if ref_t else 0.0
-            transfer["d2d_hop_vs_same_size_copy"] = ref_t / d2d_t if d2d_t else 0.0
+        transfer = transfer_figures(results.get("dualpath"), refs, tb, de_dev, pe_dev)
         comp = {n: {"speedup_vs_basic": results["basic"].jct_s / m.jct_s if "basic" in results else 0.0,
                     "gap_to_oracle": m.jct_s / results["oracle"].jct_s - 1.0 if "oracle" in results else 0.0}
                 for n, m in results.items()}
@@ -275,43 +322,8 @@ def main(argv=None):
             "ratio": ratio, "wall_s": time.perf_counter() - t_start,
         }
         (out / f"testbed_{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
-        lines = [f"testbed 1P1D, {tb.mcfg.name} ({tb.mcfg.n_layers} layers, {tb.mcfg.dtype}) on "
-                 f"{len(devs)} x {devs[0].device_kind}, jax {jax.__version__}",
-                 f"workload: {args.agents} agents x {args.turns} turns, preload {args.preload}, append "
-                 f"{args.append}, gen {args.gen}, blocks of {args.bt} tokens; SNIC cap {cap / 1e9:.3f} GB/s "
-                 f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute)",
-                 f"{'system':10s} {'JCT s':>8s} {'vs basic':>9s} {'vs oracle':>10s} {'PE busy':>8s} "
-                 f"{'DE busy':>8s} {'read PE GB':>10s} {'read DE GB':>10s} {'TTFT s':>7s} "
-                 f"{'SNIC PE':>8s} {'SNIC DE':>8s}"]
-        for n, m in results.items():
-            lines.append(f"{n:10s} {m.jct_s:8.2f} {comp[n]['speedup_vs_basic']:8.2f}x "
-                         f"{comp[n]['gap_to_oracle']:+9.1%} {m.prefill_gpu_util:8.1%} {m.decode_gpu_busy:8.1%} "
-                         f"{m.bytes_read_pe_nodes / 1e9:10.2f} {m.bytes_read_de_nodes / 1e9:10.2f} "
-                         f"{m.ttft_s['mean']:7.3f} {m.snic_util_pe:8.1%} {m.snic_util_de:8.1%}")
-        for n, e in failed.items():
-            lines.append(f"{n:10s} FAILED {e}")
-        lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
-                     f"{refs['d2d_256MiB_GBps']:.1f}; the layer while the source GPU computes "
-                     f"{refs['d2d_layer_src_busy_GBps']:.1f}, while the destination GPU computes "
-                     f"{refs['d2d_layer_dst_busy_GBps']:.1f}), H2D {refs['h2d_layer_GBps']:.1f} GB/s, store read "
-                     f"{refs['store_read_GBps']:.2f} GB/s uncapped")
-        if transfer:
-            lines.append(f"DE->PE in dualpath: D2D hop {transfer['d2d_hop_GBps']:.1f} GB/s "
-                         f"({transfer['d2d_hop_vs_same_size_copy']:.0%} of plain D2D copies of the same sizes, "
-                         f"{transfer['same_size_copy_GBps']:.1f} GB/s; "
-                         f"{transfer['d2d_hop_vs_d2d_copy']:.0%} of the 16K-token layer copy); staging H2D "
-                         f"{transfer['de_stage_h2d_GBps']:.1f} GB/s; DE DRAM -> PE GPU "
-                         f"{transfer['de_dram_to_pe_gpu_GBps']:.1f} GB/s")
-            for nb, r in transfer["hop_sizes"].items():
-                lines.append(f"  hop {int(nb) / 1e6:.1f} MB x{r['hops']:.0f}: {r['hop_GBps']:.1f} GB/s vs copy "
-                             f"{r['copy_GBps']:.1f} GB/s")
-        if "error" not in sim:
-            for n, r in sim.items():
-                if not n.startswith("_"):
-                    lines.append(f"simulator {n}: JCT {r['sim_jct_s']:.2f}s vs testbed {r['testbed_jct_s']:.2f}s "
-                                 f"({r['error']:+.1%})")
-        else:
-            lines.append(f"simulator: {sim['error']}")
+        lines = report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, comp, refs,
+                             transfer, sim)
         text = "\n".join(lines)
         (out / f"testbed_{name}.txt").write_text(text + "\n")
         print(text, flush=True)
