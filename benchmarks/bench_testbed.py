@@ -157,7 +157,8 @@ def report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, co
              f"{len(devs)} x {devs[0].device_kind}, jax {jax.__version__}",
              f"workload: {args.agents} agents x {args.turns} turns, preload {args.preload}, append "
              f"{args.append}, gen {args.gen}, blocks of {args.bt} tokens; SNIC cap {cap / 1e9:.3f} GB/s "
-             f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute)",
+             f"per node (ratio {hit_bytes / cap / pe_compute:.2f} of PE compute); read checksums "
+             f"{'on' if tb.spec.verify_reads else 'off'}",
              f"{'system':10s} {'JCT s':>8s} {'vs basic':>9s} {'vs oracle':>10s} {'PE busy':>8s} "
              f"{'DE busy':>8s} {'read PE GB':>10s} {'read DE GB':>10s} {'TTFT s':>7s} "
              f"{'SNIC PE':>8s} {'SNIC DE':>8s}"]
@@ -168,6 +169,11 @@ def report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, co
                      f"{m.ttft_s['mean']:7.3f} {m.snic_util_pe:8.1%} {m.snic_util_de:8.1%}")
     for n, e in failed.items():
         lines.append(f"{n:10s} FAILED {e}")
+    for n, m in results.items():
+        pace = [f"{nic} {p['late']}/{p['transfers']} late ({p['late_s']:.1f} s)"
+                for nic, p in m.nic_pace.items() if p["transfers"]]
+        if pace:
+            lines.append(f"{n}: block transfers slower than their NIC's link time (store-paced): {'; '.join(pace)}")
     lines.append(f"references: D2D {refs['d2d_layer_GBps']:.1f} GB/s (one layer of 16K tokens; 256 MiB: "
                  f"{refs['d2d_256MiB_GBps']:.1f}; the layer while the source GPU computes "
                  f"{refs['d2d_layer_src_busy_GBps']:.1f}, while the destination GPU computes "
@@ -213,6 +219,8 @@ def main(argv=None):
     ap.add_argument("--io-window", type=int, default=16)
     ap.add_argument("--store-path", default="", help="a directory for a file-backed store "
                     "(e.g. on /dev/shm); default: TensorStore's memory driver")
+    ap.add_argument("--verify", nargs="+", choices=("on", "off"), default=["on"],
+                    help="check read blocks' checksums; several: one set of timed runs per value")
     ap.add_argument("--snic-gbps", type=float, default=0.0, help="fix the cap instead of --ratio")
     ap.add_argument("--store-probe-gb", type=float, default=2.0, help="bytes read to measure the store")
     ap.add_argument("--tag", default="")
@@ -272,8 +280,9 @@ def main(argv=None):
     hit_bytes = sum(t.cached // args.bt * args.bt for a in agents for t in a.turns) * tb.kvb
     print(f"calibration oracle run {time.perf_counter() - t0:.1f}s: PE compute {pe_compute:.2f}s, "
           f"hit KV {hit_bytes / 1e9:.2f} GB", flush=True)
-    for ratio in args.ratio:
-        name = tag if len(args.ratio) == 1 else f"{tag}_r{ratio:g}"
+    for ratio, verify in [(r, v) for v in args.verify for r in args.ratio]:
+        name = tag + ("" if len(args.ratio) == 1 else f"_r{ratio:g}") + ("" if verify == "on" else "_noverify")
+        tb.spec = replace(tb.spec, verify_reads=verify == "on")
         cap = args.snic_gbps * 1e9 / 8 if args.snic_gbps else hit_bytes / (ratio * pe_compute)
         store_cap = args.store_frac * refs["store_read_GBps"] * 1e9
         if not args.snic_gbps and cap > store_cap:
@@ -319,7 +328,7 @@ def main(argv=None):
                                                                         "hit_bytes": hit_bytes, "snic_Bps": cap},
             "references": refs, "transfer": transfer, "comparison": comp,
             "systems": {n: m.as_dict() for n, m in results.items()}, "failed": failed, "simulator": sim,
-            "ratio": ratio, "wall_s": time.perf_counter() - t_start,
+            "ratio": ratio, "verify_reads": verify == "on", "wall_s": time.perf_counter() - t_start,
         }
         (out / f"testbed_{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
         lines = report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, comp, refs,

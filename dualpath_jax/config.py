@@ -231,6 +231,7 @@ class TestbedSpec:
     # GPU work just finished waits up to this long for the GIL while the store's I/O threads run,
     # and that wait is an idle GPU. Ours, not the paper's.
     gil_switch_s: float = 0.0005
+    verify_reads: bool = True  # check every read block's checksums (the store's default)
 
     __test__ = False  # not a pytest class
 

@@ -458,7 +458,7 @@ class KVStore:
         except Exception as e:
             raise KVStoreError(f"writing KV block {key} (slot {slot}) to {self._where} failed: {e}") from e
         if deadline is not None:
-            Throttle.wait(deadline)
+            throttle.settle(deadline)
         return Entry(key, parent, slot, cks)
 
     def _commit(self, keys: list[str], todo_keys: list[str], slots: list[int],
@@ -544,7 +544,7 @@ class KVStore:
                 for l in range(self.layout.layers):
                     self._verify(e, l, out[i, l])
             if deadline is not None:
-                Throttle.wait(deadline)
+                throttle.settle(deadline)
 
         return self._window(throttle).batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
                               lambda futs: self._finish_read(entries, futs, out, "blocks_read"))
@@ -571,7 +571,7 @@ class KVStore:
             if verify:
                 self._verify(e, layer, out[i])
             if deadline is not None:
-                Throttle.wait(deadline)
+                throttle.settle(deadline)
 
         return self._window(throttle).batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
                               lambda futs: self._finish_read(entries, futs, out, "layer_blocks_read"))

@@ -25,6 +25,11 @@ class Throttle:
         self._lock = threading.Lock()
         self._free_at = time.perf_counter()  # when the emulated link is next idle
         self.total_bytes = 0
+        # Transfers that ended after their link time (the real I/O, not this link, set the pace)
+        # and by how much in total: see `settle`.
+        self.transfers = 0
+        self.late = 0
+        self.late_s = 0.0
 
     @classmethod
     def gbps(cls, gbit_per_s: float, **kw) -> "Throttle":
@@ -49,6 +54,17 @@ class Throttle:
             if left <= 0:
                 return
             time.sleep(left)
+
+    def settle(self, deadline: float) -> None:
+        """`wait(deadline)` for a transfer whose real I/O has just ended; counts it as late when
+        that I/O outlasted the link time (the emulated link was not what limited it)."""
+        over = time.perf_counter() - deadline
+        with self._lock:
+            self.transfers += 1
+            if over > 0:
+                self.late += 1
+                self.late_s += over
+        self.wait(deadline)
 
     def acquire(self, nbytes: int) -> None:
         """Block until nbytes have crossed the emulated link."""

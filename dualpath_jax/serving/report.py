@@ -16,6 +16,9 @@ class TestbedMetrics(SystemMetrics):
     link_seconds: dict  # link name -> seconds spent in its timed transfers (DE->PE hops)
     hop_sizes: dict  # DE->PE hop bytes (str) -> [count, seconds]: to compare with a plain D2D copy
     dram_peak_bytes: dict  # node -> peak bytes held in its DRAM buffer
+    # emulated NIC -> {transfers, late, late_s}: block transfers whose real store I/O outlasted the
+    # NIC's link time, i.e. the store rather than the emulated NIC set the pace (Throttle.settle)
+    nic_pace: dict
     prefill_tokens_per_s: float  # prompt tokens (cached + new) per PE busy second
     decode_step_ms: float  # mean decode step
     __test__ = False
@@ -73,6 +76,8 @@ def summarize(tb, wall: float) -> TestbedMetrics:
         link_seconds=dict(sorted(cl.link_s.bytes.items())),
         hop_sizes={k: [cl.hop_n.bytes[k], v] for k, v in sorted(cl.hop_s.bytes.items())},
         dram_peak_bytes={str(n.id): float(n.buffer.peak) for n in cl.nodes},
+        nic_pace={t.name: {"transfers": t.transfers, "late": t.late, "late_s": t.late_s}
+                  for n in cl.nodes for t in (n.snic_read, n.snic_write)},
         prefill_tokens_per_s=sum(r.input for r in reqs) / pe_busy if pe_busy else 0.0,
         decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),
     )

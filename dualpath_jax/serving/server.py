@@ -291,7 +291,8 @@ class Testbed:
         cl.book_read(node.id, req.hit_bytes)
         buf = node.buffer.alloc(("blocks", req.rid), (len(req.keys),) + self.store.layout.full_block_shape,
                                 np.uint8)
-        fut = self.store.read_blocks(req.keys, throttle=node.snic_read, out=buf)
+        fut = self.store.read_blocks(req.keys, throttle=node.snic_read, out=buf,
+                                     verify=self.spec.verify_reads)
         fut.add_done_callback(lambda f, req=req, node=node, buf=buf: self._read_done(req, node, buf, f))
 
     def _read_done(self, req, node, buf, fut) -> None:

@@ -102,3 +102,13 @@ def test_each_nic_has_its_own_io_queue():
         slow_s = time.perf_counter() - t0
     assert fast_s < 0.3, fast_s          # one shared FIFO window would make it ~1 s
     assert 0.95 < slow_s < 1.5, slow_s  # the slow NIC still takes its own link time
+
+
+def test_settle_counts_transfers_the_store_not_the_link_paced():
+    th = Throttle(10 * MB)
+    th.settle(th.reserve(MB))          # I/O took ~0 s of the link's 0.1 s: the link paced it
+    d = th.reserve(MB // 100)          # 1 ms of link time ...
+    time.sleep(0.05)                   # ... but the "I/O" took 50 ms
+    th.settle(d)
+    assert (th.transfers, th.late) == (2, 1)
+    assert 0.04 < th.late_s < 0.2
