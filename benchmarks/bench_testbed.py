@@ -170,6 +170,9 @@ def report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, co
     for n, e in failed.items():
         lines.append(f"{n:10s} FAILED {e}")
     for n, m in results.items():
+        lines.append(f"{n}: mean seconds per turn in each stage: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in m.stages_s.items()))
+    for n, m in results.items():
         pace = [f"{nic} {p['late']}/{p['transfers']} late ({p['late_s']:.1f} s)"
                 for nic, p in m.nic_pace.items() if p["transfers"]]
         if pace:

@@ -61,6 +61,7 @@ class PrefillEngine:
         self.hop_timer.shutdown()
 
     def submit(self, req) -> None:
+        req.queued = time.perf_counter()
         with self.cv:
             self.queue.append(req)
             self.cv.notify()
@@ -140,6 +141,9 @@ class PrefillEngine:
                 raise item
             return item
 
+        now = time.perf_counter()
+        for r in batch:
+            r.prefill_start = now
         x = self.lw.embed(jax.device_put(ids, self.dev))
         busy = 0.0
         sends = []

@@ -21,7 +21,23 @@ class TestbedMetrics(SystemMetrics):
     nic_pace: dict
     prefill_tokens_per_s: float  # prompt tokens (cached + new) per PE busy second
     decode_step_ms: float  # mean decode step
+    # mean seconds a turn spends in each stage of its life (STAGES), to see where TTFT and JCT go
+    stages_s: dict
     __test__ = False
+
+
+# stage name -> (from, to): TurnRequest timestamps. `read` is 0 without a store read; `stage` is the
+# DE path's staging (the PE path goes straight to the PE queue); `prefill` ends when the first token's
+# logits are taken, after the batch's KV has been sent to the DE buffer.
+STAGES = {"place": ("arrive", "placed"), "read": ("placed", "read_done"), "stage": ("read_done", "queued"),
+          "pe_queue": ("queued", "prefill_start"), "prefill": ("prefill_start", "first_token"),
+          "join": ("first_token", "joined"), "decode": ("joined", "finished"),
+          "write": ("finished", "persisted")}
+
+
+def stage_means(reqs) -> dict[str, float]:
+    n = max(len(reqs), 1)
+    return {name: sum(getattr(r, b) - getattr(r, a) for r in reqs) / n for name, (a, b) in STAGES.items()}
 
 
 def summarize(tb, wall: float) -> TestbedMetrics:
@@ -80,4 +96,5 @@ def summarize(tb, wall: float) -> TestbedMetrics:
                   for n in cl.nodes for t in (n.snic_read, n.snic_write)},
         prefill_tokens_per_s=sum(r.input for r in reqs) / pe_busy if pe_busy else 0.0,
         decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),
+        stages_s=stage_means(reqs),
     )

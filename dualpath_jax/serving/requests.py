@@ -41,8 +41,10 @@ class TurnRequest:
         self.read_node = -1
         self.pin = None  # PrefixHit holding the blocks
         self.staged = None  # DE path: the hit KV [Y, hit, D] staged on the DE device
-        # timing (perf_counter seconds)
+        # timing (perf_counter seconds): arrive -> placed -> read done -> in the PE queue ->
+        # prefill starts -> first token -> joins the decode batch -> last token -> persisted
         self.arrive = arrive
+        self.placed = self.read_done = self.queued = self.prefill_start = -1.0
         self.first_token = self.joined = self.finished = self.persisted = -1.0
         self.first_logits = None  # [vocab] float32 when TestbedSpec.keep_logits
 

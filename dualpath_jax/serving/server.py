@@ -269,6 +269,7 @@ class Testbed:
     def _dispatch(self, req: TurnRequest, p) -> None:
         cl, free_io = self.cluster, self.system.free_io
         req.pe, req.de = p.pe, p.de
+        req.placed = req.read_done = time.perf_counter()  # read_done moves on if there is a read
         self.group_of[p.de].add(self.loads[p.de], req.tokens, req.kv_bytes)
         self.group_of[p.pe].add(self.loads[p.pe], req.input)
         req.read_on_de = p.read_on_de  # a split read goes whole to its larger side (see docs)
@@ -300,6 +301,7 @@ class Testbed:
             self.fail(fut.exception())
             return
         self.cluster.links.add(f"snic_read[{node.id}]", buf.nbytes)
+        req.read_done = time.perf_counter()
         if req.read_on_de:
             self.stagers[req.de].submit(self._stage, req, node, buf)
         else:

@@ -124,3 +124,28 @@ def test_2p2d_runs_on_four_devices():
     assert m.turns == 4
     assert set(m.gpu_busy) == {"pe0", "pe1", "de2", "de3"}
     assert m.bytes_read == m.hit_bytes > 0
+
+
+def test_each_turn_passes_its_stages_in_order(runs):
+    """The stage timeline adds up: every timestamp is set and ordered, the stage means sum to the
+    mean arrive -> persisted time, TTFT is the stages up to the first token, and the read and
+    staging stages are empty exactly where there is nothing to read or stage."""
+    from dualpath_jax.serving.report import STAGES
+
+    _, out = runs
+    order = ["arrive", "placed", "read_done", "queued", "prefill_start", "first_token", "joined",
+             "finished", "persisted"]
+    for name, (m, reqs) in out.items():
+        for r in reqs:
+            ts = [getattr(r, k) for k in order]
+            assert min(ts) > 0 and ts == sorted(ts), (name, r.rid, ts)
+        mean_life = sum(r.persisted - r.arrive for r in reqs) / len(reqs)
+        assert sum(m.stages_s.values()) == pytest.approx(mean_life, rel=1e-9), name
+        ttft = sum(m.stages_s[s] for s in list(STAGES)[:5])
+        assert ttft == pytest.approx(m.ttft_s["mean"], rel=1e-9), name
+        if name == "oracle":  # nothing read or staged: straight from placement into the PE queue
+            assert m.stages_s["read"] == 0 and m.stages_s["stage"] < 1e-2
+        else:
+            assert m.stages_s["read"] > 0, name
+        if name in ("basic", "pe_path"):
+            assert m.stages_s["stage"] < m.stages_s["read"], name  # no DE staging on the PE path
