@@ -20,16 +20,23 @@ from .config import to_dict
 from .experiment import OfflineResult
 
 
+def model_name(cfg) -> str:
+    """The model that ran: the simulator's ModelSpec, or the testbed's Flax model (backend=real)."""
+    return cfg.testbed.model if cfg.backend == "real" else cfg.model.name
+
+
 def result_path(res: OfflineResult, results_dir: str | Path | None = None) -> Path:
     cfg = res.cfg
     base = Path(results_dir if results_dir is not None else cfg.results_dir)
     suffix = "" if cfg.system_set == "paper" else f"_{cfg.system_set}"
+    if cfg.backend != "sim":
+        suffix += f"_{cfg.backend}"
     w = cfg.workload
     if w.append_scale != 1.0 or w.gen_scale != 1.0:
         suffix += f"_append{w.append_scale:g}_gen{w.gen_scale:g}"
     if w.source != "synthetic":
         suffix += f"_{w.source}"
-    return (base / "offline" / f"{cfg.model.name}_{cfg.cluster.name}"
+    return (base / "offline" / f"{model_name(cfg)}_{cfg.cluster.name}"
             / f"agents{cfg.workload.agents}_len{cfg.workload.mal_label}{suffix}.json")
 
 
@@ -63,7 +70,8 @@ def write_result(res: OfflineResult, results_dir: str | Path | None = None) -> P
 
 def comparison_table(res: OfflineResult) -> Table:
     cfg = res.cfg
-    table = Table(title=f"offline: {cfg.model.name} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
+    where = " (real testbed)" if cfg.backend == "real" else ""
+    table = Table(title=f"offline{where}: {model_name(cfg)} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
                         f"MAL {cfg.workload.mal_label}")
     table.add_column("system", no_wrap=True, min_width=14)
     for col in ("JCT s", "vs basic", "vs oracle", "PE GPU util", "DE GPU busy", "PE SNIC", "DE SNIC",

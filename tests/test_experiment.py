@@ -111,3 +111,25 @@ def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
     assert len(runs) == 2  # one W&B run per job, not one shared run
     for run in runs:
         assert list(run.glob("*.wandb")), run
+
+
+def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(workdir):
+    """`backend=real` runs the offline experiment on the testbed (tiny model, CPU devices) and
+    writes the simulator's schema plus the measured fields, filed under the model that ran."""
+    from dualpath_jax.workload import Trajectory, Turn
+    from dualpath_jax.workload.trace import write_trace
+
+    trace = workdir / "trace.jsonl"
+    write_trace(trace, [Trajectory(f"a{k}", (Turn(input=40 + k, cached=0, output=5),
+                                             Turn(input=70 + k, cached=45 + k, output=5))) for k in range(3)])
+    out = _cli(["backend=real", "cluster=testbed_1p1d", "workload=jsonl", f"workload.path={trace}",
+                "+agents=3", "+len=32k", "tracking.wandb=false", f"results_dir={workdir / 'res'}"], workdir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path = workdir / "res" / "offline" / "tiny_testbed_1p1d" / "agents3_len32k_real_jsonl.json"
+    data = json.loads(path.read_text())
+    assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
+    for name, m in data["systems"].items():
+        assert m["turns"] == 6 and m["jct_s"] > 0, name
+        assert set(m["gpu_busy"]) == {"pe0", "de1"} and set(m["stages_s"]) >= {"read", "prefill", "decode"}
+        assert (m["link_bytes"].get("snic_read[0]", 0) > 0) == (name != "oracle"), name
+    assert data["comparison"]["basic"]["speedup_vs_basic"] == 1.0

@@ -104,9 +104,8 @@ class DecodeEngine:
     def warmup(self, inputs, writes) -> None:
         """Compile the insert/extract shapes of this workload and one decode step (untimed)."""
         y, d = self.tb.mcfg.n_layers, kvcodec.kv_width(self.tb.mcfg)
-        for n in sorted(inputs):
-            with jax.default_device(self.dev):
-                self.insert(0, jnp.zeros((y, n, d), self.tb.mcfg.jdtype))
+        for n in sorted(inputs):  # committed, as the joins' device_put arrays are (a jit cache key)
+            self.insert(0, jax.device_put(np.zeros((y, n, d), kvcodec.np_dtype(self.tb.mcfg)), self.dev))
         for n in sorted(writes):
             _extract(self.cache.latent, self.cache.rope, np.int32(0), np.int32(0), n).block_until_ready()
         cache = KVCache(latent=self.cache.latent, rope=self.cache.rope,
