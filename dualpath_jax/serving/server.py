@@ -277,7 +277,7 @@ class Testbed:
             req.read_on_de = self.spec.force_read_side == "de"
         req.read_node = cl.node_of(p.de if req.read_on_de else p.pe).id
         plan = plan_turn(cached=req.hit, new=req.new, output=req.output, kv_bytes_per_token=self.kvb,
-                         read_on_de=req.read_on_de, free_io=free_io)
+                         de_read_fraction=float(req.read_on_de), free_io=free_io)
         role = "de" if req.read_on_de else "pe"
         for link, b in plan.bytes_on().items():
             self.plan[f"{link}_{role}_read" if link == "snic_read" else link] += b

@@ -17,6 +17,7 @@ from typing import Callable
 from ..cluster import Topology
 from ..config import ExperimentConfig, SystemSpec
 from ..costmodel import CostModel
+from ..datapath import plan_turn
 from ..metrics import SystemMetrics, summarize
 from ..scheduling import GroupLoad, SchedContext, make_scheduler
 from ..workload.trace import Trajectory
@@ -153,21 +154,17 @@ class Simulation:
         self.group_of[p.pe].add(pe, req.input)
         ready = now
         if not free_io:
-            storage = req.hit_bytes
-            if self.tier is not None:
-                storage -= self.tier.lookup(req.agent, req.hit_bytes)
-            f = p.de_read_fraction
-            req.pe_hit_out = (1.0 - f) * req.hit_bytes  # hit KV the DE buffer still needs from the PE
-            req.h2d_bytes = req.input * self.kvb
-            req.write_bytes = (req.new + req.output) * self.kvb
-            pe_read, de_read = (1.0 - f) * storage, f * storage
+            tier = self.tier.lookup(req.agent, req.hit_bytes) if self.tier is not None else 0.0
+            plan = plan_turn(cached=req.cached, new=req.new, output=req.output, kv_bytes_per_token=self.kvb,
+                             de_read_fraction=p.de_read_fraction, free_io=False, tier_hit_bytes=tier)
+            req.pe_hit_out, req.h2d_bytes, req.write_bytes = plan.pe_hit_out_bytes, plan.de_h2d_bytes, plan.write_bytes
             start = max(now, self.persisted_at[req.agent])  # read what the last turn wrote
             # DRAM: what the reading node stages (in and out); the DE buffer receives the PE's KV and
             # feeds the DE GPU.
-            de_dram = 2 * de_read + req.new * self.kvb + req.pe_hit_out + req.h2d_bytes
-            ready = max(self.snic_read[pe.node].transfer(start, pe_read),
-                        self.snic_read[de.node].transfer(start, de_read),
-                        self.dram[pe.node].transfer(now, 2 * pe_read),
+            de_dram = 2 * plan.read_de_bytes + req.new * self.kvb + plan.pe_hit_out_bytes + plan.de_h2d_bytes
+            ready = max(self.snic_read[pe.node].transfer(start, plan.read_pe_bytes),
+                        self.snic_read[de.node].transfer(start, plan.read_de_bytes),
+                        self.dram[pe.node].transfer(now, 2 * plan.read_pe_bytes),
                         self.dram[de.node].transfer(now, de_dram))
         req.ready = ready
         self.loop.at(ready, self.pe_nodes[pe.node].submit, req)

@@ -132,9 +132,16 @@ def test_pack_quota_fifo_then_chunk():
 # ---- data path ------------------------------------------------------------------------------------
 def test_plans_put_bytes_on_the_right_links():
     kw = dict(cached=100, new=10, output=5, kv_bytes_per_token=2.0)
-    pe = plan_turn(read_on_de=False, free_io=False, **kw)
-    de = plan_turn(read_on_de=True, free_io=False, **kw)
-    assert (pe.read_bytes, pe.pe_in_bytes, pe.pe_out_bytes, pe.de_h2d_bytes, pe.write_bytes) == \
-        (200, 200, 220, 220, 30)
-    assert (de.read_bytes, de.pe_in_bytes, de.pe_out_bytes, de.de_h2d_bytes) == (200, 200, 20, 220)
-    assert sum(plan_turn(read_on_de=True, free_io=True, **kw).bytes_on().values()) == 0
+    pe = plan_turn(de_read_fraction=0.0, free_io=False, **kw)
+    de = plan_turn(de_read_fraction=1.0, free_io=False, **kw)
+    assert (pe.read_pe_bytes, pe.read_de_bytes, pe.pe_in_bytes, pe.pe_out_bytes, pe.de_h2d_bytes,
+            pe.write_bytes) == (200, 0, 200, 220, 220, 30)
+    assert (de.read_pe_bytes, de.read_de_bytes, de.pe_in_bytes, de.pe_out_bytes, de.de_h2d_bytes) == \
+        (0, 200, 200, 20, 220)
+    assert not pe.read_on_de and de.read_on_de
+    assert sum(plan_turn(de_read_fraction=1.0, free_io=True, **kw).bytes_on().values()) == 0
+    # a split read, 40 of the 200 hit bytes already in a DRAM tier: 160 from storage, 1/4 via the DE
+    sp = plan_turn(de_read_fraction=0.25, free_io=False, tier_hit_bytes=40.0, **kw)
+    assert (sp.read_pe_bytes, sp.read_de_bytes, sp.pe_in_bytes, sp.pe_out_bytes) == (120, 40, 200, 170)
+    with pytest.raises(ValueError, match="de_read_fraction"):
+        plan_turn(de_read_fraction=1.5, free_io=False, **kw)
