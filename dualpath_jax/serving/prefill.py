@@ -1,12 +1,14 @@
 """A prefill engine (PE) on one JAX device: batches its ready queue, runs layerwise (or whole)
 prefill while a loader thread moves each layer's prefix KV in ahead of compute.
 
-Overlap: a loader thread issues layer i+1's transfer (and i+2, up to `prefetch_layers`) while
-layer i computes (a DE-path layer's device-to-device hop is issued by this engine's thread just
-before it dispatches the layer before it, see loaders.py); a sender thread copies each finished layer's KV out to the DE buffer while the
-next layer computes, and its last task for a batch hands the batch on (`prefilled`), so the PE
-thread starts its next batch while the previous one's KV is still being sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before
-compute starts and all KV is sent after it ends.
+Overlap: a loader thread prepares layer i+1's transfer (and i+2, up to `prefetch_layers`) while
+layer i computes, and the next batch's loads start while the current batch computes. A DE-path
+layer's device-to-device hop is issued by this engine's thread just before it dispatches the layer
+before it (loaders.py says why). A sender thread copies each finished layer's KV out to the DE
+buffer while the next layer computes, and its last task for a batch hands the batch on
+(`prefilled`), so the PE thread starts its next batch while the previous one's KV is still being
+sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before compute starts and
+all KV is sent after it ends.
 
 GPU busy time: per layer, from the moment the layer is dispatched with its inputs ready until its
 output is ready (layerwise), or from all inputs ready to the last layer done (whole prefill).
