@@ -18,8 +18,7 @@ AGENTS = (1024, 2048)
 
 
 def specs(model=MODEL, length=LENGTH, agents=AGENTS, extra=()) -> list[tuple]:
-    return [("offline", [f"model={model}", f"+agents={n}", f"+len={length}", "system=ablation", *extra])
-            for n in agents]
+    return [cells.offline_cell(model, n, length, "ablation", *extra) for n in agents]
 
 
 def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):

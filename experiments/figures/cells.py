@@ -82,6 +82,11 @@ def compose(name: str, overrides: list[str] | tuple[str, ...]) -> dict:
         return OmegaConf.to_container(hydra.compose(name, overrides=dedupe(overrides)), resolve=True)
 
 
+def offline_cell(model: str, agents: int, length: str, system: str, *more: str) -> tuple:
+    """The spec of one offline cell (`more`: further Hydra overrides, e.g. "cluster=1p2d")."""
+    return ("offline", [f"model={model}", f"+agents={agents}", f"+len={length}", f"system={system}", *more])
+
+
 def offline_config(overrides):
     from dualpath_jax.experiment import build_config
 
@@ -162,13 +167,23 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _locate(cell: tuple, results_dir=None) -> tuple:
+    """(config, results file) of a cell spec."""
+    kind, overrides, *rest = cell
+    if kind == "offline":
+        cfg = offline_config(overrides)
+        return cfg, offline_path(cfg, results_dir)
+    cfg = online_config(overrides, rest[0] if kind == "online" else None)
+    name = "capacity" if kind == "capacity" else f"aps{cfg.online.aps:g}"
+    return cfg, online_cell_path(cfg, name, results_dir)
+
+
 def offline(overrides, results_dir=None, force: bool = False) -> dict:
     """The offline cell `overrides` (e.g. ["model=ds27b", "+agents=1024", "+len=64k", "system=all"])."""
     from dualpath_jax.experiment import run_offline
     from dualpath_jax.results import write_result, write_table
 
-    cfg = offline_config(overrides)
-    path = offline_path(cfg, results_dir)
+    cfg, path = _locate(("offline", overrides), results_dir)
     data = None if force else _stored(path, cfg)
     if data is None:
         _log(f"run  offline {' '.join(dedupe(overrides))}")
@@ -185,12 +200,10 @@ def _online(overrides, aps, results_dir, force, runner) -> dict:
     from dualpath_jax.config import to_dict
     from dualpath_jax.results import write_json_atomic
 
-    cfg = online_config(overrides, aps)
-    kind = "capacity" if aps is None else f"aps{cfg.online.aps:g}"
-    path = online_cell_path(cfg, kind, results_dir)
+    cfg, path = _locate(("capacity", overrides) if aps is None else ("online", overrides, aps), results_dir)
     data = None if force else _stored(path, cfg)
     if data is None:
-        _log(f"run  online {kind} {' '.join(dedupe(overrides))}")
+        _log(f"run  online {'capacity' if aps is None else f'aps{aps:g}'} {' '.join(dedupe(overrides))}")
         t0 = time.perf_counter()
         systems = runner(cfg, _anchor(cfg))
         RUNS["capacity" if aps is None else "online"] += 1
@@ -229,15 +242,14 @@ def get(cell: tuple, results_dir=None) -> dict:
     raise ValueError(f"unknown cell kind {kind!r}")
 
 
-def stored(cell: tuple, results_dir=None) -> bool:
-    """Whether `cell`'s results file is on disk with the same configuration (nothing is run)."""
-    kind, overrides, *rest = cell
-    if kind == "offline":
-        cfg = offline_config(overrides)
-        return _stored(offline_path(cfg, results_dir), cfg) is not None
-    cfg = online_config(overrides, rest[0] if kind == "online" else None)
-    name = "capacity" if kind == "capacity" else f"aps{cfg.online.aps:g}"
-    return _stored(online_cell_path(cfg, name, results_dir), cfg) is not None
+def stored(cell: tuple, results_dir=None) -> dict | None:
+    """`cell` read from its results file if that holds the same configuration, else None (nothing
+    is run)."""
+    cfg, path = _locate(cell, results_dir)
+    data = _stored(path, cfg)
+    if data is not None:
+        data["_path"] = str(path)
+    return data
 
 
 def _get_in_worker(cell: tuple, results_dir) -> tuple[dict, Counter]:
@@ -258,8 +270,14 @@ def fetch(specs: list[tuple], label: str, results_dir=None, jobs: int | None = N
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"{label} cells", total=len(specs))
-        missing = [i for i, spec in enumerate(specs) if not stored(spec, results_dir)] if jobs > 1 else []
-        if len(missing) > 1:
+        if jobs > 1:  # read what is there, then run the rest side by side
+            for i, spec in enumerate(specs):
+                data = stored(spec, results_dir)
+                if data is not None:
+                    out[i] = data
+                    bar.advance(task)
+        missing = [i for i in range(len(specs)) if i not in out]
+        if jobs > 1 and len(missing) > 1:
             _run_in_pool([specs[i] for i in missing], missing, results_dir, min(jobs, len(missing)), out,
                          lambda: bar.advance(task))
         _bar = bar

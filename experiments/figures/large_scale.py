@@ -24,8 +24,7 @@ LARGE_APS = tuple(round(a * ONLINE_SCALE, 3) for a in (0.8,))
 
 
 def specs(agents=LARGE_AGENTS, aps=LARGE_APS, extra=(), online_extra=()) -> list[tuple]:
-    off = ("offline", [f"model={MODEL}", f"cluster={OFFLINE_CLUSTER}", f"+agents={agents}",
-                       f"+len={LENGTH}", "system=paper", *extra])
+    off = cells.offline_cell(MODEL, agents, LENGTH, "paper", f"cluster={OFFLINE_CLUSTER}", *extra)
     on = [f"model={MODEL}", f"cluster={ONLINE_CLUSTER}", f"+len={LENGTH}", "system=paper", *extra, *online_extra]
     return [off] + [("online", on, a) for a in aps]
 

@@ -21,8 +21,7 @@ METRICS = {"snic_read_max_avg": "storage bytes read: Max/Avg across nodes",
 
 
 def specs(model=MODEL, length=LENGTH, agents=AGENTS, extra=()) -> list[tuple]:
-    return [("offline", [f"model={model}", f"+agents={n}", f"+len={length}", "system=schedulers", *extra])
-            for n in agents]
+    return [cells.offline_cell(model, n, length, "schedulers", *extra) for n in agents]
 
 
 def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):

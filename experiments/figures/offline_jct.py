@@ -16,8 +16,7 @@ AGENTS = (512, 1024, 2048, 4096)
 
 
 def specs(models=MODELS, lens=LENS, agents=AGENTS, extra=()) -> list[tuple]:
-    return [("offline", [f"model={m}", f"+agents={n}", f"+len={L}", "system=all", *extra])
-            for m in models for L in lens for n in agents]
+    return [cells.offline_cell(m, n, L, "all", *extra) for m in models for L in lens for n in agents]
 
 
 def make(results_dir=None, models=MODELS, lens=LENS, agents=AGENTS, extra=()):

@@ -18,8 +18,8 @@ AGENTS = (1024, 2048)
 
 
 def specs(model=MODEL, clusters=CLUSTERS, length=LENGTH, agents=AGENTS, extra=()) -> list[tuple]:
-    return [("offline", [f"model={model}", f"cluster={c}", f"+agents={n}", f"+len={length}",
-                         "system=paper", *extra]) for n in agents for c in clusters]
+    return [cells.offline_cell(model, n, length, "paper", f"cluster={c}", *extra)
+            for n in agents for c in clusters]
 
 
 def make(results_dir=None, model=MODEL, clusters=CLUSTERS, length=LENGTH, agents=AGENTS, extra=()):

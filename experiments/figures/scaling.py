@@ -18,9 +18,8 @@ SCALES = (1.0, 1.5, 2.0, 3.0)
 
 
 def specs(model=MODEL, length=LENGTH, agents=AGENTS, scales=SCALES, extra=()) -> list[tuple]:
-    return [("offline", [f"model={model}", f"+agents={agents}", f"+len={length}", "system=paper",
-                         f"++workload.append_scale={x:g}", f"++workload.gen_scale={x:g}", *extra])
-            for x in scales]
+    return [cells.offline_cell(model, agents, length, "paper", f"++workload.append_scale={x:g}",
+                               f"++workload.gen_scale={x:g}", *extra) for x in scales]
 
 
 def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, scales=SCALES, extra=()):
