@@ -229,7 +229,7 @@ class TestbedSpec:
     dram_buffer_gb: float = 0.0  # 0: unbounded; else per-node DRAM buffer cap (reported, checked)
     # Python's GIL switch interval during a run (CPython's default is 5 ms): an engine thread whose
     # GPU work just finished waits up to this long for the GIL while the store's I/O threads run,
-    # and that wait is an idle GPU. Ours, not the paper's.
+    # and that wait is an idle GPU. Ours, not the paper's; 0 leaves Python's own.
     gil_switch_s: float = 0.0005
     verify_reads: bool = True  # check every read block's checksums (the store's default)
 

@@ -160,7 +160,7 @@ class Simulation:
             req.pe_hit_out, req.h2d_bytes, req.write_bytes = plan.pe_hit_out_bytes, plan.de_h2d_bytes, plan.write_bytes
             start = max(now, self.persisted_at[req.agent])  # read what the last turn wrote
             # DRAM: what the reading node stages (in and out); the DE buffer receives the PE's KV and
-            # feeds the DE GPU.
+            # feeds the DE GPU. (Summed term by term as before plan_turn existed: same floats, same results.)
             de_dram = 2 * plan.read_de_bytes + req.new * self.kvb + plan.pe_hit_out_bytes + plan.de_h2d_bytes
             ready = max(self.snic_read[pe.node].transfer(start, plan.read_pe_bytes),
                         self.snic_read[de.node].transfer(start, plan.read_de_bytes),
