@@ -151,6 +151,27 @@ def transfer_figures(dp, refs: dict, tb: Testbed, de_dev, pe_dev) -> dict:
     return transfer
 
 
+def profiled_hops(tb: Testbed, system, dp, de_dev, pe_dev, where: Path) -> dict:
+    """Run `system` again under the profiler, then plain D2D copies of its hop sizes under a second
+    trace; the GPU's own memcpy durations of both, grouped by kind and size (gpu_trace.py)."""
+    import gpu_trace
+    run_dir, ref_dir = where / "run", where / "copies"
+    with jax.profiler.trace(str(run_dir)):
+        m = tb.run_system(system)
+    width = kvcodec.kv_width(tb.mcfg)
+    with jax.profiler.trace(str(ref_dir)):
+        for nb in dp.hop_sizes:
+            tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
+            x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
+            x.block_until_ready()
+            timed_copy(x, pe_dev)
+    return {"profiled_jct_s": m.jct_s,
+            "run": gpu_trace.by_kind_and_size(gpu_trace.copy_events(run_dir)),
+            "copies": gpu_trace.by_kind_and_size(gpu_trace.copy_events(ref_dir)),
+            "run_planes": gpu_trace.plane_summary(run_dir),
+            "sample": gpu_trace.copy_events(ref_dir)[:4]}
+
+
 def report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, comp, refs, transfer,
                  sim) -> list[str]:
     lines = [f"testbed 1P1D, {tb.mcfg.name} ({tb.mcfg.n_layers} layers, {tb.mcfg.dtype}) on "
@@ -172,6 +193,10 @@ def report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, co
     for n, m in results.items():
         lines.append(f"{n}: mean seconds per turn in each stage: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in m.stages_s.items()))
+    for n, m in results.items():
+        for pe, t in m.pe_time_s.items():
+            lines.append(f"{n}: {pe} thread seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.items()))
+                         + f" (of {m.wall_s:.2f})")
     for n, m in results.items():
         pace = [f"{nic} {p['late']}/{p['transfers']} late ({p['late_s']:.1f} s)"
                 for nic, p in m.nic_pace.items() if p["transfers"]]
@@ -226,6 +251,9 @@ def main(argv=None):
                     help="check read blocks' checksums; several: one set of timed runs per value")
     ap.add_argument("--snic-gbps", type=float, default=0.0, help="fix the cap instead of --ratio")
     ap.add_argument("--store-probe-gb", type=float, default=2.0, help="bytes read to measure the store")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed runs, run dualpath again under the JAX profiler and time its "
+                         "DE->PE copies on the GPU against plain copies of the same sizes (gpu_trace.py)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -315,6 +343,10 @@ def main(argv=None):
                     "gap_to_oracle": m.jct_s / results["oracle"].jct_s - 1.0 if "oracle" in results else 0.0}
                 for n, m in results.items()}
 
+        if args.profile and "dualpath" in results and ratio == args.ratio[0]:
+            transfer["gpu"] = profiled_hops(tb, by["dualpath"], results["dualpath"], de_dev, pe_dev,
+                                            out / f"trace_{name}")
+            print("GPU-side copies:", json.dumps(transfer["gpu"], indent=1, default=float), flush=True)
         try:
             sim = simulate(cfg, tb, results, cnic_bytes_per_s=transfer.get("de_dram_to_pe_gpu_GBps", 0.0) * 1e9
                            or refs["d2d_layer_GBps"] * 1e9,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
@@ -47,6 +47,7 @@ class PrefillEngine:
         self.layers_run = 0
         self.batches = 0
         self.tokens_s = 0.0  # measured tokens per busy second (the quota predictor's rate)
+        self.time_s = defaultdict(float)  # where this engine's thread spends its time (report.py)
         self._stop = False
         self.thread = threading.Thread(target=self._loop, name=f"pe{engine}", daemon=True)
 
@@ -99,8 +100,10 @@ class PrefillEngine:
         current = None
         while True:
             with self.cv:
+                t0 = time.perf_counter()
                 while current is None and not self.queue and not self._stop:
                     self.cv.wait()
+                self.time_s["idle"] += time.perf_counter() - t0
                 if self._stop:
                     return
                 batch = self._pack() if self.queue else None
@@ -138,10 +141,18 @@ class PrefillEngine:
         ids = np.stack([r.ids[hit:r.input] for r in batch])
 
         def take():
+            t0 = time.perf_counter()
             item = ready.get()
+            self.time_s["load"] += time.perf_counter() - t0
             if isinstance(item, BaseException):
                 raise item
             return item
+
+        def inputs(part):
+            t0 = time.perf_counter()
+            out = loader.inputs(part, self.hop_timer)
+            self.time_s["inputs"] += time.perf_counter() - t0
+            return out
 
         now = time.perf_counter()
         for r in batch:
@@ -156,7 +167,7 @@ class PrefillEngine:
                     # layer i+1's DE->PE hops go out before layer i is dispatched (loaders.py)
                     parts.append(take())
                     loader.issue_hops(parts[i + 1], self.hop_timer)
-                pl, pr = loader.inputs(parts[i], self.hop_timer)
+                pl, pr = inputs(parts[i])
                 parts[i] = None
                 t0 = time.perf_counter()
                 x, lat, rope = self.lw.layer(i, x, pl, pr)
@@ -167,10 +178,10 @@ class PrefillEngine:
                     parts.append(take())
             logits = self.lw.head(x)
         else:
-            inputs = [loader.inputs(take(), self.hop_timer) for _ in range(self.n_layers)]
+            layers = [inputs(take()) for _ in range(self.n_layers)]
             t0 = time.perf_counter()
             outs = []
-            for i, (pl, pr) in enumerate(inputs):
+            for i, (pl, pr) in enumerate(layers):
                 x, lat, rope = self.lw.layer(i, x, pl, pr)
                 outs.append((pl, pr, lat, rope))
             logits = self.lw.head(x)
@@ -178,6 +189,7 @@ class PrefillEngine:
             busy = time.perf_counter() - t0
             sends = [self.sender.submit(loader.send_layer, i, *o) for i, o in enumerate(outs)]
         loading.result()  # every layer was taken from `ready`, so the loader is done
+        self.time_s["busy"] += busy
         self.busy_s += busy
         self.layer_busy_s += busy / self.n_layers
         self.layers_run += self.n_layers

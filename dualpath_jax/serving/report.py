@@ -23,6 +23,11 @@ class TestbedMetrics(SystemMetrics):
     decode_step_ms: float  # mean decode step
     # mean seconds a turn spends in each stage of its life (STAGES), to see where TTFT and JCT go
     stages_s: dict
+    # "pe<e>" -> seconds its thread spent: idle (no request queued), load (waiting for the loader
+    # thread's next layer), inputs (waiting for a layer's inputs to be on the device), busy (computing)
+    pe_time_s: dict
+    # one entry per turn: who served it, its path and its timestamps (seconds from the run's start)
+    timeline: list
     __test__ = False
 
 
@@ -38,6 +43,14 @@ STAGES = {"place": ("arrive", "placed"), "read": ("placed", "read_done"), "stage
 def stage_means(reqs) -> dict[str, float]:
     n = max(len(reqs), 1)
     return {name: sum(getattr(r, b) - getattr(r, a) for r in reqs) / n for name, (a, b) in STAGES.items()}
+
+
+def timeline(reqs, t0: float) -> list[dict]:
+    """Each turn's placement, path and timestamps (seconds from t0), in arrival order."""
+    return [{"agent": r.agent, "turn": r.index, "pe": r.pe, "de": r.de, "read_node": r.read_node,
+             "read_on_de": bool(r.read_on_de), "hit": r.hit, "new": r.new, "arrive": r.arrive - t0,
+             **{b: getattr(r, b) - t0 for _, b in STAGES.values()}}
+            for r in sorted(reqs, key=lambda r: r.rid)]
 
 
 def summarize(tb, wall: float) -> TestbedMetrics:
@@ -97,4 +110,6 @@ def summarize(tb, wall: float) -> TestbedMetrics:
         prefill_tokens_per_s=sum(r.input for r in reqs) / pe_busy if pe_busy else 0.0,
         decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),
         stages_s=stage_means(reqs),
+        pe_time_s={f"pe{p.id}": dict(p.time_s) for p in pes},
+        timeline=timeline(reqs, tb.t0),
     )
