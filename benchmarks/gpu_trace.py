@@ -83,3 +83,24 @@ def plane_summary(trace_dir: str | Path, top: int = 25) -> dict:
                 acc[ev.name][1] += ev.duration_ns / 1e9
             out[f"{plane.name} | {line.name}"] = dict(sorted(acc.items(), key=lambda kv: -kv[1][1])[:top])
     return out
+
+
+def device_copies(events: list[dict], sizes) -> dict[int, list[float]]:
+    """Durations (s) of device-to-device memcpys of the given byte sizes, by size."""
+    want, out = {int(n) for n in sizes}, defaultdict(list)
+    for e in events:
+        if e["name"] in ("MemcpyP2P", "MemcpyD2D") and e["bytes"] in want:
+            out[e["bytes"]].append(e["duration_ns"] / 1e9)
+    return dict(out)
+
+
+def hop_vs_copy(run: dict[int, list[float]], copies: dict[int, list[float]]) -> dict:
+    """A run's hops against plain copies of the same sizes, both timed on the GPU: GB/s of each
+    (the copies weighted as the hops are: each hop set against the median copy of its size)."""
+    nbytes = sum(n * len(ts) for n, ts in run.items())
+    hop_s = sum(sum(ts) for ts in run.values())
+    same_s = sum(len(ts) * float(sorted(copies[n])[len(copies[n]) // 2]) for n, ts in run.items() if copies.get(n))
+    return {"hops": sum(len(ts) for ts in run.values()), "bytes": nbytes,
+            "hop_GBps": nbytes / hop_s / 1e9 if hop_s else 0.0,
+            "copy_GBps": nbytes / same_s / 1e9 if same_s else 0.0,
+            "hop_vs_copy": same_s / hop_s if hop_s else 0.0}

@@ -221,6 +221,9 @@ class TestbedSpec:
     max_decode_batch: int = 8  # decode slots per decode engine (one KVCache of this batch)
     max_context: int = 1024  # tokens per decode slot; longer turns are an error
     prefetch_layers: int = 2  # layerwise: layers whose KV may be in flight ahead of compute
+    # Threads per PE that copy finished layers' KV (already on its way to the host) into the DE
+    # buffers. One was too few on the H200 host: the PE-path turns' sends fell behind the compute.
+    send_threads: int = 4
     max_turns: int = 0  # 0: every turn of each trajectory; else only the first max_turns
     seed: int = 0  # weights and token streams
     keep_logits: bool = False  # keep each turn's first-token logits (tests)

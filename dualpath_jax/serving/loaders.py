@@ -102,20 +102,31 @@ class LayerLoader:
         return lat, rope
 
     # ---- outbound -------------------------------------------------------------------------
-    def send_layer(self, i: int, prefix_lat, prefix_rope, new_lat, new_rope) -> None:
+    def start_send(self, prefix_lat, prefix_rope, new_lat, new_rope) -> tuple:
+        """On the PE thread, as soon as a layer is done: start its outbound device-to-host copies
+        (the new tokens' KV; on the PE path the prefix KV too), so `send_layer` only waits for
+        them and copies into the DE buffers."""
+        if self.free_io:
+            return None, None
+        new = kvcodec.join_kv(new_lat, new_rope)
+        new.copy_to_host_async()
+        pre = None
+        if self.hit and any(not r.read_on_de for r in self.batch):
+            pre = kvcodec.join_kv(prefix_lat, prefix_rope)
+            pre.copy_to_host_async()
+        return new, pre
+
+    def send_layer(self, i: int, new, pre) -> None:
+        """Layer i's KV [B, T, D] into each request's DE buffer (a send thread)."""
         if self.free_io:
             return
-        new = np.asarray(jax.device_get(kvcodec.join_kv(new_lat, new_rope)))  # [B, T, D]
-        pre = None
+        new = np.asarray(new)
+        pre = None if pre is None else np.asarray(pre)
         for b, req in enumerate(self.batch):
             kv_host = self.tb.cluster.nodes[req.de // self.tb.g].buffer.get(("kv", req.rid))
             kv_host[i, self.hit:req.input] = new[b, :req.new]
             self.links.add(f"pe_cnic_out[{self.pe}]", new[b, :req.new].nbytes)
-            if self.hit == 0:
-                continue
-            if not req.read_on_de:  # PE path: the hit KV goes PE GPU -> DE buffer too
+            if self.hit and not req.read_on_de:  # PE path: the hit KV goes PE GPU -> DE buffer too
                 # (DE path: the hit KV already sits in the DE buffer, copied there at staging)
-                if pre is None:
-                    pre = np.asarray(jax.device_get(kvcodec.join_kv(prefix_lat, prefix_rope)))
                 kv_host[i, :self.hit] = pre[b]
                 self.links.add(f"pe_cnic_out[{self.pe}]", pre[b].nbytes)

@@ -4,11 +4,12 @@ prefill while a loader thread moves each layer's prefix KV in ahead of compute.
 Overlap: a loader thread prepares layer i+1's transfer (and i+2, up to `prefetch_layers`) while
 layer i computes, and the next batch's loads start while the current batch computes. A DE-path
 layer's device-to-device hop is issued by this engine's thread just before it dispatches the layer
-before it (loaders.py says why). A sender thread copies each finished layer's KV out to the DE
-buffer while the next layer computes, and its last task for a batch hands the batch on
-(`prefilled`), so the PE thread starts its next batch while the previous one's KV is still being
-sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before compute starts and
-all KV is sent after it ends.
+before it (loaders.py says why). As soon as a layer is done its outbound KV starts for the host
+(`copy_to_host_async`), and send threads (`send_threads`) copy it into the DE buffers while the
+next layers compute; a completer thread waits for a batch's sends and hands it on (`prefilled`),
+so the PE thread starts its next batch while the previous one's KV is still being sent. Without
+layerwise prefill (Basic) every layer's prefix KV is loaded before compute starts and all KV is
+sent after it ends.
 
 GPU busy time: per layer, from the moment the layer is dispatched with its inputs ready until its
 output is ready (layerwise), or from all inputs ready to the last layer done (whole prefill).
@@ -39,7 +40,8 @@ class PrefillEngine:
         self.n_layers = self.lw.n_layers
         self.queue: deque = deque()
         self.cv = threading.Condition()
-        self.sender = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-send")
+        self.senders = ThreadPoolExecutor(tb.spec.send_threads, thread_name_prefix=f"pe{engine}-send")
+        self.completer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-done")
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-load")
         self.hop_timer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-hops")
         self.busy_s = 0.0
@@ -59,7 +61,8 @@ class PrefillEngine:
             self._stop = True
             self.cv.notify_all()
         self.thread.join()
-        self.sender.shutdown()
+        self.senders.shutdown()
+        self.completer.shutdown()
         self.loader.shutdown()
         self.hop_timer.shutdown()
 
@@ -173,7 +176,7 @@ class PrefillEngine:
                 x, lat, rope = self.lw.layer(i, x, pl, pr)
                 x.block_until_ready()
                 busy += time.perf_counter() - t0
-                sends.append(self.sender.submit(loader.send_layer, i, pl, pr, lat, rope))
+                sends.append(self.senders.submit(self._send, loader, i, *loader.start_send(pl, pr, lat, rope)))
                 if len(parts) == i + 1 and i + 1 < self.n_layers:
                     parts.append(take())
             logits = self.lw.head(x)
@@ -187,7 +190,8 @@ class PrefillEngine:
             logits = self.lw.head(x)
             logits.block_until_ready()
             busy = time.perf_counter() - t0
-            sends = [self.sender.submit(loader.send_layer, i, *o) for i, o in enumerate(outs)]
+            sends = [self.senders.submit(self._send, loader, i, *loader.start_send(*o))
+                     for i, o in enumerate(outs)]
         loading.result()  # every layer was taken from `ready`, so the loader is done
         self.time_s["busy"] += busy
         self.busy_s += busy
@@ -197,16 +201,23 @@ class PrefillEngine:
         tok = sum(r.input for r in batch)
         rate = tok / busy if busy > 0 else 0.0
         self.tokens_s = rate if self.tokens_s == 0 else 0.8 * self.tokens_s + 0.2 * rate
-        # The hand-off ends on the sender thread: its last FIFO task waits for this batch's layer
-        # sends and calls `prefilled`, so this thread takes its next batch at once.
-        self.sender.submit(self._complete, batch, sends, logits, new)
+        # The hand-off ends on the completer thread: it waits for this batch's layer sends and
+        # calls `prefilled` (batches in order), so this thread takes its next batch at once.
+        first = logits[:, new - 1]  # the first token's logits, on their way to the host now
+        first.copy_to_host_async()
+        self.completer.submit(self._complete, batch, sends, first)
 
-    def _complete(self, batch: list, sends: list, logits, new: int) -> None:
+    def _send(self, loader: LayerLoader, i: int, new, pre) -> None:
+        t0 = time.perf_counter()
+        loader.send_layer(i, new, pre)
+        self.time_s["send"] += time.perf_counter() - t0  # summed over the send threads
+
+    def _complete(self, batch: list, sends: list, first) -> None:
         tb = self.tb
         try:
-            for f in sends:  # already done: they ran before this task on the same one thread
+            for f in sends:
                 f.result()
-            first = np.asarray(jax.device_get(logits[:, new - 1])) if tb.spec.keep_logits else None
+            first = np.asarray(first) if tb.spec.keep_logits else None
             now = time.perf_counter()
             for b, r in enumerate(batch):
                 if first is not None:

@@ -24,7 +24,8 @@ class TestbedMetrics(SystemMetrics):
     # mean seconds a turn spends in each stage of its life (STAGES), to see where TTFT and JCT go
     stages_s: dict
     # "pe<e>" -> seconds its thread spent: idle (no request queued), load (waiting for the loader
-    # thread's next layer), inputs (waiting for a layer's inputs to be on the device), busy (computing)
+    # thread's next layer), inputs (waiting for a layer's inputs to be on the device), busy
+    # (computing); and send: seconds its send threads spent copying KV out, summed over them
     pe_time_s: dict
     # one entry per turn: who served it, its path and its timestamps (seconds from the run's start)
     timeline: list
