@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from ..model import KVCache
 from . import kvcodec
+from .hostcopy import start_to_host, to_numpy
 
 
 @partial(jax.jit, donate_argnums=(0, 1))
@@ -173,13 +174,14 @@ class DecodeEngine:
         w0, w1 = req.hit // bt, (req.input + req.output) // bt
         kv = None
         if not self.tb.system.free_io and w1 > w0:
-            kv = _extract(self.cache.latent, self.cache.rope, np.int32(s), np.int32(w0 * bt), (w1 - w0) * bt)
+            kv = start_to_host(_extract(self.cache.latent, self.cache.rope, np.int32(s), np.int32(w0 * bt),
+                                        (w1 - w0) * bt))
         self.tb.decoded(req)
         self.writer.submit(self._guard, self._write, req, kv, w0, w1)
 
     def _write(self, req, kv, w0: int, w1: int) -> None:
         if kv is not None:
-            host = np.asarray(jax.device_get(kv))
+            host = to_numpy(kv)
             self.tb.cluster.links.add(f"de_cnic_out[{self.id}]", host.nbytes)
             blocks = kvcodec.blocks_of(host, self.tb.spec.tokens_per_block)
             self.tb.store.write(req.ids[:w1 * self.tb.spec.tokens_per_block], blocks, first_block=w0,

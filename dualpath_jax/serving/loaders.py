@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from . import kvcodec
+from .hostcopy import start_to_host, to_numpy
 
 
 class Hop(NamedTuple):
@@ -104,24 +105,22 @@ class LayerLoader:
     # ---- outbound -------------------------------------------------------------------------
     def start_send(self, prefix_lat, prefix_rope, new_lat, new_rope) -> tuple:
         """On the PE thread, as soon as a layer is done: start its outbound device-to-host copies
-        (the new tokens' KV; on the PE path the prefix KV too), so `send_layer` only waits for
-        them and copies into the DE buffers."""
+        (the new tokens' KV; on the PE path the prefix KV too) into pinned host memory
+        (hostcopy.py), so `send_layer` only waits for them and copies into the DE buffers."""
         if self.free_io:
             return None, None
-        new = kvcodec.join_kv(new_lat, new_rope)
-        new.copy_to_host_async()
+        new = start_to_host(kvcodec.join_kv(new_lat, new_rope))
         pre = None
         if self.hit and any(not r.read_on_de for r in self.batch):
-            pre = kvcodec.join_kv(prefix_lat, prefix_rope)
-            pre.copy_to_host_async()
+            pre = start_to_host(kvcodec.join_kv(prefix_lat, prefix_rope))
         return new, pre
 
     def send_layer(self, i: int, new, pre) -> None:
         """Layer i's KV [B, T, D] into each request's DE buffer (a send thread)."""
         if self.free_io:
             return
-        new = np.asarray(new)
-        pre = None if pre is None else np.asarray(pre)
+        new = to_numpy(new)
+        pre = None if pre is None else to_numpy(pre)
         for b, req in enumerate(self.batch):
             kv_host = self.tb.cluster.nodes[req.de // self.tb.g].buffer.get(("kv", req.rid))
             kv_host[i, self.hit:req.input] = new[b, :req.new]

@@ -5,7 +5,7 @@ Overlap: a loader thread prepares layer i+1's transfer (and i+2, up to `prefetch
 layer i computes, and the next batch's loads start while the current batch computes. A DE-path
 layer's device-to-device hop is issued by this engine's thread just before it dispatches the layer
 before it (loaders.py says why). As soon as a layer is done its outbound KV starts for the host
-(`copy_to_host_async`), and send threads (`send_threads`) copy it into the DE buffers while the
+(pinned host memory, hostcopy.py), and send threads (`send_threads`) copy it into the DE buffers while the
 next layers compute; a completer thread waits for a batch's sends and hands it on (`prefilled`),
 so the PE thread starts its next batch while the previous one's KV is still being sent. Without
 layerwise prefill (Basic) every layer's prefix KV is loaded before compute starts and all KV is
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..model import LayerwisePrefill
 from ..scheduling import pack_quota
+from .hostcopy import start_to_host, to_numpy
 from .loaders import LayerLoader
 
 _NO_CHUNK = 1 << 60  # pack_quota's min_chunk: the testbed never splits a request
@@ -203,8 +204,7 @@ class PrefillEngine:
         self.tokens_s = rate if self.tokens_s == 0 else 0.8 * self.tokens_s + 0.2 * rate
         # The hand-off ends on the completer thread: it waits for this batch's layer sends and
         # calls `prefilled` (batches in order), so this thread takes its next batch at once.
-        first = logits[:, new - 1]  # the first token's logits, on their way to the host now
-        first.copy_to_host_async()
+        first = start_to_host(logits[:, new - 1]) if tb.spec.keep_logits else None
         self.completer.submit(self._complete, batch, sends, first)
 
     def _send(self, loader: LayerLoader, i: int, new, pre) -> None:
@@ -217,7 +217,7 @@ class PrefillEngine:
         try:
             for f in sends:
                 f.result()
-            first = np.asarray(first) if tb.spec.keep_logits else None
+            first = None if first is None else to_numpy(first)
             now = time.perf_counter()
             for b, r in enumerate(batch):
                 if first is not None:
