@@ -60,12 +60,6 @@ def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
                                 .transpose(1, 0, 2, 3))
 
 
-@partial(jax.jit, static_argnums=(1,))
-def split_kv(kv, c: int):
-    """Device: kv [..., C+R] -> (latent [..., C], rope [..., R])."""
-    return kv[..., :c], kv[..., c:]
-
-
 @jax.jit
 def join_kv(latent, rope):
     """Device: (latent [..., C], rope [..., R]) -> kv [..., C+R]."""

@@ -39,7 +39,6 @@ class LayerLoader:
         self.tb, self.pe, self.batch, self.free_io = tb, pe_engine, batch, free_io
         self.dev = tb.cluster.device(pe_engine)
         self.cfg = tb.mcfg
-        self.c = self.cfg.kv_lora_rank
         self.hit = batch[0].hit
         self.links = tb.cluster.links
 
@@ -92,27 +91,24 @@ class LayerLoader:
         self.links.add(f"pe_cnic_in[{self.pe}]", nbytes)
 
     def inputs(self, parts: list | None, timer):
-        """(prefix_latent [B,P,C], prefix_rope [B,P,R]) on the PE device, ready; or Nones."""
+        """The batch's prefix KV [B,P,C+R] on the PE device, ready; or None."""
         if parts is None:
-            return None, None
+            return None
         self.issue_hops(parts, timer)
         kv = parts[0] if len(parts) == 1 else jax.numpy.concatenate(parts, axis=0)
-        lat, rope = kvcodec.split_kv(kv, self.c)
-        lat.block_until_ready()
-        rope.block_until_ready()
-        return lat, rope
+        return kv.block_until_ready()
 
     # ---- outbound -------------------------------------------------------------------------
-    def start_send(self, prefix_lat, prefix_rope, new_lat, new_rope) -> tuple:
+    def start_send(self, prefix_kv, new_kv) -> tuple:
         """On the PE thread, as soon as a layer is done: start its outbound device-to-host copies
         (the new tokens' KV; on the PE path the prefix KV too) into pinned host memory
         (hostcopy.py), so `send_layer` only waits for them and copies into the DE buffers."""
         if self.free_io:
             return None, None
-        new = start_to_host(kvcodec.join_kv(new_lat, new_rope))
+        new = start_to_host(new_kv)
         pre = None
         if self.hit and any(not r.read_on_de for r in self.batch):
-            pre = start_to_host(kvcodec.join_kv(prefix_lat, prefix_rope))
+            pre = start_to_host(prefix_kv)
         return new, pre
 
     def send_layer(self, i: int, new, pre) -> None:

@@ -171,13 +171,13 @@ class PrefillEngine:
                     # layer i+1's DE->PE hops go out before layer i is dispatched (loaders.py)
                     parts.append(take())
                     loader.issue_hops(parts[i + 1], self.hop_timer)
-                pl, pr = inputs(parts[i])
+                prefix = inputs(parts[i])
                 parts[i] = None
                 t0 = time.perf_counter()
-                x, lat, rope = self.lw.layer(i, x, pl, pr)
+                x, kv = self.lw.layer_kv(i, x, prefix)
                 x.block_until_ready()
                 busy += time.perf_counter() - t0
-                sends.append(self.senders.submit(self._send, loader, i, *loader.start_send(pl, pr, lat, rope)))
+                sends.append(self.senders.submit(self._send, loader, i, *loader.start_send(prefix, kv)))
                 if len(parts) == i + 1 and i + 1 < self.n_layers:
                     parts.append(take())
             logits = self.lw.head(x)
@@ -185,9 +185,9 @@ class PrefillEngine:
             layers = [inputs(take()) for _ in range(self.n_layers)]
             t0 = time.perf_counter()
             outs = []
-            for i, (pl, pr) in enumerate(layers):
-                x, lat, rope = self.lw.layer(i, x, pl, pr)
-                outs.append((pl, pr, lat, rope))
+            for i, prefix in enumerate(layers):
+                x, kv = self.lw.layer_kv(i, x, prefix)
+                outs.append((prefix, kv))
             logits = self.lw.head(x)
             logits.block_until_ready()
             busy = time.perf_counter() - t0

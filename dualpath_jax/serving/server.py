@@ -120,19 +120,15 @@ class Testbed:
                 w = ((t.input + t.output) // bt - hit // bt) * bt
                 if w > 0:
                     writes.add(w)
-        y, d, c = self.mcfg.n_layers, kvcodec.kv_width(self.mcfg), self.mcfg.kv_lora_rank
+        y, d = self.mcfg.n_layers, kvcodec.kv_width(self.mcfg)
         for e in self.pe_ids:
             lw, dev = self.lw[e], self.devices[e]
             for hit, new in sorted(shapes):
                 x = lw.embed(jax.device_put(np.zeros((1, new), np.int32), dev))
-                pl = pr = None
-                if hit:
-                    kv = jax.device_put(np.zeros((1, hit, d), self.mcfg.dtype), dev)
-                    pl, pr = kvcodec.split_kv(kv, c)
-                    kvcodec.join_kv(pl, pr).block_until_ready()
+                prefix = jax.device_put(np.zeros((1, hit, d), self.mcfg.dtype), dev) if hit else None
                 for i in range(y):
-                    x, l_i, r_i = lw.layer(i, x, pl, pr)
-                kvcodec.join_kv(l_i, r_i).block_until_ready()
+                    x, kv = lw.layer_kv(i, x, prefix)
+                kv.block_until_ready()
                 lw.head(x)[:, new - 1].block_until_ready()
         for e in self.de_ids:
             de = DecodeEngine(self, e, self.state[e], self.step[e])

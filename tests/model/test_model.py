@@ -84,3 +84,11 @@ def test_layerwise_prefill_with_loaded_prefix(setup):
   # The whole-model jitted prefill with a prefix gives the same.
   logits2, _, _ = prefill_fn(state, tokens[:, p:], pre_lat, pre_rope)
   _close(logits2, full_logits[:, p:])
+  # So does the joined-KV form the serving testbed uses: [B,P,C+R] in, the new tokens' [B,T,C+R] out.
+  x = lw.embed(tokens[:, p:])
+  for i in range(cfg.n_layers):
+    x, kv = lw.layer_kv(i, x, jnp.concatenate([jnp.asarray(a) for a in stored[i]], axis=-1))
+    assert kv.shape[-1] == cfg.kv_lora_rank + cfg.qk_rope_dim
+    _close(kv[..., :cfg.kv_lora_rank], full_lat[i, :, p:])
+    _close(kv[..., cfg.kv_lora_rank:], full_rope[i, :, p:])
+  _close(lw.head(x), full_logits[:, p:])
