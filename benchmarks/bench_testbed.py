@@ -154,7 +154,7 @@ def transfer_figures(dp, refs: dict, tb: Testbed, de_dev, pe_dev) -> dict:
 def profiled_hops(tb: Testbed, system, dp, de_dev, pe_dev, where: Path) -> dict:
     """Run `system` again under the profiler, then plain D2D copies of its hop sizes under a second
     trace; the GPU's own memcpy durations of both, grouped by kind and size (gpu_trace.py)."""
-    import gpu_trace
+    from benchmarks import gpu_trace
     run_dir, ref_dir = where / "run", where / "copies"
     with jax.profiler.trace(str(run_dir)):
         m = tb.run_system(system)

@@ -67,24 +67,6 @@ def by_kind_and_size(events: list[dict]) -> dict:
             for k, (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1])}
 
 
-def plane_summary(trace_dir: str | Path, top: int = 25) -> dict:
-    """Per GPU plane and line, the `top` event names by total duration (to see what a trace holds)."""
-    from jax.profiler import ProfileData
-
-    data = ProfileData.from_file(str(_xplane(trace_dir)))
-    out = {}
-    for plane in data.planes:
-        if "GPU" not in plane.name:
-            continue
-        for line in plane.lines:
-            acc = defaultdict(lambda: [0, 0.0])
-            for ev in line.events:
-                acc[ev.name][0] += 1
-                acc[ev.name][1] += ev.duration_ns / 1e9
-            out[f"{plane.name} | {line.name}"] = dict(sorted(acc.items(), key=lambda kv: -kv[1][1])[:top])
-    return out
-
-
 def device_copies(events: list[dict], sizes) -> dict[int, list[float]]:
     """Durations (s) of device-to-device memcpys of the given byte sizes, by size."""
     want, out = {int(n) for n in sizes}, defaultdict(list)

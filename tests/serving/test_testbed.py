@@ -151,6 +151,25 @@ def test_each_turn_passes_its_stages_in_order(runs):
             assert m.stages_s["stage"] < m.stages_s["read"], name  # no DE staging on the PE path
 
 
+def test_timeline_and_pe_thread_time_account_for_the_run(runs):
+    """The per-turn timeline is the turns' own placement, path and timestamps; the PE thread's
+    idle + load + inputs + busy seconds fit in the run, and busy is the engine's busy time."""
+    _, out = runs
+    for name, (m, reqs) in out.items():
+        assert len(m.timeline) == len(reqs), name
+        by = {(r.agent, r.index): r for r in reqs}
+        for row in m.timeline:
+            r = by[(row["agent"], row["turn"])]
+            assert (row["pe"], row["de"], row["read_on_de"], row["hit"]) == (r.pe, r.de, r.read_on_de, r.hit)
+            assert 0 <= row["arrive"] <= row["first_token"] <= row["persisted"] <= m.jct_s + 1e-9, (name, row)
+        for pe, t in m.pe_time_s.items():
+            thread = t["idle"] + t["load"] + t["inputs"] + t["busy"]
+            assert t["busy"] == pytest.approx(m.gpu_busy[pe] * m.jct_s, rel=1e-9), name
+            assert 0 < thread <= m.wall_s + 0.5, (name, t)  # + 0.5: it may wait briefly past the end
+            if name != "oracle":
+                assert t["send"] > 0, name  # the oracle sends nothing
+
+
 def test_timed_serving_compiles_nothing():
     """Warm-up compiles every shape the timed part uses (a compile there would be counted as
     serving time: the first system measured would pay for it)."""
