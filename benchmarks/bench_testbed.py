@@ -13,6 +13,9 @@ Steps (all in this one process):
    `--ratio` times the PE compute (about 2: Basic's PE GPU is busy under half the time).
 4. Timed runs, for each `--ratio`: basic, dualpath, oracle. Report JCT, speedups, GPU busy per engine, bytes per
    link, DE->PE transfer throughput against the standalone D2D copy.
+   With --profile, run dualpath once more under the JAX profiler and time its DE->PE copies on the
+   GPU against plain copies of the same sizes (gpu_trace.py): the host only sees a copy end when a
+   thread wakes up to look.
 5. Simulate the same setup with the measured rates and report each system's JCT error.
 Writes testbed_<tag>[_r<ratio>].json and .txt under --out (the ratio suffix when several are given).
 """
