@@ -5,11 +5,11 @@ Overlap: a loader thread prepares layer i+1's transfer (and i+2, up to `prefetch
 layer i computes, and the next batch's loads start while the current batch computes. A DE-path
 layer's device-to-device hop is issued by this engine's thread just before it dispatches the layer
 before it (loaders.py says why). As soon as a layer is done its outbound KV starts for the host
-(pinned host memory, hostcopy.py), and send threads (`send_threads`) copy it into the DE buffers while the
-next layers compute; a completer thread waits for a batch's sends and hands it on (`prefilled`),
-so the PE thread starts its next batch while the previous one's KV is still being sent. Without
-layerwise prefill (Basic) every layer's prefix KV is loaded before compute starts and all KV is
-sent after it ends.
+(into pinned host memory, hostcopy.py), and send threads (`send_threads`) copy it into the DE
+buffers while the next layers compute; a completer thread waits for a batch's sends and hands it
+on (`prefilled`), so the PE thread starts its next batch while the previous one's KV is still
+being sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before compute
+starts and all KV is sent after it ends.
 
 GPU busy time: per layer, from the moment the layer is dispatched with its inputs ready until its
 output is ready (layerwise), or from all inputs ready to the last layer done (whole prefill).
@@ -51,6 +51,7 @@ class PrefillEngine:
         self.batches = 0
         self.tokens_s = 0.0  # measured tokens per busy second (the quota predictor's rate)
         self.time_s = defaultdict(float)  # where this engine's thread spends its time (report.py)
+        self._send_lock = threading.Lock()  # time_s["send"] is added to by every send thread
         self._stop = False
         self.thread = threading.Thread(target=self._loop, name=f"pe{engine}", daemon=True)
 
@@ -210,7 +211,8 @@ class PrefillEngine:
     def _send(self, loader: LayerLoader, i: int, new, pre) -> None:
         t0 = time.perf_counter()
         loader.send_layer(i, new, pre)
-        self.time_s["send"] += time.perf_counter() - t0  # summed over the send threads
+        with self._send_lock:
+            self.time_s["send"] += time.perf_counter() - t0  # summed over the send threads
 
     def _complete(self, batch: list, sends: list, first) -> None:
         tb = self.tb
