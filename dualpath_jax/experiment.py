@@ -56,6 +56,11 @@ def build_config(raw: dict, online: bool = False) -> ExperimentConfig:
         if key not in raw:
             raise ConfigError(f"missing '{key}': append it on the command line, e.g. {example}")
     if online:
+        if raw.get("backend", "sim") != "sim":
+            # rather than quietly simulating what was asked to run for real
+            raise ConfigError(f"backend={raw['backend']!r}: the online experiment runs on the simulator "
+                              f"only; the real testbed serves the offline one (python -m "
+                              f"experiments.offline backend=real cluster=testbed_1p1d ...)")
         aps = raw.pop("aps", None)
         capacity = raw.pop("capacity", False)
         if aps is None and not capacity:

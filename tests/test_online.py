@@ -90,3 +90,8 @@ def test_online_needs_aps_or_capacity():
         raw = OmegaConf.to_container(compose("online", overrides=["+len=32k"]), resolve=True)
     with pytest.raises(ConfigError, match=r"\+aps=<agents per second>"):
         build_config(raw, online=True)
+
+
+def test_online_says_it_has_no_real_backend():
+    with pytest.raises(ConfigError, match=r"backend='real': the online experiment runs on the simulator only"):
+        online_cfg(["backend=real"])
