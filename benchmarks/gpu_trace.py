@@ -59,12 +59,12 @@ def by_kind_and_size(events: list[dict]) -> dict:
     """(event name, plane, bytes) -> count, total seconds, GB/s."""
     acc = defaultdict(lambda: [0, 0.0])
     for e in events:
-        key = f"{e['name']} | {e['plane']} | {e['bytes']}"
-        acc[key][0] += 1
-        acc[key][1] += e["duration_ns"] / 1e9
-    return {k: {"count": n, "seconds": s,
-                "GBps": int(k.rsplit("| ", 1)[1]) * n / s / 1e9 if s > 0 and not k.endswith("None") else None}
-            for k, (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1])}
+        a = acc[(e["name"], e["plane"], e["bytes"])]
+        a[0] += 1
+        a[1] += e["duration_ns"] / 1e9
+    return {f"{name} | {plane} | {nb}": {"count": n, "seconds": s,
+                                         "GBps": nb * n / s / 1e9 if nb is not None and s > 0 else None}
+            for (name, plane, nb), (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1])}
 
 
 def device_copies(events: list[dict], sizes) -> dict[int, list[float]]:

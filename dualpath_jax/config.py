@@ -209,12 +209,12 @@ class OnlineSpec:
 
 @dataclass(frozen=True)
 class TestbedSpec:
-    model: str = "tiny"  # dualpath_jax.model.get_config name: tiny (CPU tests) | ds16b (GPU)
+    model: str = "tiny"  # dualpath_jax.model.get_config name: tiny (CPU tests); dsv3_e32 on the GPU bench
     n_layers: int = 0  # 0: the config's own; else a shorter slice of the model (e.g. ds16b, 8)
     dtype: str = ""  # "": the config's own (tiny float32, ds16b bfloat16)
     moe_backend: str = ""  # "": the config's own
     store_path: str = ""  # "": TensorStore memory driver; else a directory (created if missing)
-    tokens_per_block: int = 16  # KV store Full Block tokens (64 on the GPU host)
+    tokens_per_block: int = 16  # KV store Full Block tokens (256 in the GPU bench)
     capacity_blocks: int = 65536  # KV store slots
     io_window: int = 16  # KV store block I/Os in flight (kvstore's default 16)
     max_prefill_batch: int = 4  # requests per prefill batch (same prefix length), at most

@@ -45,7 +45,6 @@ class PrefillEngine:
         self.completer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-done")
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-load")
         self.hop_timer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-hops")
-        self.busy_s = 0.0
         self.layer_busy_s = 0.0
         self.layers_run = 0
         self.batches = 0
@@ -54,6 +53,10 @@ class PrefillEngine:
         self._send_lock = threading.Lock()  # time_s["send"] is added to by every send thread
         self._stop = False
         self.thread = threading.Thread(target=self._loop, name=f"pe{engine}", daemon=True)
+
+    @property
+    def busy_s(self) -> float:
+        return self.time_s["busy"]
 
     def start(self):
         self.thread.start()
@@ -196,7 +199,6 @@ class PrefillEngine:
                      for i, o in enumerate(outs)]
         loading.result()  # every layer was taken from `ready`, so the loader is done
         self.time_s["busy"] += busy
-        self.busy_s += busy
         self.layer_busy_s += busy / self.n_layers
         self.layers_run += self.n_layers
         self.batches += 1

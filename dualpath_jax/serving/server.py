@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..config import ExperimentConfig, SystemSpec
+from ..config import ConfigError, ExperimentConfig, SystemSpec
 from ..datapath import plan_turn
 from ..kvstore import KVStore
 from ..model import LayerwisePrefill, get_config, jit_decode_step, make_model_fast
@@ -56,6 +56,10 @@ class Testbed:
     __test__ = False
 
     def __init__(self, cfg: ExperimentConfig, spec: TestbedSpec, agents: list[Trajectory]):
+        for name in ("tokens_per_block", "io_window", "max_prefill_batch", "max_decode_batch",
+                     "prefetch_layers", "send_threads"):
+            if getattr(spec, name) < 1:
+                raise ConfigError(f"testbed.{name}: must be a positive integer, got {getattr(spec, name)!r}")
         self.cfg, self.spec = cfg, spec
         if spec.max_turns:
             agents = [Trajectory(a.id, a.turns[:spec.max_turns]) for a in agents]

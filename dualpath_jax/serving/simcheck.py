@@ -41,9 +41,9 @@ def simulate(cfg, tb, measured: dict[str, SystemMetrics], cnic_bytes_per_s: floa
     cluster = replace(cfg.cluster, cnic_gbps=cnic_bytes_per_s * 8 / 1e9, dram_gbps=1e6,
                       activation_reserve_gb=8.0)
     ref = measured.get("oracle") or next(iter(measured.values()))
-    flops = sum(counts.prefill_flops(t.cached // tb.spec.tokens_per_block * tb.spec.tokens_per_block,
-                                     t.input - t.cached // tb.spec.tokens_per_block * tb.spec.tokens_per_block)
-                for a in tb.agents for t in a.turns)
+    bt = tb.spec.tokens_per_block
+    hits = [(t.cached // bt * bt, t.input) for a in tb.agents for t in a.turns]  # whole blocks hit
+    flops = sum(counts.prefill_flops(hit, n - hit) for hit, n in hits)
     peak = cfg.hardware.gpu.peak_tflops["bf16"] * 1e12
     e_p = flops / (peak * ref.compute_bound_s * len(tb.pe_ids))
     gpu = GPUSpec(name="testbed", hbm_gb=hbm_gb, hbm_tbps=cfg.hardware.gpu.hbm_tbps,

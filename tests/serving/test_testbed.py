@@ -170,6 +170,14 @@ def test_timeline_and_pe_thread_time_account_for_the_run(runs):
                 assert t["send"] > 0, name  # the oracle sends nothing
 
 
+def test_a_non_positive_count_names_its_testbed_field():
+    from dualpath_jax.config import ConfigError
+
+    for field in ("send_threads", "prefetch_layers"):
+        with pytest.raises(ConfigError, match=f"testbed.{field}: must be a positive integer, got 0"):
+            Testbed(config(), TestbedSpec(tokens_per_block=BT, **{field: 0}), agents())
+
+
 def test_timed_serving_compiles_nothing():
     """Warm-up compiles every shape the timed part uses (a compile there would be counted as
     serving time: the first system measured would pay for it)."""
