@@ -12,7 +12,6 @@ Writes host_copies_<tag>.json and .txt under --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import write_report  # noqa: E402
 
 
 def median_s(fn, reps: int) -> float:
@@ -160,12 +160,7 @@ def main(argv=None):
     for name, p in r["pipeline"].items():
         lines.append(f"engine step, moving a layer by {name:22s} {p['step_s'] * 1e3:7.2f} ms per step, "
                      f"{p['with_moves_s'] * 1e3:7.2f} ms with the moves drained")
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"host_copies_{tag}.json").write_text(json.dumps(r, indent=1) + "\n")
-    (out / f"host_copies_{tag}.txt").write_text(text + "\n")
+    write_report(args.out, f"host_copies_{tag}", r, lines)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import write_json  # noqa: E402
+from dualpath_jax.atomic import atomic_write  # noqa: E402
 from dualpath_jax.kvstore import hashing  # noqa: E402
 from dualpath_jax.kvstore import (DEFAULT_IO_WINDOW, DEFAULT_TOKENS_PER_BLOCK, BlockLayout,  # noqa: E402
                                   KVStore, StoreContext, Throttle)
@@ -467,9 +469,8 @@ def main() -> None:
         f"Total {res['wall_s']:.0f} s. Load average at start {res['loadavg_start'][0]:.2f}, "
         f"at end {res['loadavg_end'][0]:.2f} (counts this run's own I/O threads too).")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"kvstore_{tag}.json").write_text(json.dumps(res, indent=2))
-    (out / f"kvstore_{tag}.txt").write_text("\n".join(LINES) + "\n")
+    write_json(out / f"kvstore_{tag}.json", res, indent=2)
+    atomic_write(out / f"kvstore_{tag}.txt", "\n".join(LINES) + "\n")
     print(f"wrote {out / f'kvstore_{tag}.json'} and .txt")
 
 

@@ -16,7 +16,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.94")
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -29,6 +28,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.report import write_json  # noqa: E402
+from dualpath_jax.atomic import atomic_write  # noqa: E402
 from dualpath_jax.model import (KVCache, LayerwisePrefill, get_config, jit_decode_step,  # noqa: E402
                                 make_model_fast)
 from dualpath_jax.model import attention as attn_mod  # noqa: E402
@@ -361,8 +363,7 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
 
   def save_json(res):  # after every section, so a crash keeps what was measured
-    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-      json.dump(res, f, indent=1)
+    write_json(os.path.join(args.out, f"{args.name}.json"), res)
 
   over = {"n_layers": args.layers} if args.layers else {}
   cfg = get_config(args.config, **over)
@@ -427,8 +428,7 @@ def main(argv=None):
 
   save_json(res)
   txt = table(res)
-  with open(os.path.join(args.out, f"{args.name}.txt"), "w") as f:
-    f.write(txt + "\n")
+  atomic_write(os.path.join(args.out, f"{args.name}.txt"), txt + "\n")
   log("\n" + txt)
 
 

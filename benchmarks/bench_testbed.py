@@ -34,6 +34,7 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import write_report  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -374,12 +375,9 @@ def main(argv=None):
             "systems": {n: m.as_dict() for n, m in results.items()}, "failed": failed, "simulator": sim,
             "ratio": ratio, "verify_reads": verify == "on", "wall_s": time.perf_counter() - t_start,
         }
-        (out / f"testbed_{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
         lines = report_lines(args, tb, devs, cap, hit_bytes, pe_compute, results, failed, comp, refs,
                              transfer, sim)
-        text = "\n".join(lines)
-        (out / f"testbed_{name}.txt").write_text(text + "\n")
-        print(text, flush=True)
+        write_report(out, f"testbed_{name}", doc, lines, sort_keys=True, default=float)
 
 
 if __name__ == "__main__":

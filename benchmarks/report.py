@@ -1,4 +1,8 @@
-"""Shared output of the benchmark scripts: print a text table and write it with its JSON."""
+"""Shared output of the benchmark scripts: print a text table and write it with its JSON.
+
+Every report records the code that made it (`code`: version, git commit, dirty flag, semantics) and
+is written atomically, so a benchmark killed mid-write leaves the previous report whole.
+"""
 from __future__ import annotations
 
 import json
@@ -6,15 +10,22 @@ import os
 import platform
 from pathlib import Path
 
+from dualpath_jax.atomic import atomic_write
+from dualpath_jax.results import code_info
+
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write_report(out_dir: str | Path, stem: str, report: dict, lines: list[str]) -> None:
+def write_json(path: str | Path, report: dict, **dump) -> Path:
+    """`report` plus its `code` record, as JSON at `path` (atomically)."""
+    return atomic_write(path, json.dumps({**report, "code": code_info()}, **{"indent": 1, **dump}) + "\n")
+
+
+def write_report(out_dir: str | Path, stem: str, report: dict, lines: list[str], **dump) -> None:
     text = "\n".join(lines)
     print(text)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"{stem}.txt").write_text(text + "\n")
+    write_json(out / f"{stem}.json", report, **dump)
+    atomic_write(out / f"{stem}.txt", text + "\n")

@@ -3,6 +3,7 @@
     python -m experiments.offline +agents=1024 +len=64k
     python -m experiments.offline --multirun +agents=512,1024,2048,4096 +len=32k,48k,64k
     python -m experiments.offline +agents=1024 +len=64k model=qwen32b cluster=1p2d tracking.wandb=false
+    python -m experiments.offline +agents=1024 +len=64k rerun=true   # recompute a stored cell
 """
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dualpath_jax.config import ConfigError, ModelSpec, from_dict, to_dict
+from dualpath_jax.config import ModelSpec, from_dict, to_dict
 from dualpath_jax.experiment import build_config, load_named, run_offline
-from dualpath_jax.results import print_table, write_result, write_table
+from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, prepare, write_cell
 from dualpath_jax.tracking import track
 
+from .sweep import job, reuse, run
 
-def _progress_factory(progress: Progress):
+
+def progress_factory(progress: Progress):
     def start(system: str, turns: int):
         task = progress.add_task(system, total=turns)
         step = max(1, turns // 200)
@@ -36,31 +39,48 @@ def _progress_factory(progress: Progress):
     return start
 
 
+def pop_rerun(raw: dict) -> bool:
+    """`rerun=true` recomputes a stored cell; it is not part of the experiment's config."""
+    rerun = raw.pop("rerun", False)
+    if not isinstance(rerun, bool):
+        raise ValueError(f"rerun={rerun!r}: expected true or false")
+    return rerun
+
+
+def anchor_of(exp) -> ModelSpec:
+    return from_dict(ModelSpec, load_named("model", exp.hardware.calibration.anchor_model),
+                     "hardware.calibration.anchor_model")
+
+
 def main_offline(cfg: DictConfig) -> None:
     console = Console(width=None if sys.stdout.isatty() else 110)
-    try:
-        exp = build_config(OmegaConf.to_container(cfg, resolve=True))
-        anchor = from_dict(ModelSpec, load_named("model", exp.hardware.calibration.anchor_model),
-                           "hardware.calibration.anchor_model")
-    except (ConfigError, ValueError) as e:
-        console.print(f"[bold red]config error:[/] {e}")
-        sys.exit(2)
-    name = f"offline-{exp.model.name}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
-    with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
-        columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("turns"), TimeElapsedColumn())
-        with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
-            res = run_offline(exp, anchor, progress=_progress_factory(bar))
-        path = write_result(res)
-        write_table(res, path)
-        print_table(res, console)
-        console.print(f"results: {path}  (ran in {res.wall_s:.1f} s wall)")
-        comp = res.comparison()
-        for sys_name, m in res.systems.items():
-            run.log({f"{sys_name}/jct_s": m.jct_s, f"{sys_name}/speedup_vs_basic":
-                     comp[sys_name]["speedup_vs_basic"], f"{sys_name}/prefill_gpu_util":
-                     m.prefill_gpu_util, f"{sys_name}/snic_util_pe": m.snic_util_pe,
-                     f"{sys_name}/snic_util_de": m.snic_util_de})
+    with job(console) as outcome:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        rerun = pop_rerun(raw)
+        exp = build_config(raw)
+        anchor = anchor_of(exp)
+        cell = cell_of(exp, "offline")
+        if reuse(cell, rerun, console):
+            outcome.done("skip", cell.path)
+            return
+        prepare(cell)
+        name = f"offline-{exp.model.name}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
+        with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
+            columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("turns"), TimeElapsedColumn())
+            with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
+                res = run_offline(exp, anchor, progress=progress_factory(bar))
+            table = comparison_table(res)
+            path = write_cell(cell, offline_payload(res), as_text(table))
+            outcome.done("ran", path)
+            console.print(table)
+            console.print(f"results: {path}  (ran in {res.wall_s:.1f} s wall)", soft_wrap=True)
+            comp = res.comparison()
+            for sys_name, m in res.systems.items():
+                run.log({f"{sys_name}/jct_s": m.jct_s, f"{sys_name}/speedup_vs_basic":
+                         comp[sys_name]["speedup_vs_basic"], f"{sys_name}/prefill_gpu_util":
+                         m.prefill_gpu_util, f"{sys_name}/snic_util_pe": m.snic_util_pe,
+                         f"{sys_name}/snic_util_de": m.snic_util_de})
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="offline")
@@ -69,4 +89,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -11,52 +11,48 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.table import Table
 
-from dualpath_jax.config import ConfigError, ModelSpec, from_dict, to_dict
-from dualpath_jax.experiment import build_config, load_named
+from dualpath_jax.config import to_dict
+from dualpath_jax.experiment import build_config
 from dualpath_jax.online.run import run_capacity, run_online
-from dualpath_jax.results import online_path, online_table, write_json_atomic
+from dualpath_jax.results import as_text, capacity_table, cell_of, online_table, prepare, write_cell
 from dualpath_jax.tracking import track
+
+from .offline import anchor_of, pop_rerun
+from .sweep import job, reuse, run
 
 
 def main_online(cfg: DictConfig) -> None:
     console = Console(width=None if sys.stdout.isatty() else 140)
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    capacity = bool(raw.get("capacity", False))
-    try:
+    with job(console) as outcome:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        rerun = pop_rerun(raw)
+        capacity = bool(raw.get("capacity", False))
         exp = build_config(raw, online=True)
-        anchor = from_dict(ModelSpec, load_named("model", exp.hardware.calibration.anchor_model),
-                           "hardware.calibration.anchor_model")
-    except (ConfigError, ValueError) as e:
-        console.print(f"[bold red]config error:[/] {e}")
-        sys.exit(2)
-    kind = "capacity" if capacity else f"aps{exp.online.aps:g}"
-    name = f"online-{exp.model.name}-{exp.cluster.name}-{kind}-{exp.workload.mal_label}"
-    with track(exp.tracking, name=name, group="online", config=to_dict(exp)) as run:
-        if capacity:
-            systems = run_capacity(exp, anchor, log=console.print)
-            table = Table(title=f"capacity (P{exp.online.slo.percentile:g} TTFT <= {exp.online.slo.ttft_s} s, "
-                                f"TPOT <= {1e3 * exp.online.slo.tpot_s:g} ms): {exp.model.name} on "
-                                f"{exp.cluster.name}, MAL {exp.workload.mal_label}")
-            for col in ("system", "capacity APS", "vs basic", "probes"):
-                table.add_column(col)
-            base = systems.get("basic", {}).get("capacity_aps") or float("nan")
-            for s, r in systems.items():
-                table.add_row(s, f"{r['capacity_aps']:.3g}", f"{r['capacity_aps'] / base:.2f}x",
-                              str(len(r["probes"])))
-                run.log({f"{s}/capacity_aps": r["capacity_aps"]})
-        else:
-            systems = run_online(exp, anchor)
-            table = online_table(f"online: {exp.model.name} on {exp.cluster.name}, {exp.online.aps:g} "
-                                 f"agents/s, MAL {exp.workload.mal_label}", systems)
-            for s, r in systems.items():
-                run.log({f"{s}/ttft_p90_s": r["latency"]["ttft_s"]["p90"],
-                         f"{s}/tpot_p90_s": r["latency"]["tpot_s"]["p90"], f"{s}/slo_met": r["slo_met"]})
-        path = online_path(exp, kind)
-        write_json_atomic(path, {"config": to_dict(exp), "systems": systems})
-        console.print(table)
-        console.print(f"results: {path}")
+        anchor = anchor_of(exp)
+        cell = cell_of(exp, "capacity" if capacity else "online")
+        if reuse(cell, rerun, console):
+            outcome.done("skip", cell.path)
+            return
+        prepare(cell)
+        kind = "capacity" if capacity else f"aps{exp.online.aps:g}"
+        name = f"online-{exp.model.name}-{exp.cluster.name}-{kind}-{exp.workload.mal_label}"
+        with track(exp.tracking, name=name, group="online", config=to_dict(exp)) as run:
+            if capacity:
+                systems = run_capacity(exp, anchor, log=console.print)
+                table = capacity_table(exp, systems)
+                for s, r in systems.items():
+                    run.log({f"{s}/capacity_aps": r["capacity_aps"]})
+            else:
+                systems = run_online(exp, anchor)
+                table = online_table(exp, systems)
+                for s, r in systems.items():
+                    run.log({f"{s}/ttft_p90_s": r["latency"]["ttft_s"]["p90"],
+                             f"{s}/tpot_p90_s": r["latency"]["tpot_s"]["p90"], f"{s}/slo_met": r["slo_met"]})
+            path = write_cell(cell, {"systems": systems}, as_text(table, width=140))
+            outcome.done("ran", path)
+            console.print(table)
+            console.print(f"results: {path}", soft_wrap=True)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="online")
@@ -65,4 +61,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,6 +1,7 @@
 """The offline experiment end to end: Hydra composition, results files, errors, W&B runs."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 
 from dualpath_jax.config import ConfigError, ModelSpec, from_dict
 from dualpath_jax.experiment import build_config, load_named, parse_len, run_offline
-from dualpath_jax.results import result_dict, write_result
+from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, write_cell
 
 from .helpers import ROOT
 
@@ -29,10 +30,15 @@ def run_small(tmp_path, extra=()):
     return run_offline(cfg, anchor)
 
 
+def write_result(res):
+    return write_cell(cell_of(res.cfg, "offline"), offline_payload(res), as_text(comparison_table(res)))
+
+
 def test_results_file_schema_and_ordering(tmp_path):
     res = run_small(tmp_path)
     path = write_result(res)
-    assert path == tmp_path / "offline" / "ds27b_1p1d" / "agents24_len32k.json"
+    assert path.parent == tmp_path / "offline" / "ds27b_1p1d"
+    assert path.name.startswith("agents24_len32k-") and path.suffix == ".json"
     data = json.loads(path.read_text())
     assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
     jct = {k: v["jct_s"] for k, v in data["systems"].items()}
@@ -45,7 +51,7 @@ def test_same_seed_gives_identical_results_file(tmp_path):
     a = write_result(run_small(tmp_path)).read_bytes()
     b = write_result(run_small(tmp_path)).read_bytes()
     assert a == b
-    c = result_dict(run_small(tmp_path, ["workload.seed=1"]))
+    c = offline_payload(run_small(tmp_path, ["workload.seed=1"]))
     assert c["systems"]["basic"]["jct_s"] != json.loads(a)["systems"]["basic"]["jct_s"]
 
 
@@ -104,7 +110,8 @@ def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
     out = _cli(["--multirun", "+agents=4,8", "+len=32k", *SMALL[:-2], "tracking.wandb=true",
                 f"results_dir={workdir / 'res'}"], workdir, {"WANDB_MODE": "offline"})
     assert out.returncode == 0, out.stderr[-2000:]
-    files = sorted(p.name for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir())
+    files = sorted(re.sub(r"-[0-9a-f]{8}\.", ".", p.name)
+                   for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir())
     assert files == ["agents4_len32k.json", "agents4_len32k.txt", "agents8_len32k.json",
                      "agents8_len32k.txt"]
     runs = sorted((workdir / "wandb").glob("offline-run-*"))
@@ -125,7 +132,7 @@ def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(work
     out = _cli(["backend=real", "cluster=testbed_1p1d", "workload=jsonl", f"workload.path={trace}",
                 "+agents=3", "+len=32k", "tracking.wandb=false", f"results_dir={workdir / 'res'}"], workdir)
     assert out.returncode == 0, out.stderr[-2000:]
-    path = workdir / "res" / "offline" / "tiny_testbed_1p1d" / "agents3_len32k_real_jsonl.json"
+    [path] = (workdir / "res" / "offline" / "tiny_testbed_1p1d").glob("agents3_len32k_real_jsonl-*.json")
     data = json.loads(path.read_text())
     assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
     for name, m in data["systems"].items():

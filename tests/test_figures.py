@@ -11,11 +11,16 @@ from experiments.figures.__main__ import FIGURES, main as figures_main
 TINY = ["model=ds27b", "cluster=1p1d", "+agents=8", "+len=32k", "workload.trajectories=8"]
 
 
+def only_file(folder, pattern):
+    [path] = folder.glob(pattern)
+    return path
+
+
 def test_a_cell_is_run_once_then_read_from_disk(tmp_path):
     before = cells.RUNS["offline"]
     first = cells.offline(TINY, results_dir=tmp_path)
-    path = tmp_path / "offline" / "ds27b_1p1d" / "agents8_len32k.json"
-    assert first["_path"] == str(path) and path.is_file()
+    path = only_file(tmp_path / "offline" / "ds27b_1p1d", "agents8_len32k-*.json")
+    assert first["_path"] == str(path)
     assert cells.RUNS["offline"] == before + 1
     mtime = path.stat().st_mtime_ns
     second = cells.offline(TINY, results_dir=tmp_path)
@@ -28,6 +33,7 @@ def test_a_cell_is_run_once_then_read_from_disk(tmp_path):
     path.write_text(json.dumps(data))
     cells.offline(TINY, results_dir=tmp_path)
     assert cells.RUNS["offline"] == before + 2
+    assert json.loads(path.read_text())["config"]["workload"]["seed"] == 0
 
 
 def test_figure_writes_a_png_and_a_csv_matching_the_cells(tmp_path):
@@ -36,7 +42,7 @@ def test_figure_writes_a_png_and_a_csv_matching_the_cells(tmp_path):
     assert csv_path == tmp_path / "figures" / "pd_ratio.csv"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(csv_path.open()))
-    data = json.loads((tmp_path / "offline" / "ds27b_1p1d" / "agents8_len32k.json").read_text())
+    data = json.loads(only_file(tmp_path / "offline" / "ds27b_1p1d", "agents8_len32k-*.json").read_text())
     assert {r["system"] for r in rows} == set(data["systems"]) == {"basic", "dualpath", "oracle"}
     for r in rows:
         assert (r["model"], r["cluster"], r["mal"], int(r["agents"])) == ("ds27b", "1p1d", "32k", 8)
@@ -50,7 +56,7 @@ def test_an_online_cell_is_run_once_then_read_from_disk(tmp_path):
              "online.warmup_s=10"]
     before = cells.RUNS["online"]
     first = cells.online(small, 0.2, results_dir=tmp_path)
-    path = tmp_path / "online" / "ds27b_1p1d" / "aps0.2_len32k.json"
+    path = only_file(tmp_path / "online" / "ds27b_1p1d", "aps0.2_len32k-*.json")
     assert first["_path"] == str(path) and cells.RUNS["online"] == before + 1
     assert first["config"]["online"]["duration_s"] == 60  # the caller's overrides win over cells.ONLINE
     assert set(first["systems"]) == {"basic", "dualpath", "oracle"}
@@ -61,10 +67,12 @@ def test_an_online_cell_is_run_once_then_read_from_disk(tmp_path):
     assert cells.RUNS["online"] == before + 2
 
 
-def test_the_command_refuses_unknown_figures():
+def test_the_command_refuses_unknown_figures(capsys):
     assert "offline_jct" in FIGURES and "large_scale" in FIGURES
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         figures_main(["no_such_figure"])
+    assert exit_.value.code == 2
+    assert "unknown figure(s) no_such_figure; known: offline_jct" in capsys.readouterr().err
 
 
 def test_missing_cells_run_in_a_pool_and_match_a_serial_run(tmp_path):

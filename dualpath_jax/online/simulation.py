@@ -42,6 +42,7 @@ class OnlineSimulation(Simulation):
     def _sample(self) -> None:
         self.ws_series.append((self.loop.now, self.working_set))
         if self.active > 0:
+            self.loop.allow(1)  # a sample advances time by sample_s > 0: outside the turns' budget
             self.loop.at(self.loop.now + self.cfg.online.sample_s, self._sample)
 
     def _schedule(self) -> None:

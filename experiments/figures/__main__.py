@@ -4,14 +4,20 @@
     python -m experiments.figures offline_jct pd_ratio  # only these
     python -m experiments.figures large_scale --full    # the large-scale offline cell with 48K agents
     python -m experiments.figures --jobs 1              # missing cells one at a time (default: one per core)
+    python -m experiments.figures --stored-only         # draw from stored cells only; a missing or
+                                                        # stale cell is an error naming its file
+    python -m experiments.figures ablation --rerun      # recompute the cells of these figures
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 
 from rich.table import Table
+
+from dualpath_jax.results import StaleCellError
 
 from . import cells
 
@@ -30,13 +36,18 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("--full", action="store_true", help="large_scale: the paper's 48K agents offline")
     p.add_argument("--jobs", type=int, default=cells.JOBS,
                    help=f"processes that run missing cells side by side (default: CPU cores, {cells.JOBS})")
+    p.add_argument("--stored-only", action="store_true",
+                   help="run no cell: a missing or stale cell (other simulator semantics) is an error")
+    p.add_argument("--rerun", action="store_true", help="recompute every cell the figures use")
     args = p.parse_args(argv)
     unknown = [f for f in args.figures if f not in FIGURES]
     if unknown:
         p.error(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
-    cells.JOBS = args.jobs
+    if args.stored_only and args.rerun:
+        p.error("--stored-only and --rerun contradict each other")
+    cells.JOBS, cells.STORED_ONLY, cells.RERUN = args.jobs, args.stored_only, args.rerun
     chosen = [f for f in FIGURES if f in args.figures] if args.figures else list(FIGURES)
     con = cells.console
     walls: dict[str, float] = {}
@@ -49,7 +60,11 @@ def main(argv=None) -> dict[str, float]:
         con.rule(f"[bold]{name}")
         runs0 = sum(cells.RUNS.values())
         t0 = time.perf_counter()
-        csv_path, png = mod.main(fargs)
+        try:
+            csv_path, png = mod.main(fargs)
+        except StaleCellError as e:
+            con.print(f"[bold red]error:[/] {name}: {e}", soft_wrap=True)
+            sys.exit(2)
         walls[name] = time.perf_counter() - t0
         con.print(f"{name}: {walls[name]:.1f} s wall, {sum(cells.RUNS.values()) - runs0} cell(s) run; "
                   f"{cells._rel(png)}, {cells._rel(csv_path)}")

@@ -1,33 +1,26 @@
 """Get-or-run the experiment cells the figures are drawn from.
 
 A cell is one experiment run, named by its Hydra overrides. `offline`, `online` and `capacity`
-return the cell's results JSON (as a dict): read from <results_dir>/... when the file is there and
-was made with the same configuration, otherwise run through the project's Python API and written
-there first, so later figures and later invocations reuse it.
-
-The file names are the project's own (`dualpath_jax.results.result_path` / `online_path`). Those
-names do not encode every setting (e.g. online.duration_s), so a file on disk is reused only when
-its stored config agrees with the requested one on every setting both name, ignoring settings that
-do not change results (tracking, progress bars, results_dir; fields added to the schema after the
-file was written); a file made with another configuration is re-run and overwritten, with a
-warning.
+return the cell's results JSON (as a dict): read from its file under <results_dir>/ when that file
+holds the same cell made by code of the same simulator semantics (`dualpath_jax.results`: the file
+name carries the cell's identity hash), otherwise run through the project's Python API and written
+there first, so later figures and later invocations reuse it. A stale file (other semantics or
+schema) is named and run again; with `STORED_ONLY` (the figures command's --stored-only) a missing
+or stale cell is an error naming its file instead, and `RERUN` (--rerun) recomputes every cell.
 """
 from __future__ import annotations
 
-import json
 import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-# Settings that never change a result: left out when a stored config is compared with a request.
-IGNORED = {("results_dir",), ("tracking",), ("sim", "progress")}
 # Every cell runs without W&B; the figures draw their own progress bars (cells and turns).
 QUIET = ("tracking.wandb=false", "sim.progress=false")
 # Online cells of the figures: 15 min of arrivals, the first 200 s not judged (cheaper than the
@@ -37,6 +30,9 @@ ONLINE = ("online.duration_s=900", "online.warmup_s=200")
 RUNS: Counter = Counter()  # cells run (not read) by this process and its pool workers, by kind
 # Processes that run missing cells side by side (`fetch`; `--jobs` of the figures command).
 JOBS = max(1, os.cpu_count() or 1)
+STORED_ONLY = False  # a missing or stale cell is an error (StaleCellError), never run
+RERUN = False  # every cell is run again, stored or not (once per invocation: RERUN_DONE)
+RERUN_DONE: set[str] = set()  # results files this invocation has (re)written
 console = Console(stderr=True)
 _log: Callable[[str], None] = console.print
 _bar = None  # the rich Progress of `fetch`, while one is open: simulations add a turns bar to it
@@ -74,12 +70,15 @@ def dedupe(overrides) -> list[str]:
 
 
 def compose(name: str, overrides: list[str] | tuple[str, ...]) -> dict:
-    """configs/<name>.yaml composed with `overrides`, as plain containers."""
+    """configs/<name>.yaml composed with `overrides`, as plain containers (without `rerun`, which
+    is the CLI's switch, not part of a cell)."""
     import hydra
     from omegaconf import OmegaConf
 
     with hydra.initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return OmegaConf.to_container(hydra.compose(name, overrides=dedupe(overrides)), resolve=True)
+        raw = OmegaConf.to_container(hydra.compose(name, overrides=dedupe(overrides)), resolve=True)
+    raw.pop("rerun", None)
+    return raw
 
 
 def offline_cell(model: str, agents: int, length: str, system: str, *more: str) -> tuple:
@@ -100,64 +99,11 @@ def online_config(overrides, aps: float | None = None):
     return build_config(compose("online", [*QUIET, *ONLINE, *overrides, *extra]), online=True)
 
 
-def offline_path(cfg, results_dir=None) -> Path:
-    """Where the offline cell of `cfg` lives (result_path only reads `.cfg` of its argument)."""
-    from dualpath_jax.results import result_path
-
-    return result_path(SimpleNamespace(cfg=cfg), results_root(results_dir))
-
-
-def online_cell_path(cfg, kind: str, results_dir=None) -> Path:
-    from dualpath_jax.results import online_path
-
-    return online_path(cfg, kind, results_root(results_dir))
-
-
 def _anchor(cfg):
     from dualpath_jax.config import ModelSpec, from_dict
     from dualpath_jax.experiment import load_named
 
     return from_dict(ModelSpec, load_named("model", cfg.hardware.calibration.anchor_model))
-
-
-def _strip(d: dict, prefix=()) -> dict:
-    out = {}
-    for k, v in d.items():
-        key = (*prefix, k)
-        if key in IGNORED:
-            continue
-        out[k] = _strip(v, key) if isinstance(v, dict) else v
-    return out
-
-
-def _diff(a, b, prefix="") -> list[str]:
-    """Settings whose values differ. Keys on one side only are skipped: the config schema grows
-    (a file written before a field existed holds that field's default)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) & set(b)):
-            out += _diff(a[k], b[k], f"{prefix}{k}.")
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{prefix}{i}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _stored(path: Path, cfg) -> dict | None:
-    """The file's contents if it holds `cfg`'s cell, else None (missing or another config)."""
-    from dualpath_jax.config import to_dict
-
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    want = _strip(json.loads(json.dumps(to_dict(cfg))))
-    have = _strip(data.get("config", {}))
-    diff = _diff(want, have)
-    if diff:
-        _log(f"[yellow]{path}: made with another config ({', '.join(diff[:4])}"
-             f"{', ...' if len(diff) > 4 else ''}); running the cell again[/]")
-        return None
-    return data
 
 
 def _rel(path: Path) -> str:
@@ -167,95 +113,140 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _locate(cell: tuple, results_dir=None) -> tuple:
-    """(config, results file) of a cell spec."""
-    kind, overrides, *rest = cell
+def locate(spec: tuple, results_dir=None):
+    """The `dualpath_jax.results.Cell` of a cell spec: ("offline", overrides) |
+    ("online", overrides, aps) | ("capacity", overrides)."""
+    from dualpath_jax.results import cell_of
+
+    kind, overrides, *rest = spec
     if kind == "offline":
-        cfg = offline_config(overrides)
-        return cfg, offline_path(cfg, results_dir)
+        return cell_of(offline_config(overrides), kind, results_root(results_dir))
+    if kind not in ("online", "capacity"):
+        raise ValueError(f"unknown cell kind {kind!r}")
     cfg = online_config(overrides, rest[0] if kind == "online" else None)
-    name = "capacity" if kind == "capacity" else f"aps{cfg.online.aps:g}"
-    return cfg, online_cell_path(cfg, name, results_dir)
+    return cell_of(cfg, kind, results_root(results_dir))
 
 
-def offline(overrides, results_dir=None, force: bool = False) -> dict:
-    """The offline cell `overrides` (e.g. ["model=ds27b", "+agents=1024", "+len=64k", "system=all"])."""
+def _must_rerun(cell) -> bool:
+    return RERUN and str(cell.path) not in RERUN_DONE
+
+
+def _reusable(cell) -> dict | None:
+    """The stored results of `cell` if they can be reused, else None (the cell must run)."""
+    from dualpath_jax.results import StaleCellError, stored
+
+    found = stored(cell)
+    if found.status == "fresh" and not _must_rerun(cell):
+        return found.data
+    if STORED_ONLY:
+        why = "rerun asked for" if found.status == "fresh" else found.why
+        raise StaleCellError(f"{_rel(found.path)}: {found.status} ({why}); --stored-only runs no cell")
+    if found.status == "stale":
+        _log(f"[yellow]stale: {_rel(found.path)} ({found.why}); running the cell again[/]")
+    return None
+
+
+def compute(cell) -> tuple[dict, str]:
+    """Run a cell: (the numbers for its results file, its table as text)."""
     from dualpath_jax.experiment import run_offline
-    from dualpath_jax.results import write_result, write_table
+    from dualpath_jax.online.run import run_capacity, run_online
+    from dualpath_jax.results import as_text, capacity_table, comparison_table, offline_payload, online_table
 
-    cfg, path = _locate(("offline", overrides), results_dir)
-    data = None if force else _stored(path, cfg)
-    if data is None:
-        _log(f"run  offline {' '.join(dedupe(overrides))}")
-        res = run_offline(cfg, _anchor(cfg), progress=_turns_progress())
-        RUNS["offline"] += 1
-        write_table(res, write_result(res, results_root(results_dir)))
-        _log(f"     -> {_rel(path)} ({res.wall_s:.1f} s)")
-        data = json.loads(path.read_text())
+    cfg, anchor = cell.cfg, _anchor(cell.cfg)
+    if cell.kind == "offline":
+        res = run_offline(cfg, anchor, progress=_turns_progress())
+        return offline_payload(res), as_text(comparison_table(res))
+    if cell.kind == "online":
+        systems = run_online(cfg, anchor, progress=_turns_progress())
+        return {"systems": systems}, as_text(online_table(cfg, systems), width=140)
+    systems = run_capacity(cfg, anchor, log=lambda m: _log(f"     {m}"))
+    return {"systems": systems}, as_text(capacity_table(cfg, systems), width=140)
+
+
+def _run(cell, label: str) -> dict:
+    """Run a cell, write its files, return its results file's contents."""
+    from dualpath_jax.results import prepare, write_cell
+
+    prepare(cell)
+    _log(f"run  {label}")
+    t0 = time.perf_counter()
+    payload, table = compute(cell)
+    RUNS[cell.kind] += 1
+    write_cell(cell, payload, table)
+    RERUN_DONE.add(str(cell.path))
+    _log(f"     -> {_rel(cell.path)} ({time.perf_counter() - t0:.1f} s)")
+    return _read(cell.path)
+
+
+def _read(path: Path) -> dict:
+    import json
+
+    data = json.loads(path.read_text())
     data["_path"] = str(path)
     return data
 
 
-def _online(overrides, aps, results_dir, force, runner) -> dict:
-    from dualpath_jax.config import to_dict
-    from dualpath_jax.results import write_json_atomic
-
-    cfg, path = _locate(("capacity", overrides) if aps is None else ("online", overrides, aps), results_dir)
-    data = None if force else _stored(path, cfg)
+def _get(spec: tuple, results_dir=None) -> dict:
+    cell = locate(spec, results_dir)
+    data = _reusable(cell)
     if data is None:
-        _log(f"run  online {'capacity' if aps is None else f'aps{aps:g}'} {' '.join(dedupe(overrides))}")
-        t0 = time.perf_counter()
-        systems = runner(cfg, _anchor(cfg))
-        RUNS["capacity" if aps is None else "online"] += 1
-        write_json_atomic(path, {"config": to_dict(cfg), "systems": systems})
-        _log(f"     -> {_rel(path)} ({time.perf_counter() - t0:.1f} s)")
-        data = json.loads(path.read_text())
-    data["_path"] = str(path)
+        kind, overrides, *rest = spec
+        what = f"aps{rest[0]:g}" if kind == "online" else ""
+        return _run(cell, " ".join([kind, what, *dedupe(overrides)]).replace("  ", " "))
+    data["_path"] = str(cell.path)
     return data
 
 
-def online(overrides, aps: float, results_dir=None, force: bool = False) -> dict:
+def offline(overrides, results_dir=None) -> dict:
+    """The offline cell `overrides` (e.g. ["model=ds27b", "+agents=1024", "+len=64k", "system=all"])."""
+    return _get(("offline", overrides), results_dir)
+
+
+def online(overrides, aps: float, results_dir=None) -> dict:
     """The online cell `overrides` at `aps` agents per second: {"config", "systems": {name: summary}}."""
-    from dualpath_jax.online.run import run_online
-
-    return _online(overrides, aps, results_dir, force,
-                   lambda cfg, anchor: run_online(cfg, anchor, progress=_turns_progress()))
+    return _get(("online", overrides, aps), results_dir)
 
 
-def capacity(overrides, results_dir=None, force: bool = False) -> dict:
+def capacity(overrides, results_dir=None) -> dict:
     """The SLO capacity search of `overrides`: {"config", "systems": {name: {capacity_aps, probes}}}."""
-    from dualpath_jax.online.run import run_capacity
-
-    return _online(overrides, None, results_dir, force,
-                   lambda cfg, anchor: run_capacity(cfg, anchor, log=lambda m: _log(f"     {m}")))
+    return _get(("capacity", overrides), results_dir)
 
 
-def get(cell: tuple, results_dir=None) -> dict:
+def get(spec: tuple, results_dir=None) -> dict:
     """One cell spec: ("offline", overrides) | ("online", overrides, aps) | ("capacity", overrides)."""
-    kind, overrides, *rest = cell
-    if kind == "offline":
-        return offline(overrides, results_dir)
-    if kind == "online":
-        return online(overrides, rest[0], results_dir)
-    if kind == "capacity":
-        return capacity(overrides, results_dir)
-    raise ValueError(f"unknown cell kind {kind!r}")
+    return _get(spec, results_dir)
 
 
-def stored(cell: tuple, results_dir=None) -> dict | None:
-    """`cell` read from its results file if that holds the same configuration, else None (nothing
-    is run)."""
-    cfg, path = _locate(cell, results_dir)
-    data = _stored(path, cfg)
-    if data is not None:
-        data["_path"] = str(path)
-    return data
+def stored(spec: tuple, results_dir=None) -> dict | None:
+    """`spec` read from its results file if that holds the same cell from code of the same
+    semantics, else None (nothing is run)."""
+    from dualpath_jax.results import stored as stored_cell
+
+    cell = locate(spec, results_dir)
+    found = stored_cell(cell)
+    if found.status != "fresh" or _must_rerun(cell):
+        return None
+    found.data["_path"] = str(cell.path)
+    return found.data
 
 
-def _get_in_worker(cell: tuple, results_dir) -> tuple[dict, Counter]:
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: exit as soon as the parent is gone (kill -9 of the figures
+    command must not leave workers running whole simulations)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def _get_in_worker(spec: tuple, results_dir, rerun: bool, stored_only: bool) -> tuple[dict, Counter]:
     """`get` in a pool process; returns the cells it ran too (RUNS lives per process)."""
+    global RERUN, STORED_ONLY
+    RERUN, STORED_ONLY = rerun, stored_only
     RUNS.clear()
-    return get(cell, results_dir), Counter(RUNS)
+    return get(spec, results_dir), Counter(RUNS)
 
 
 def fetch(specs: list[tuple], label: str, results_dir=None, jobs: int | None = None) -> list[dict]:
@@ -277,7 +268,7 @@ def fetch(specs: list[tuple], label: str, results_dir=None, jobs: int | None = N
                     out[i] = data
                     bar.advance(task)
         missing = [i for i in range(len(specs)) if i not in out]
-        if jobs > 1 and len(missing) > 1:
+        if jobs > 1 and len(missing) > 1 and not STORED_ONLY:
             _run_in_pool([specs[i] for i in missing], missing, results_dir, min(jobs, len(missing)), out,
                          lambda: bar.advance(task))
         _bar = bar
@@ -297,9 +288,12 @@ def _run_in_pool(specs, index, results_dir, jobs, out, advance) -> None:
 
     _log(f"running {len(specs)} cells in {jobs} processes")
     # spawn, not fork: the parent holds threads (rich's progress refresh) that fork would copy.
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_get_in_worker, spec, results_dir): i for spec, i in zip(specs, index)}
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(_get_in_worker, spec, results_dir, RERUN, STORED_ONLY): i
+                   for spec, i in zip(specs, index)}
         for fut in as_completed(futures):
             out[futures[fut]], runs = fut.result()
             RUNS.update(runs)
+            RERUN_DONE.add(out[futures[fut]]["_path"])
             advance()

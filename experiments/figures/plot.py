@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from dualpath_jax.atomic import atomic_write  # noqa: E402
 
 from .cells import ROOT, results_root  # noqa: E402
 
@@ -74,15 +77,14 @@ def out_dir(results_dir) -> Path:
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write(path, text.getvalue())
 
 
 def rel(path: str | Path) -> str:
@@ -98,8 +100,7 @@ def save(fig, rows: list[dict], name: str, results_dir=None) -> tuple[Path, Path
     """Write results/figures/<name>.csv (the plotted numbers) and <name>.png."""
     out = out_dir(results_dir)
     csv_path = write_csv(out / f"{name}.csv", rows)
-    png = out / f"{name}.png"
-    fig.savefig(png, bbox_inches="tight")
+    png = atomic_write(out / f"{name}.png", lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
     plt.close(fig)
     return csv_path, png
 

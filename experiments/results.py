@@ -1,0 +1,149 @@
+"""List the stored results cells, with the fields in which they differ.
+
+    python -m experiments.results list                          # every cell under results/
+    python -m experiments.results list model=ds660b agents=1024 # cells matching every filter
+    python -m experiments.results list kind=online --stale      # only cells that would be rerun
+
+A filter is `field=value` on a cell's identity: `kind`, `id`, `status`, or a config field by its
+dotted name (`workload.seed`, `system.dualpath.batching`) or by a unique last part (`agents`,
+`seed` if only one field is so named), plus the shortcuts model, cluster, len and systems.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dualpath_jax.results.store import identity_of, results_files, staleness
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORTCUTS = {"model": "model.name", "cluster": "cluster.name", "len": "workload.mal_label",
+             "systems": "system_set", "agents": "workload.agents", "aps": "online.aps"}
+SHOWN = ("kind", "status", "model.name", "cluster.name")
+
+
+def flatten(obj, prefix: str = "") -> dict[str, object]:
+    """Dotted keys; the systems list is keyed by system name (system.<name>.<field>)."""
+    out: dict[str, object] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "systems" and isinstance(v, list) and not prefix:
+                for s in v:
+                    out.update(flatten(s, f"system.{s.get('name', '?')}."))
+            else:
+                out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix.rstrip('.')}[{i}]."))
+    else:
+        out[prefix.rstrip(".")] = obj
+    return out
+
+
+def cell_rows(root: Path) -> list[dict]:
+    rows = []
+    for path in results_files(root):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            rows.append({"file": path, "kind": "?", "status": f"unreadable ({e})"})
+            continue
+        identity = identity_of(data) or {"kind": "?", "config": data.get("config", {})}
+        why = staleness(data)
+        row = {"file": path, "kind": identity["kind"], "id": data.get("cell", {}).get("id", "-"),
+               "status": "stale" if why else "fresh", "why": why}
+        row.update(flatten(identity.get("config", {})))
+        rows.append(row)
+    return rows
+
+
+def resolve_key(key: str, keys: set[str]) -> str:
+    key = SHORTCUTS.get(key, key)
+    if key in keys:
+        return key
+    ends = sorted(k for k in keys if k.endswith(f".{key}"))
+    if len(ends) == 1:
+        return ends[0]
+    if ends:
+        raise ValueError(f"filter {key!r} is ambiguous: {', '.join(ends[:6])}")
+    raise ValueError(f"filter {key!r} names no field of the stored cells")
+
+
+def matches(value, wanted: str) -> bool:
+    if isinstance(value, bool):
+        return str(value).lower() == wanted.lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(value) == float(wanted)
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def select(rows: list[dict], filters: list[str]) -> list[dict]:
+    keys = {k for r in rows for k in r}
+    for f in filters:
+        if "=" not in f:
+            raise ValueError(f"filter {f!r}: expected field=value, e.g. model=ds660b")
+        key, wanted = f.split("=", 1)
+        if not rows:
+            break
+        key = resolve_key(key, keys)
+        rows = [r for r in rows if key in r and matches(r[key], wanted)]
+    return rows
+
+
+def varying(rows: list[dict]) -> list[str]:
+    """Config fields whose value is not the same in every listed cell."""
+    keys = sorted({k for r in rows for k in r} - {"file", "id", "why", *SHOWN})
+    return [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in rows}) > 1]
+
+
+def show(rows: list[dict], root: Path, console: Console, max_fields: int = 8) -> None:
+    fields = varying(rows)
+    table = Table(title=f"{len(rows)} stored cell(s) under {root}")
+    for col in ("file", *SHOWN, *fields[:max_fields]):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        try:
+            name = str(r["file"].relative_to(root))
+        except ValueError:
+            name = str(r["file"])
+        table.add_row(name, *(str(r.get(k, "-")) for k in (*SHOWN, *fields[:max_fields])))
+    console.print(table)
+    if len(fields) > max_fields:
+        console.print(f"(and {len(fields) - max_fields} more varying fields: {', '.join(fields[max_fields:])})")
+    for r in rows:
+        if r["status"] != "fresh":
+            console.print(f"stale: {r['file']}: {r.get('why') or r['status']}", soft_wrap=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.results", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="list stored cells")
+    ls.add_argument("filters", nargs="*", metavar="field=value")
+    ls.add_argument("--results-dir", default=str(ROOT / "results"))
+    ls.add_argument("--stale", action="store_true", help="only cells that are stale")
+    args = p.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    root = Path(args.results_dir)
+    rows = cell_rows(root)
+    try:
+        rows = select(rows, args.filters)
+    except ValueError as e:
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        return 2
+    if args.stale:
+        rows = [r for r in rows if r["status"] != "fresh"]
+    show(rows, root, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""One experiment job inside a Hydra run or sweep: errors, skip/rerun, and the sweep's summary.
+
+A single run stops at a user mistake with its message and exit status 2. In a `--multirun` a
+failing cell does not stop the sweep: its error is printed, its outcome is recorded in its job
+folder (`<sweep dir>/<job>/cell.json`), the other cells run, and `SweepSummary` (a Hydra callback,
+configs/offline.yaml) prints what each cell did at the end and exits 1 if any failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from rich.console import Console
+
+from dualpath_jax.atomic import atomic_write
+from dualpath_jax.results import Cell, stored
+
+OUTCOME = "cell.json"
+# A user's mistake (a bad value, trace or folder): a message, no traceback.
+USER_ERRORS = (ValueError, PermissionError)
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class Job:
+    """The outcome of one job, recorded for the sweep summary."""
+
+    def __init__(self) -> None:
+        self.status, self.file, self.error = "failed", None, ""
+
+    def done(self, status: str, path: Path) -> None:
+        self.status, self.file = status, str(path)
+
+
+def reuse(cell: Cell, rerun: bool, console: Console) -> bool:
+    """True if `cell` is stored by code of the same semantics (prints `skip: <file>`); a stale
+    file is named and run again."""
+    found = stored(cell)
+    if found.status == "fresh" and not rerun:
+        console.print(f"skip: {found.path}", soft_wrap=True)
+        return True
+    if found.status == "stale":
+        console.print(f"[yellow]stale: {found.path} ({found.why}); running the cell again[/]", soft_wrap=True)
+    return False
+
+
+@contextlib.contextmanager
+def job(console: Console) -> Iterator[Job]:
+    outcome = Job()
+    try:
+        yield outcome
+    except USER_ERRORS as e:
+        outcome.error = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+        console.print(f"[bold red]error:[/] {outcome.error}", soft_wrap=True)
+        if not in_multirun():
+            sys.exit(2)
+    except Exception as e:  # a bug: show where, but let the other cells of a sweep run
+        if not in_multirun():
+            raise
+        outcome.error = f"{type(e).__name__}: {e}"
+        console.print(f"[bold red]error:[/] {outcome.error}\n{traceback.format_exc()}")
+    finally:
+        if in_multirun():
+            hc = HydraConfig.get()
+            record = {"job": hc.job.num, "overrides": list(hc.overrides.task), "status": outcome.status,
+                      "file": outcome.file, "error": outcome.error}
+            atomic_write(Path(hc.runtime.output_dir) / OUTCOME, json.dumps(record) + "\n")
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: one line per cell, and exit status 1 if any cell failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        records = []
+        for folder in (d for d in sweep.iterdir() if (d / ".hydra").is_dir()):
+            try:
+                records.append(json.loads((folder / OUTCOME).read_text()))
+            except (OSError, json.JSONDecodeError):  # the job died before it could say
+                records.append({"job": folder.name, "overrides": [], "status": "failed", "file": None,
+                                "error": f"no readable outcome in {folder / OUTCOME}"})
+        records.sort(key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else 1 << 30)
+        console = Console(stderr=True)
+        counts = {s: sum(r["status"] == s for r in records) for s in ("ran", "skip", "failed")}
+        console.print(f"sweep {sweep}: {len(records)} cells, {counts['ran']} ran, {counts['skip']} "
+                      f"skipped, {counts['failed']} failed")
+        for r in records:
+            if r["status"] == "failed":
+                console.print(f"  failed: #{r['job']} {' '.join(r['overrides'])}: {r['error']}", soft_wrap=True)
+        if counts["failed"]:
+            sys.exit(1)
+
+
+def run(main) -> None:
+    """Call a `@hydra.main` function; Hydra's own composition errors (an unknown config option, a
+    key not in the config, a malformed override) exit 2 like every other user mistake. Hydra prints
+    them and exits 1; the exception it reports is the SystemExit's context."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code == 1 and isinstance(e.__context__, CompactHydraException):
+            sys.exit(2)
+        raise

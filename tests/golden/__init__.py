@@ -1,0 +1,41 @@
+"""Golden results files: tiny cells whose results files are compared byte for byte.
+
+A change that moves any number changes one of these files and fails `tests/test_golden.py`. If the
+change is meant, bump `dualpath_jax.results.provenance.SIM_SEMANTICS`, regenerate them with
+`python -m tests.golden.regenerate`, and say in the commit why the numbers moved.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TINY = ["workload.trajectories=12", "+agents=12", "+len=32k"]
+ONLINE = ["workload.trajectories=12", "+len=32k", "online.duration_s=120", "online.warmup_s=20",
+          "online.capacity_max_probes=4"]
+# name -> cell spec (experiments.figures.cells): every system set, both batchings, a DRAM tier,
+# split reads, tensor parallelism, online latency with think time, and the capacity search.
+CELLS = {
+    "offline_ds27b_1p1d_all": ("offline", ["model=ds27b", "cluster=1p1d", "system=all", *TINY]),
+    "offline_ds660b_2p4d_ablation": ("offline", ["model=ds660b", "system=ablation", *TINY]),
+    "offline_ds660b_2p4d_schedulers": ("offline", ["model=ds660b", "system=schedulers", *TINY]),
+    "offline_qwen32b_1p2d_all": ("offline", ["model=qwen32b", "system=all", *TINY]),
+    "online_ds27b_1p1d_think": ("online", ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential",
+                                           "online.think.mean_s=5", *ONLINE], 0.5),
+    "capacity_ds27b_1p1d": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", *ONLINE]),
+}
+
+
+def render(spec: tuple) -> str:
+    """The results file of a golden cell, without the checkout's commit (so it is the same bytes
+    on every commit that computes the same numbers)."""
+    from dualpath_jax.results import code_info
+    from dualpath_jax.results.store import document, dumps
+    from experiments.figures import cells
+
+    cell = cells.locate(spec, HERE / "unused")
+    payload, _ = cells.compute(cell)
+    return dumps(document(cell, payload, code_info(git=False)))
+
+
+def path_of(name: str) -> Path:
+    return HERE / f"{name}.json"
