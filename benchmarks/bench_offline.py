@@ -27,6 +27,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from dualpath_jax.config import ModelSpec, from_dict  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
 from dualpath_jax.experiment import ROOT as PROJECT, build_config, load_named  # noqa: E402
+from dualpath_jax.results import cell_of  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
 
@@ -65,6 +66,7 @@ def main() -> None:
             cli_s = time.perf_counter() - t0
     report = {
         "command": f"python -m experiments.offline +agents={args.agents} +len={args.len}",
+        "cell": cell_of(cfg, "offline").id,  # the results cell whose simulation this times
         "machine": machine(),
         "setup_s": setup_s, "systems": rows, "cli_wall_s": cli_s,
     }

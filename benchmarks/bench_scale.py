@@ -24,6 +24,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from dualpath_jax.config import ModelSpec, from_dict  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
 from dualpath_jax.experiment import ROOT as PROJECT, build_config, load_named  # noqa: E402
+from dualpath_jax.results import cell_of  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
 
@@ -58,6 +59,7 @@ def main() -> None:
                      "peak_rss_gb": max_rss_gb(), "simulated_jct_s": m.jct_s})
         print(rows[-1], flush=True)
     report = {"setup": f"{cfg.model.name} on {cfg.cluster.name}, {args.agents} agents, MAL {args.len}",
+              "cell": cell_of(cfg, "offline").id,  # the results cell whose simulation this times
               "machine": machine(),
               "systems": rows}
     lines = [f"{report['setup']}  ({report['machine']})",
