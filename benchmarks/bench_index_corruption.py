@@ -156,10 +156,11 @@ def table(results: dict) -> str:
                          f"{r['survived_max']:<6} {r['reachable_mean']:>9} {r['wrong_bytes']:>5} "
                          f"{r['unknown_keys']:>7} {r['read_errors']:>7}")
             if r["raised_by"]:
-                lines.append(f"{'':<32}raised: " + ", ".join(f"{k} x{v}" for k, v in r["raised_by"].items()))
+                raised = ", ".join(f"{k} x{v}" for k, v in r["raised_by"].items())
+                lines.append(f"{'':<32}raised: {raised}")
     blocks = next(iter(results.values()))["blocks"]
-    lines += ["", f"{blocks} blocks written. survived: indexed and byte-exact (an open that raised counts 0); "
-              "reachable: found by prefix lookup (mean);",
+    lines += ["", f"{blocks} blocks written. survived: indexed and byte-exact (an open that raised "
+              "counts 0); reachable: found by prefix lookup (mean);",
               "silent: opened without a warning but lost blocks; wrong: blocks served with wrong bytes;",
               "unknown: blocks indexed under keys never written (a flipped key); readerr: indexed blocks "
               "whose read raised (checksum mismatch)."]
@@ -175,18 +176,16 @@ def main() -> None:
     if args.worker:
         print(json.dumps(probe()))
         return
-    from dualpath_jax.atomic import atomic_write
+    sys.path.insert(0, str(REPO))  # the report's writer; the workers import the code they probe
+    from benchmarks.report import write_report
     results = {}
     if args.before is not None:
         results["before"] = run_label(args.before)
     results["after"] = run_label(REPO)
-    text = table(results)
-    print(text)
     summary = {label: {**{k: v for k, v in res.items() if k != "runs"}, "cases": summarize(res)}
                for label, res in results.items()}
-    atomic_write(args.out / "kvstore_index_corruption.json",
-                 json.dumps({"seed": SEED, "summary": summary, "results": results}, indent=1) + "\n")
-    atomic_write(args.out / "kvstore_index_corruption.txt", text + "\n")
+    write_report(args.out, "kvstore_index_corruption", {"seed": SEED, "summary": summary, "results": results},
+                 table(results).splitlines())
 
 
 if __name__ == "__main__":

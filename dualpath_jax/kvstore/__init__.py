@@ -4,8 +4,8 @@ See docs/kvstore.md. Main entry point: KVStore.open(path, BlockLayout.mla(61), c
 create=True).
 """
 from .context import StoreContext
-from .errors import (BlockCorruptionError, BlockNotFoundError, KVStoreError, LayoutError,
-                     StoreFullError, StoreLockedError, StoreNotFoundError, StoreReadOnlyError)
+from .errors import (BlockCorruptionError, BlockNotFoundError, IndexRecoveryWarning, KVStoreError,
+                     LayoutError, StoreFullError, StoreLockedError, StoreNotFoundError, StoreReadOnlyError)
 from .hashing import block_keys, root_key
 from .layout import DEFAULT_TOKENS_PER_BLOCK, BlockLayout, mla_bytes_per_token, view_as
 from .store import KVStore, PrefixHit, WriteResult
@@ -18,5 +18,5 @@ __all__ = [
     "block_keys", "root_key", "view_as", "mla_bytes_per_token", "shard_file",
     "DEFAULT_TOKENS_PER_BLOCK", "DEFAULT_IO_WINDOW",
     "KVStoreError", "StoreNotFoundError", "StoreReadOnlyError", "StoreLockedError", "LayoutError",
-    "BlockNotFoundError", "BlockCorruptionError", "StoreFullError",
+    "BlockNotFoundError", "BlockCorruptionError", "StoreFullError", "IndexRecoveryWarning",
 ]

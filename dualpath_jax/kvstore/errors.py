@@ -43,3 +43,8 @@ class BlockCorruptionError(KVStoreError):
 
 class StoreFullError(KVStoreError):
     """No free slot and no evictable block (every block is pinned or has cached children)."""
+
+
+class IndexRecoveryWarning(RuntimeWarning):
+    """The index files were damaged or torn, and the index was rebuilt from what they and the shard
+    bytes still prove. The message names the file and byte offset (docs/kvstore.md, Index recovery)."""

@@ -29,10 +29,10 @@ import tensorstore as ts
 
 from . import hashing
 from .context import StoreContext
-from .errors import (BlockCorruptionError, KVStoreError, LayoutError, StoreFullError,
-                     StoreLockedError, StoreNotFoundError, StoreReadOnlyError)
+from .errors import (BlockCorruptionError, IndexRecoveryWarning, KVStoreError, LayoutError,
+                     StoreFullError, StoreLockedError, StoreNotFoundError, StoreReadOnlyError)
 from .index import Entry, PrefixIndex
-from .journal import Journal, atomic_write_json
+from .journal import Claim, Journal, atomic_write_json
 from .layout import BlockLayout
 from .throttle import Throttle
 from .tsarray import open_block_array
@@ -243,23 +243,80 @@ class KVStore:
         self._index = PrefixIndex()
         self._pending: dict[str, int] = {}  # key -> slot of blocks being written
         self.stats = {"evictions": 0, "blocks_written": 0, "blocks_read": 0, "layer_blocks_read": 0}
-        used: set[int] = set()
-        if journal is not None:
-            for key, parent, slot, packed in journal.load():
-                if not 0 <= slot < capacity_blocks or slot in used:
-                    warnings.warn(f"index of {self._where}: block {key} names slot {slot}, which is "
-                                  f"out of range or taken; dropped", RuntimeWarning, stacklevel=2)
-                    continue
-                used.add(slot)
-                self._index.insert(Entry(key, parent, slot, hashing.unpack_checksums(packed, checksum)))
-        # Free slots as a stack, lowest slot on top.
-        self._free = sorted(set(range(capacity_blocks)) - used, reverse=True)
         self._io = IOWindow(io_window)
         # One window per emulated NIC (Throttle) as well: a NIC has its own queue, so one node's
         # throttled transfers never hold the I/O slots another node's transfers wait for.
         self._nic_io: dict[Throttle, IOWindow] = {}
         self._nic_lock = threading.Lock()
         self._closed = False
+        # What was damaged in the index files at open, one line each (empty: nothing).
+        self.recovery: list[str] = []
+        if journal is not None:
+            self._load_index(journal)
+        # Free slots as a stack, lowest slot on top.
+        used = {e.slot for e in self._index}
+        self._free = sorted(set(range(capacity_blocks)) - used, reverse=True)
+
+    # ----------------------------------------------------------------------------- recovery
+    def _load_index(self, journal: Journal) -> None:
+        """Index the journal's entries; verify those a lost record could have deleted against their
+        shards; report damage; a writer then compacts so later opens start clean (docs/kvstore.md,
+        "Index recovery")."""
+        problems = journal.problems
+        claims = journal.load()
+        loaded: list[tuple[Entry, bool]] = []
+        for c in claims:
+            e = self._entry_of(c, problems)
+            if e is not None:
+                loaded.append((e, c.proven))
+        unproven = [e for e, proven in loaded if not proven]
+        failed = self._failing_on_disk(unproven)
+        for e in unproven:
+            if e.key in failed:
+                problems.append(f"index of {self._where}: block {e.key} (slot {e.slot}) could have been "
+                                f"deleted by a lost record, and its bytes do not match its checksums; "
+                                f"dropped")
+        if unproven:
+            problems.append(f"index of {self._where}: {len(unproven) - len(failed)} of {len(unproven)} "
+                            f"blocks older than a lost record verified against their shards and kept")
+        for e, _ in loaded:
+            if e.key not in failed:
+                self._index.insert(e)
+        self.recovery = list(problems)
+        for msg in problems:
+            warnings.warn(msg, IndexRecoveryWarning, stacklevel=4)
+        if journal.writable and (journal.needs_compaction or len(self._index) < len(claims)):
+            journal.set_aside()
+            self.compact()
+
+    def _entry_of(self, c: Claim, problems: list[str]) -> Entry | None:
+        """The Entry of a loaded claim, or None (reported) if its slot or checksums are unusable."""
+        try:
+            cks = hashing.unpack_checksums(c.packed, self.checksum)
+        except ValueError:   # binascii.Error is a ValueError
+            cks = ()
+        if not 0 <= c.slot < self.capacity_blocks or len(cks) != self.layout.layers:
+            problems.append(f"index of {self._where}: block {c.key} names slot {c.slot} (capacity "
+                            f"{self.capacity_blocks}) and {len(cks)} layer checksums ({self.layout.layers} "
+                            f"layers); dropped")
+            return None
+        return Entry(c.key, c.parent, c.slot, cks)
+
+    def _failing_on_disk(self, entries: list[Entry]) -> set[str]:
+        """Keys of entries whose shard bytes do not match their checksums (or cannot be read)."""
+        failed: set[str] = set()
+        w = self._io.window
+        for i in range(0, len(entries), w):   # a window of reads in flight, not every block at once
+            chunk = entries[i:i + w]
+            reads = [self._array[e.slot].read() for e in chunk]
+            for e, r in zip(chunk, reads):
+                try:
+                    ok = tuple(hashing.layer_checksums(self._cks, r.result())) == e.checksums
+                except Exception:  # noqa: BLE001 - an unreadable shard proves nothing
+                    ok = False
+                if not ok:
+                    failed.add(e.key)
+        return failed
 
     # ----------------------------------------------------------------------------- basics
     @property

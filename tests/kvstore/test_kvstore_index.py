@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dualpath_jax.kvstore import (BlockNotFoundError, KVStore, StoreFullError, block_keys)
+from dualpath_jax.kvstore import BlockNotFoundError, KVStore, StoreFullError, Throttle, block_keys
 from dualpath_jax.kvstore.index import Entry, PrefixIndex
 
 from kvstore_testutil import SMALL, rand_blocks
@@ -101,13 +101,22 @@ def test_eviction_takes_leaves_before_their_ancestors():
         assert st.lookup(chain).num_blocks == 2
 
 
-def test_pinned_block_is_held_during_reads():
+def test_reads_and_lookups_without_pin_do_not_pin():
+    """A read holds its blocks while in flight and releases them when done; a lookup without
+    pin=True holds nothing. Checked through pins() and through eviction, which skips held blocks."""
+    blocks = rand_blocks(SMALL, 1)
     with KVStore.open(None, SMALL, capacity_blocks=2) as st:
-        st.write(seq(1), rand_blocks(SMALL, 1)).result()
+        st.write(seq(1), blocks).result()
         k = st.block_keys(seq(1))
-        fut = st.read_blocks(k)
-        fut.result()
+        assert st.lookup(seq(1)).num_blocks == 1 and st.pins(k[0]) == 0
+        slow = Throttle(SMALL.full_block_nbytes / 0.3)   # the read takes 0.3 s of link time
+        fut = st.read_blocks(k, throttle=slow)
+        assert st.pins(k[0]) == 1 and st.evict(1) == []  # held mid-read
+        assert np.array_equal(fut.result(), blocks)
         assert st.pins(k[0]) == 0
+        assert np.array_equal(st.read_layer(k, 2).result()[0], blocks[0, 2])
+        assert st.pins(k[0]) == 0
+        assert st.evict(1) == k                           # nothing left a pin behind
 
 
 def test_index_unit_victim_order():
@@ -144,6 +153,7 @@ def test_index_log_compaction_and_torn_tail(tmp_path):
         for i in range(9, 12):
             assert np.array_equal(st.read_blocks(st.lookup(seq(i, i + 100)).keys).result(),
                                   rand_blocks(SMALL, 2, i))
-        st.write(seq(50), rand_blocks(SMALL, 1, 50)).result()   # appends after the truncated tail
+        st.write(seq(50), rand_blocks(SMALL, 1, 50)).result()   # appends on a fresh line after it
+    assert b'0badc0de {"op":"put","k":"zz' in log.read_bytes()  # never truncated
     with KVStore.open(tmp_path / "s", read_only=True) as st:
-        assert st.lookup(seq(50)).num_blocks == 1
+        assert st.lookup(seq(50)).num_blocks == 1 and st.recovery == []
