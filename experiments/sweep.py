@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Iterator
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from dualpath_jax.atomic import atomic_write
@@ -27,6 +29,9 @@ from dualpath_jax.results import Cell, stored
 OUTCOME = "cell.json"
 # A user's mistake (a bad value, trace or folder): a message, no traceback.
 USER_ERRORS = (ValueError, PermissionError)
+
+
+_in_job = False  # inside an experiment job (else Hydra is composing the config)
 
 
 def in_multirun() -> bool:
@@ -57,7 +62,8 @@ def reuse(cell: Cell, rerun: bool, console: Console) -> bool:
 
 @contextlib.contextmanager
 def job(console: Console) -> Iterator[Job]:
-    outcome = Job()
+    global _in_job
+    outcome, _in_job = Job(), True
     try:
         yield outcome
     except USER_ERRORS as e:
@@ -67,7 +73,7 @@ def job(console: Console) -> Iterator[Job]:
             sys.exit(2)
     except Exception as e:  # a bug: show where, but let the other cells of a sweep run
         if not in_multirun():
-            raise
+            raise  # with _in_job still set: `run` lets it through with its traceback
         outcome.error = f"{type(e).__name__}: {e}"
         console.print(f"[bold red]error:[/] {outcome.error}\n{traceback.format_exc()}")
     finally:
@@ -76,6 +82,7 @@ def job(console: Console) -> Iterator[Job]:
             record = {"job": hc.job.num, "overrides": list(hc.overrides.task), "status": outcome.status,
                       "file": outcome.file, "error": outcome.error}
             atomic_write(Path(hc.runtime.output_dir) / OUTCOME, json.dumps(record) + "\n")
+    _in_job = False
 
 
 class SweepSummary(Callback):
@@ -103,12 +110,16 @@ class SweepSummary(Callback):
 
 
 def run(main) -> None:
-    """Call a `@hydra.main` function; Hydra's own composition errors (an unknown config option, a
-    key not in the config, a malformed override) exit 2 like every other user mistake. Hydra prints
-    them and exits 1; the exception it reports is the SystemExit's context."""
+    """Call a `@hydra.main` function. Hydra's own refusals of the user's overrides (an unknown
+    config option, a key not in the config, `model=1`) exit 2 with their message, like every other
+    user mistake, instead of exit 1 with a traceback: Hydra raises them to us (HYDRA_FULL_ERROR) and
+    they are told apart from bugs by happening outside any job."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()
-    except SystemExit as e:
-        if e.code == 1 and isinstance(e.__context__, CompactHydraException):
-            sys.exit(2)
-        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        if _in_job:
+            raise
+        cause = f"\n{e.__cause__}" if isinstance(e.__cause__, OmegaConfBaseException) else ""
+        print(f"error: {e}{cause}", file=sys.stderr)
+        sys.exit(2)

@@ -136,6 +136,15 @@ def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdi
     assert "Traceback" not in out.stderr + out.stdout
 
 
+@pytest.mark.parametrize("override, says", [("model=nope", "Could not find 'model/nope'"),
+                                             ("model=1", "Config group override must be a string"),
+                                             ("sim.nope=3", "Could not override 'sim.nope'")])
+def test_hydras_own_refusals_exit_2_without_a_traceback(workdir, override, says):
+    out = _cli("experiments.offline", [*TINY, override], workdir)
+    assert out.returncode == 2 and says in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
 def test_an_unwritable_results_dir_fails_before_the_simulation(workdir):
     blocker = workdir / "a_file"
     blocker.write_text("")
