@@ -1,6 +1,9 @@
 """Small configs shared by the simulator and experiment tests."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -49,3 +52,17 @@ def growing_agents(n: int, turns: int = 6, first: int = 4000, append: int = 300,
             ctx = prompt + output
         out.append(Trajectory(f"a{a}", tuple(tl)))
     return out
+
+
+def project_workdir(path: Path) -> Path:
+    """A scratch folder to run the CLI from that still imports the project (its own outputs/)."""
+    (path / "experiments").symlink_to(ROOT / "experiments")
+    (path / "dualpath_jax").symlink_to(ROOT / "dualpath_jax")
+    return path
+
+
+def run_cli(module: str, args, cwd: Path, env: dict | None = None, timeout: float = 300):
+    """`python -m <module> <args>` in `cwd`, W&B settings of the caller's environment left out."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)

@@ -5,9 +5,6 @@ import copy
 import dataclasses
 import functools
 import math
-import os
-import subprocess
-import sys
 import typing
 
 import pytest
@@ -23,7 +20,7 @@ from dualpath_jax.experiment import (BACKENDS, build_config, load_named, run_off
                                      synthetic_mal_range)
 from dualpath_jax.workload.synthetic import generate
 
-from .helpers import ROOT
+from .helpers import ROOT, project_workdir, run_cli
 
 QUIET = ["tracking.wandb=false", "sim.progress=false"]
 SMALL = ["model=ds27b", "cluster=1p1d", *QUIET]
@@ -309,17 +306,8 @@ def test_every_model_cluster_system_combination_builds_or_does_not_fit():
 
 # ---- the entry points: exit status 2, the message, no traceback -----------------------------------
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    (d / "experiments").symlink_to(ROOT / "experiments")
-    (d / "dualpath_jax").symlink_to(ROOT / "dualpath_jax")
-    return d
-
-
-def _cli(module, args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    return subprocess.run([sys.executable, "-m", module, *args, "tracking.wandb=false"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+def cli_dir(tmp_path_factory):
+    return project_workdir(tmp_path_factory.mktemp("cli"))
 
 
 CLI = [
@@ -335,8 +323,8 @@ CLI = [
 
 
 @pytest.mark.parametrize("module, args, field", CLI, ids=[f"{m.split('.')[1]} {a[-1]}" for m, a, _ in CLI])
-def test_cli_exits_2_with_the_message_and_no_traceback(workdir, module, args, field):
-    out = _cli(module, args, workdir)
+def test_cli_exits_2_with_the_message_and_no_traceback(cli_dir, module, args, field):
+    out = run_cli(module, [*args, "tracking.wandb=false"], cli_dir)
     text = " ".join((out.stdout + out.stderr).split())  # the console may wrap long lines
     assert out.returncode == 2, text[-2000:]
     assert field in text, text[-2000:]

@@ -1,9 +1,6 @@
 """The offline experiment end to end: Hydra composition, results files, errors, W&B runs."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,7 +10,7 @@ from dualpath_jax.config import ConfigError, ModelSpec, from_dict
 from dualpath_jax.experiment import build_config, load_named, parse_len, run_offline
 from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, write_cell
 
-from .helpers import ROOT
+from .helpers import ROOT, run_cli
 
 SMALL = ["model=ds27b", "cluster=1p1d", "workload.trajectories=24", "tracking.wandb=false",
          "sim.progress=false"]
@@ -84,19 +81,8 @@ def test_unknown_named_config_lists_known():
         load_named("model", "nope")
 
 
-def _cli(args, tmp_path, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "experiments.offline", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    # Run the CLI from a scratch folder that still imports the project.
-    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
-    (tmp_path / "dualpath_jax").symlink_to(ROOT / "dualpath_jax")
-    return tmp_path
+def _cli(args, cwd, env=None):
+    return run_cli("experiments.offline", args, cwd, env)
 
 
 def test_cli_unknown_model_and_bad_len(workdir):

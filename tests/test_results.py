@@ -16,7 +16,7 @@ from dualpath_jax.results import cell_of, code_info, stored, write_cell
 from dualpath_jax.results import store as results_store
 from experiments.figures import cells
 
-from .helpers import ROOT
+from .helpers import ROOT, run_cli
 
 TINY = ["model=ds27b", "cluster=1p1d", "+agents=6", "+len=32k", "workload.trajectories=6"]
 
@@ -92,41 +92,28 @@ def test_non_finite_numbers_are_refused_not_written_as_infinity(tmp_path):
     assert not c.path.exists()
 
 
-def _cli(module, args, cwd, timeout=300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
-    (tmp_path / "dualpath_jax").symlink_to(ROOT / "dualpath_jax")
-    return tmp_path
-
-
 def test_kv_format_sweep_writes_two_files_skips_them_then_rerun_rewrites_identical_bytes(workdir):
     args = ["--multirun", *TINY, "model.kv_format=fp8,bf16_indexer", "tracking.wandb=false",
             "sim.progress=false", f"results_dir={workdir / 'res'}"]
-    out = _cli("experiments.offline", args, workdir)
+    out = run_cli("experiments.offline", args, workdir)
     assert out.returncode == 0, out.stderr[-2000:]
     files = sorted((workdir / "res" / "offline" / "ds27b_1p1d").glob("*.json"))
     assert len(files) == 2
     formats = {json.loads(f.read_text())["config"]["model"]["kv_format"] for f in files}
     assert formats == {"fp8", "bf16_indexer"}
     before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
-    again = _cli("experiments.offline", args, workdir)
+    again = run_cli("experiments.offline", args, workdir)
     assert again.returncode == 0
     assert sorted(re.findall(r"skip: (\S+)", again.stdout)) == [str(f) for f in files]
     assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files} == before
-    forced = _cli("experiments.offline", [*args, "rerun=true"], workdir)
+    forced = run_cli("experiments.offline", [*args, "rerun=true"], workdir)
     assert forced.returncode == 0 and "skip:" not in forced.stdout
     for f in files:
         assert f.read_bytes() == before[f][0] and f.stat().st_mtime_ns != before[f][1]
 
 
 def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdir):
-    out = _cli("experiments.offline", ["--multirun", *TINY[:2], "+agents=6,0", "+len=32k",
+    out = run_cli("experiments.offline", ["--multirun", *TINY[:2], "+agents=6,0", "+len=32k",
                                        "workload.trajectories=6", "tracking.wandb=false", "sim.progress=false",
                                        f"results_dir={workdir / 'res'}"], workdir)
     assert out.returncode == 1
@@ -140,7 +127,7 @@ def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdi
                                              ("model=1", "Config group override must be a string"),
                                              ("sim.nope=3", "Could not override 'sim.nope'")])
 def test_hydras_own_refusals_exit_2_without_a_traceback(workdir, override, says):
-    out = _cli("experiments.offline", [*TINY, override], workdir)
+    out = run_cli("experiments.offline", [*TINY, override], workdir)
     assert out.returncode == 2 and says in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
 
@@ -148,7 +135,7 @@ def test_hydras_own_refusals_exit_2_without_a_traceback(workdir, override, says)
 def test_an_unwritable_results_dir_fails_before_the_simulation(workdir):
     blocker = workdir / "a_file"
     blocker.write_text("")
-    out = _cli("experiments.offline", [*TINY, "tracking.wandb=false", f"results_dir={blocker}/res"], workdir)
+    out = run_cli("experiments.offline", [*TINY, "tracking.wandb=false", f"results_dir={blocker}/res"], workdir)
     assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
     assert "results_dir: cannot write to" in out.stdout and "basic" not in out.stdout
 
