@@ -23,7 +23,7 @@ from dualpath_jax.results.store import identity_of, results_files, staleness
 ROOT = Path(__file__).resolve().parents[1]
 SHORTCUTS = {"model": "model.name", "cluster": "cluster.name", "len": "workload.mal_label",
              "systems": "system_set", "agents": "workload.agents", "aps": "online.aps"}
-SHOWN = ("kind", "status", "model.name", "cluster.name")
+SHOWN = ("kind", "status", "model.name", "cluster.name", "system_set")
 
 
 def flatten(obj, prefix: str = "") -> dict[str, object]:
@@ -36,7 +36,7 @@ def flatten(obj, prefix: str = "") -> dict[str, object]:
                     out.update(flatten(s, f"system.{s.get('name', '?')}."))
             else:
                 out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(obj, list):
+    elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
         for i, v in enumerate(obj):
             out.update(flatten(v, f"{prefix.rstrip('.')}[{i}]."))
     else:
@@ -97,23 +97,38 @@ def select(rows: list[dict], filters: list[str]) -> list[dict]:
     return rows
 
 
+def _differ(rows: list[dict], key: str) -> bool:
+    return len({json.dumps(r.get(key), sort_keys=True) for r in rows}) > 1
+
+
 def varying(rows: list[dict]) -> list[str]:
-    """Config fields whose value is not the same in every listed cell."""
+    """Config fields whose value is not the same in every listed cell. A field of a named section
+    (model, cluster, hardware.gpu) counts only if it differs between cells of the same name, and a
+    system's fields only among cells that all have that system (the name columns tell the rest)."""
     keys = sorted({k for r in rows for k in r} - {"file", "id", "why", *SHOWN})
-    return [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in rows}) > 1]
+    named = sorted({k[:-5] for k in {*keys, *SHOWN} if k.endswith(".name") and not k.startswith("system.")},
+                   key=len, reverse=True)
+    out = []
+    for k in keys:
+        section = next((p for p in named if k.startswith(p + ".")), None)
+        if section is not None:
+            groups: dict[str, list[dict]] = {}
+            for r in rows:
+                groups.setdefault(str(r.get(f"{section}.name")), []).append(r)
+            if any(_differ(g, k) for g in groups.values()):
+                out.append(k)
+        elif _differ(rows, k) and (all(k in r for r in rows) or not k.startswith("system.")):
+            out.append(k)
+    return out
 
 
 def show(rows: list[dict], root: Path, console: Console, max_fields: int = 8) -> None:
     fields = varying(rows)
     table = Table(title=f"{len(rows)} stored cell(s) under {root}")
     for col in ("file", *SHOWN, *fields[:max_fields]):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "file")
     for r in rows:
-        try:
-            name = str(r["file"].relative_to(root))
-        except ValueError:
-            name = str(r["file"])
-        table.add_row(name, *(str(r.get(k, "-")) for k in (*SHOWN, *fields[:max_fields])))
+        table.add_row(r["file"].name, *(str(r.get(k, "-")) for k in (*SHOWN, *fields[:max_fields])))
     console.print(table)
     if len(fields) > max_fields:
         console.print(f"(and {len(fields) - max_fields} more varying fields: {', '.join(fields[max_fields:])})")

@@ -280,3 +280,26 @@ def test_pool_workers_die_with_the_figures_command(tmp_path):
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, f"pool workers {alive} outlived their parent"
+
+
+def test_results_list_finds_cells_by_field_and_shows_what_varies(tmp_path, capsys):
+    from experiments.results import main as results_main
+
+    for agents in (4, 6):
+        c = cell([f"+agents={agents}"], results_dir=tmp_path)
+        write_cell(c, {"systems": {}})
+    seeded = write_cell(cell(["workload.seed=5"], results_dir=tmp_path), {"systems": {}})
+    old = tmp_path / "offline" / "ds27b_1p1d" / "agents6_len32k.json"  # a schema-1 file
+    old.write_text(json.dumps({"config": {"model": {"name": "ds27b"}}, "systems": {}}))
+    assert results_main(["list", "--results-dir", str(tmp_path), "--stale"]) == 0
+    out = capsys.readouterr().out
+    assert "1 stored cell(s)" in out and f"stale: {old}: written before" in out
+    assert results_main(["list", "--results-dir", str(tmp_path), "agents=6"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("agents6_len32k-") == 2 and "agents4_len32k" not in out
+    assert "workload.seed" in out and "stale" not in out
+    assert results_main(["list", "--results-dir", str(tmp_path), "seed=5"]) == 0
+    listed = capsys.readouterr().out
+    assert seeded.name in listed and "2 stored" not in listed and "1 stored cell(s)" in listed
+    assert results_main(["list", "--results-dir", str(tmp_path), "nope=1"]) == 2
+    assert "filter 'nope' names no field" in capsys.readouterr().out
