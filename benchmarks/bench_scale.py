@@ -21,9 +21,8 @@ from benchmarks.report import machine, write_report  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from dualpath_jax.config import ModelSpec, from_dict  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
-from dualpath_jax.experiment import ROOT as PROJECT, build_config, load_named  # noqa: E402
+from dualpath_jax.experiment import ROOT as PROJECT, anchor_model, build_config  # noqa: E402
 from dualpath_jax.results import cell_of  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
@@ -45,7 +44,7 @@ def main() -> None:
                  "system=all", "tracking.wandb=false", "sim.progress=false"]
     with initialize_config_dir(config_dir=str(PROJECT / "configs"), version_base="1.3"):
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
-    anchor = from_dict(ModelSpec, load_named("model", cfg.hardware.calibration.anchor_model))
+    anchor = anchor_model(cfg)
     cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
     agents = assign_agents(load_trajectories(cfg.workload, PROJECT), cfg.workload.agents)
     rows = []

@@ -287,9 +287,8 @@ def _check_workload(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{where}: no such file: {path}")
 
 
-def _preflight(cfg: ExperimentConfig) -> None:
-    """What the simulator checks when it starts, checked now with the fields named: the anchor
-    model, the calibration, the HBM left for KV under every system and the P/D bound's terms."""
+def anchor_model(cfg: ExperimentConfig) -> ModelSpec:
+    """The calibration's anchor model (configs/model/<hardware.calibration.anchor_model>.yaml)."""
     where = "config.hardware.calibration.anchor_model"
     name = cfg.hardware.calibration.anchor_model
     try:
@@ -298,6 +297,15 @@ def _preflight(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{where}: {e}") from None
     anchor = from_dict(ModelSpec, anchor_raw, f"{where}[{name}]")
     check_kv_format(anchor, f"{where}[{name}]")
+    return anchor
+
+
+def _preflight(cfg: ExperimentConfig) -> None:
+    """What the simulator checks when it starts, checked now with the fields named: the anchor
+    model, the calibration, the HBM left for KV under every system and the P/D bound's terms."""
+    where = "config.hardware.calibration.anchor_model"
+    name = cfg.hardware.calibration.anchor_model
+    anchor = anchor_model(cfg)
     peaks = cfg.hardware.gpu.peak_tflops
     if anchor.compute_dtype not in peaks:
         raise ConfigError(f"{where}: anchor model {name}'s compute_dtype {anchor.compute_dtype!r} has no "

@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dualpath_jax.config import ModelSpec, from_dict, to_dict
-from dualpath_jax.experiment import build_config, load_named, run_offline
+from dualpath_jax.config import to_dict
+from dualpath_jax.experiment import anchor_model, build_config, run_offline
 from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, prepare, write_cell
 from dualpath_jax.tracking import track
 
@@ -47,18 +47,13 @@ def pop_rerun(raw: dict) -> bool:
     return rerun
 
 
-def anchor_of(exp) -> ModelSpec:
-    return from_dict(ModelSpec, load_named("model", exp.hardware.calibration.anchor_model),
-                     "hardware.calibration.anchor_model")
-
-
 def main_offline(cfg: DictConfig) -> None:
     console = Console(width=None if sys.stdout.isatty() else 110)
     with job(console) as outcome:
         raw = OmegaConf.to_container(cfg, resolve=True)
         rerun = pop_rerun(raw)
         exp = build_config(raw)
-        anchor = anchor_of(exp)
+        anchor = anchor_model(exp)
         cell = cell_of(exp, "offline")
         if reuse(cell, rerun, console):
             outcome.done("skip", cell.path)

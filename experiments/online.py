@@ -13,12 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from dualpath_jax.config import to_dict
-from dualpath_jax.experiment import build_config
+from dualpath_jax.experiment import anchor_model, build_config
 from dualpath_jax.online.run import run_capacity, run_online
 from dualpath_jax.results import as_text, capacity_table, cell_of, online_table, prepare, write_cell
 from dualpath_jax.tracking import track
 
-from .offline import anchor_of, pop_rerun
+from .offline import pop_rerun
 from .sweep import job, reuse, run
 
 
@@ -29,7 +29,7 @@ def main_online(cfg: DictConfig) -> None:
         rerun = pop_rerun(raw)
         capacity = bool(raw.get("capacity", False))
         exp = build_config(raw, online=True)
-        anchor = anchor_of(exp)
+        anchor = anchor_model(exp)
         cell = cell_of(exp, "capacity" if capacity else "online")
         if reuse(cell, rerun, console):
             outcome.done("skip", cell.path)

@@ -99,13 +99,6 @@ def online_config(overrides, aps: float | None = None):
     return build_config(compose("online", [*QUIET, *ONLINE, *overrides, *extra]), online=True)
 
 
-def _anchor(cfg):
-    from dualpath_jax.config import ModelSpec, from_dict
-    from dualpath_jax.experiment import load_named
-
-    return from_dict(ModelSpec, load_named("model", cfg.hardware.calibration.anchor_model))
-
-
 def _rel(path: Path) -> str:
     try:
         return str(path.relative_to(ROOT))
@@ -148,11 +141,11 @@ def _reusable(cell) -> dict | None:
 
 def compute(cell) -> tuple[dict, str]:
     """Run a cell: (the numbers for its results file, its table as text)."""
-    from dualpath_jax.experiment import run_offline
+    from dualpath_jax.experiment import anchor_model, run_offline
     from dualpath_jax.online.run import run_capacity, run_online
     from dualpath_jax.results import as_text, capacity_table, comparison_table, offline_payload, online_table
 
-    cfg, anchor = cell.cfg, _anchor(cell.cfg)
+    cfg, anchor = cell.cfg, anchor_model(cell.cfg)
     if cell.kind == "offline":
         res = run_offline(cfg, anchor, progress=_turns_progress())
         return offline_payload(res), as_text(comparison_table(res))
