@@ -49,11 +49,14 @@ class Job:
 
 
 def reuse(cell: Cell, rerun: bool, console: Console) -> bool:
-    """True if `cell` is stored by code of the same semantics (prints `skip: <file>`); a stale
-    file is named and run again."""
+    """True if `cell` is stored by code of the same semantics (prints `skip: <file>`, and outside
+    a sweep the stored table); a stale file is named and run again."""
     found = stored(cell)
     if found.status == "fresh" and not rerun:
         console.print(f"skip: {found.path}", soft_wrap=True)
+        if not in_multirun() and cell.table_path.is_file():
+            console.print(cell.table_path.read_text().rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+            console.print("(stored results of this cell; rerun=true computes them again)")
         return True
     if found.status == "stale":
         console.print(f"[yellow]stale: {found.path} ({found.why}); running the cell again[/]", soft_wrap=True)

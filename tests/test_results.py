@@ -112,6 +112,16 @@ def test_kv_format_sweep_writes_two_files_skips_them_then_rerun_rewrites_identic
         assert f.read_bytes() == before[f][0] and f.stat().st_mtime_ns != before[f][1]
 
 
+def test_a_single_run_of_a_stored_cell_shows_its_stored_table(workdir):
+    args = [*TINY, "tracking.wandb=false", "sim.progress=false", f"results_dir={workdir / 'res'}"]
+    first = run_cli("experiments.offline", args, workdir)
+    again = run_cli("experiments.offline", args, workdir)
+    assert first.returncode == again.returncode == 0 and "skip:" not in first.stdout
+    [stored_table] = (workdir / "res" / "offline" / "ds27b_1p1d").glob("*.txt")
+    assert "skip: " in again.stdout and stored_table.read_text().rstrip("\n") in again.stdout
+    assert "stored results of this cell; rerun=true computes them again" in again.stdout
+
+
 def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdir):
     out = run_cli("experiments.offline", ["--multirun", *TINY[:2], "+agents=6,0", "+len=32k",
                                        "workload.trajectories=6", "tracking.wandb=false", "sim.progress=false",
