@@ -9,6 +9,7 @@ For one KV layer of `--tokens` tokens (bf16, MLA 512+64 per token), median of `-
 - a host copy of the same bytes (numpy, bf16) on 1 and on 4 threads at once (does it scale?).
 Writes host_copies_<tag>.json and .txt under --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,12 +38,14 @@ def median_s(fn, reps: int) -> float:
 
 def parallel_s(fn, threads: int, reps: int) -> float:
     """Seconds for `threads` threads to each run fn once, at the same time (median of reps)."""
+
     def once():
         ts = [threading.Thread(target=fn) for _ in range(threads)]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
+
     return median_s(once, reps)
 
 
@@ -68,14 +71,18 @@ def pipeline(dev, host: np.ndarray, kinds: list, layers: int) -> dict:
         np.copyto(sink[i], np.asarray(x))
 
     # way -> (on the engine thread after a step: what to hand over, on a worker: what to do with it)
-    ways = {"none": None,
-            "d2h device_get": (lambda: out + 0, lambda i, x: to_sink(i, jax.device_get(x))),
-            "d2h copy_to_host_async": (lambda: (lambda x: (x.copy_to_host_async(), x)[1])(out + 0), to_sink),
-            "h2d numpy": (lambda: None, lambda i, _: jax.device_put(host, dev).block_until_ready())}
+    ways = {
+        "none": None,
+        "d2h device_get": (lambda: out + 0, lambda i, x: to_sink(i, jax.device_get(x))),
+        "d2h copy_to_host_async": (lambda: (lambda x: (x.copy_to_host_async(), x)[1])(out + 0), to_sink),
+        "h2d numpy": (lambda: None, lambda i, _: jax.device_put(host, dev).block_until_ready()),
+    }
     if pinned is not None:
         ways["d2h pinned_host"] = (lambda: jax.device_put(out + 0, pinned), to_sink)
-        ways["h2d via pinned_host"] = (lambda: None, lambda i, _: jax.device_put(
-            jax.device_put(host, pinned), hbm).block_until_ready())
+        ways["h2d via pinned_host"] = (
+            lambda: None,
+            lambda i, _: jax.device_put(jax.device_put(host, pinned), hbm).block_until_ready(),
+        )
     res = {}
     for name, way in ways.items():
         pool = ThreadPoolExecutor(4)
@@ -126,6 +133,7 @@ def main(argv=None):
         held = time.perf_counter() - t0
         np.asarray(y)
         return held
+
     async_call()
     held = [async_call() for _ in range(args.reps)]
     r["copy_to_host_async_call_s"] = float(np.median(held))
@@ -151,15 +159,19 @@ def main(argv=None):
 
     r["pipeline"] = pipeline(dev, host, kinds, args.layers)
 
-    lines = [f"host copies, one KV layer of {args.tokens} tokens ({nbytes / 1e6:.1f} MB), {dev.device_kind}, "
-             f"jax {jax.__version__}; memory kinds {kinds}"]
+    lines = [
+        f"host copies, one KV layer of {args.tokens} tokens ({nbytes / 1e6:.1f} MB), {dev.device_kind}, "
+        f"jax {jax.__version__}; memory kinds {kinds}"
+    ]
     for key, v in r.items():
         if key.endswith("_s"):
             per = 4 if "4_threads" in key else 1
             lines.append(f"{key[:-2]:32s} {v * 1e3:8.2f} ms  {per * nbytes / v / 1e9:7.1f} GB/s")
     for name, p in r["pipeline"].items():
-        lines.append(f"engine step, moving a layer by {name:22s} {p['step_s'] * 1e3:7.2f} ms per step, "
-                     f"{p['with_moves_s'] * 1e3:7.2f} ms with the moves drained")
+        lines.append(
+            f"engine step, moving a layer by {name:22s} {p['step_s'] * 1e3:7.2f} ms per step, "
+            f"{p['with_moves_s'] * 1e3:7.2f} ms with the moves drained"
+        )
     write_report(args.out, f"host_copies_{tag}", r, lines)
 
 

@@ -13,6 +13,7 @@ Prints a table and writes <out>/kvstore_<tag>.json and .txt (tag: gpu if a GPU i
 "Cold" means the page cache was emptied first: by /proc/sys/vm/drop_caches when permitted, else by
 posix_fadvise(DONTNEED) on every file read (the output says which one was achieved).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import write_json  # noqa: E402
 from dualpath_jax.atomic import atomic_write  # noqa: E402
 from dualpath_jax.kvstore import hashing  # noqa: E402
-from dualpath_jax.kvstore import (DEFAULT_IO_WINDOW, DEFAULT_TOKENS_PER_BLOCK, BlockLayout,  # noqa: E402
-                                  KVStore, StoreContext, Throttle)
+from dualpath_jax.kvstore import (
+    DEFAULT_IO_WINDOW,
+    DEFAULT_TOKENS_PER_BLOCK,
+    BlockLayout,  # noqa: E402
+    KVStore,
+    StoreContext,
+    Throttle,
+)
 
 MB = 1e6
 LINES: list[str] = []
@@ -75,9 +82,14 @@ class Cache:
 
 # ------------------------------------------------------------------------------------ helpers
 def machine_info(scratch: Path) -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "tensorstore": importlib.metadata.version("tensorstore"),
-            "numpy": np.__version__, "scratch_dir": str(scratch)}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "tensorstore": importlib.metadata.version("tensorstore"),
+        "numpy": np.__version__,
+        "scratch_dir": str(scratch),
+    }
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -107,8 +119,10 @@ def gpu_name() -> str | None:
     if shutil.which("nvidia-smi"):
         try:
             import subprocess
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20).stdout.strip()
+
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+            ).stdout.strip()
             return out.splitlines()[0] if out else None
         except Exception:  # noqa: BLE001
             return None
@@ -139,7 +153,7 @@ def fill_store(st: KVStore, n_blocks: int, seed: int = 0, batch: int = 16) -> tu
 def requests_of(keys: list[str], blocks_per_request: int, rng: random.Random) -> list[list[str]]:
     order = keys[:]
     rng.shuffle(order)
-    return [order[i:i + blocks_per_request] for i in range(0, len(order), blocks_per_request)]
+    return [order[i : i + blocks_per_request] for i in range(0, len(order), blocks_per_request)]
 
 
 class Buffers:
@@ -152,15 +166,14 @@ class Buffers:
     def get(self, i: int, shape: tuple) -> np.ndarray:
         b = self.bufs.get((i, shape))
         if b is None:
-            b = self.bufs[(i, shape)] = np.ones(shape, np.uint8)   # touched once here
+            b = self.bufs[(i, shape)] = np.ones(shape, np.uint8)  # touched once here
         return b
 
 
 BUFS = Buffers()
 
 
-def read_full(st: KVStore, reqs: list[list[str]], throttle: Throttle | None = None,
-              verify: bool = True) -> float:
+def read_full(st: KVStore, reqs: list[list[str]], throttle: Throttle | None = None, verify: bool = True) -> float:
     shapes = [(len(r),) + st.layout.full_block_shape for r in reqs]
     outs = [BUFS.get(i, sh) for i, sh in enumerate(shapes)]
     t0 = time.perf_counter()
@@ -173,11 +186,13 @@ def read_full(st: KVStore, reqs: list[list[str]], throttle: Throttle | None = No
 def read_layers(st: KVStore, reqs: list[list[str]]) -> float:
     """Layerwise path: every request reads layer 0, 1, ... of its blocks (requests concurrent)."""
     # one buffer per (request, layer): concurrent reads must never share an output buffer
-    outs = {(i, l): BUFS.get((i, l), (len(r),) + st.layout.layer_block_shape)
-            for i, r in enumerate(reqs) for l in range(st.layout.layers)}
+    outs = {
+        (i, l): BUFS.get((i, l), (len(r),) + st.layout.layer_block_shape)
+        for i, r in enumerate(reqs)
+        for l in range(st.layout.layers)
+    }
     t0 = time.perf_counter()
-    futs = [st.read_layer(r, l, out=outs[i, l]) for l in range(st.layout.layers)
-            for i, r in enumerate(reqs)]
+    futs = [st.read_layer(r, l, out=outs[i, l]) for l in range(st.layout.layers) for i, r in enumerate(reqs)]
     for f in futs:
         f.result()
     return time.perf_counter() - t0
@@ -188,7 +203,7 @@ def raw_file(path: Path, nbytes: int) -> None:
     with open(path, "wb") as f:
         left = nbytes
         while left > 0:
-            f.write(chunk[:min(left, len(chunk))])
+            f.write(chunk[: min(left, len(chunk))])
             left -= len(chunk)
         f.flush()
         os.fsync(f.fileno())
@@ -208,6 +223,7 @@ def files_read(files: list[Path], window: int) -> float:
     """Plain reads (os.preadv) of the store's shard files, `window` at a time, in random order:
     what the file-per-block layout allows on this disk without TensorStore."""
     import concurrent.futures as cf
+
     bufs = [bytearray(os.path.getsize(files[0])) for _ in range(window)]
     free = list(range(window))
     lock = threading.Lock()
@@ -244,8 +260,10 @@ def section_main(scratch: Path, data_gb: float, reps: int, res: dict, rng: rando
     lay = BlockLayout.mla(61, "bfloat16", DEFAULT_TOKENS_PER_BLOCK)
     n_blocks = max(32, int(data_gb * 1e9 / lay.full_block_nbytes))
     path = scratch / "main"
-    say(f"\n== 1. Full-Block reads vs raw sequential read: {lay}, {n_blocks} blocks "
-        f"({n_blocks * lay.full_block_nbytes / 1e9:.2f} GB), io_window={DEFAULT_IO_WINDOW}")
+    say(
+        f"\n== 1. Full-Block reads vs raw sequential read: {lay}, {n_blocks} blocks "
+        f"({n_blocks * lay.full_block_nbytes / 1e9:.2f} GB), io_window={DEFAULT_IO_WINDOW}"
+    )
     st = KVStore.open(path, lay, capacity_blocks=n_blocks, create=True)
     keys, w_s = fill_store(st, n_blocks)
     total = n_blocks * lay.full_block_nbytes
@@ -254,13 +272,12 @@ def section_main(scratch: Path, data_gb: float, reps: int, res: dict, rng: rando
     # raw file of the same size on the same disk
     rawp = scratch / "raw.bin"
     raw_file(rawp, total)
-    blocks_per_req = 32   # 2,048 hit tokens per request at 64 tokens/block
+    blocks_per_req = 32  # 2,048 hit tokens per request at 64 tokens/block
     files = sorted((path / "blocks").glob("c.*"))
     shard_bytes = sum(os.path.getsize(f) for f in files)
-    read_full(st, requests_of(keys, blocks_per_req, rng))   # allocate and touch the buffers once
-    meas: dict[str, list[float]] = {f"{w}_{c}": [] for w in ("raw", "files", "store")
-                                    for c in ("cold", "warm")}
-    for _ in range(reps):   # interleaved, so a noisy neighbour hits raw and store alike
+    read_full(st, requests_of(keys, blocks_per_req, rng))  # allocate and touch the buffers once
+    meas: dict[str, list[float]] = {f"{w}_{c}": [] for w in ("raw", "files", "store") for c in ("cold", "warm")}
+    for _ in range(reps):  # interleaved, so a noisy neighbour hits raw and store alike
         for what in ("raw", "files", "store"):
             Cache.drop([rawp, path])
             for cache in ("cold", "warm"):
@@ -273,27 +290,38 @@ def section_main(scratch: Path, data_gb: float, reps: int, res: dict, rng: rando
                 else:
                     v = gbs(total, read_full(st, requests_of(keys, blocks_per_req, rng)))
                 meas[f"{what}_{cache}"].append(v)
-    say(f"{'cache':6} {'raw seq file':>16} {'shard files':>16} {'store':>16} {'store/raw':>10} "
-        f"{'store/files':>12}   GB/s, median (best) of {reps}")
+    say(
+        f"{'cache':6} {'raw seq file':>16} {'shard files':>16} {'store':>16} {'store/raw':>10} "
+        f"{'store/files':>12}   GB/s, median (best) of {reps}"
+    )
     for cache in ("cold", "warm"):
         raw, fil, sto = (meas[f"{w}_{cache}"] for w in ("raw", "files", "store"))
         ratio = float(np.median(sto) / np.median(raw))
         res.setdefault("full_block_read", {})[cache] = {
-            "raw_sequential_GBps": raw, "shard_files_plain_GBps": fil, "store_random_sets_GBps": sto,
-            "raw_median": float(np.median(raw)), "files_median": float(np.median(fil)),
-            "store_median": float(np.median(sto)), "store_over_raw": ratio,
+            "raw_sequential_GBps": raw,
+            "shard_files_plain_GBps": fil,
+            "store_random_sets_GBps": sto,
+            "raw_median": float(np.median(raw)),
+            "files_median": float(np.median(fil)),
+            "store_median": float(np.median(sto)),
+            "store_over_raw": ratio,
             "store_over_files": float(np.median(sto) / np.median(fil)),
-            "bytes": total, "blocks_per_request": blocks_per_req}
-        say(f"{cache:6} {np.median(raw):8.3f} ({max(raw):5.3f}) {np.median(fil):8.3f} ({max(fil):5.3f}) "
+            "bytes": total,
+            "blocks_per_request": blocks_per_req,
+        }
+        say(
+            f"{cache:6} {np.median(raw):8.3f} ({max(raw):5.3f}) {np.median(fil):8.3f} ({max(fil):5.3f}) "
             f"{np.median(sto):8.3f} ({max(sto):5.3f}) {ratio:10.1%} "
-            f"{np.median(sto) / np.median(fil):12.1%}")
-    say("raw seq file: one plain file read front to back (4 MiB reads); shard files: the store's own "
+            f"{np.median(sto) / np.median(fil):12.1%}"
+        )
+    say(
+        "raw seq file: one plain file read front to back (4 MiB reads); shard files: the store's own "
         f"files read plainly in random order, {DEFAULT_IO_WINDOW} in flight; store: random sets of "
         f"{blocks_per_req} hit blocks via read_blocks (checksums verified), all requests submitted "
-        "at once")
+        "at once"
+    )
     # checksum cost on warm reads
-    nover = max(gbs(total, read_full(st, requests_of(keys, blocks_per_req, rng), verify=False))
-                for _ in range(2))
+    nover = max(gbs(total, read_full(st, requests_of(keys, blocks_per_req, rng), verify=False)) for _ in range(2))
     ver = max(gbs(total, read_full(st, requests_of(keys, blocks_per_req, rng))) for _ in range(2))
     buf = np.random.default_rng(0).integers(0, 256, lay.layer_block_nbytes, np.uint8)
     speeds = {}
@@ -306,10 +334,16 @@ def section_main(scratch: Path, data_gb: float, reps: int, res: dict, rng: rando
         for _ in range(2000):
             fn(memoryview(buf))
         speeds[name] = 2000 * buf.nbytes / (time.perf_counter() - t0) / 1e9
-    res["checksum"] = {"store_checksum": st.checksum, "warm_read_verify_off_GBps": nover,
-                       "warm_read_verify_on_GBps": ver, "single_thread_GBps": speeds}
-    say(f"warm reads, best of 2: verify off {nover:.3f} GB/s, {st.checksum} verify on {ver:.3f} GB/s; "
-        f"checksum speed, one thread: " + ", ".join(f"{k} {v:.1f} GB/s" for k, v in speeds.items()))
+    res["checksum"] = {
+        "store_checksum": st.checksum,
+        "warm_read_verify_off_GBps": nover,
+        "warm_read_verify_on_GBps": ver,
+        "single_thread_GBps": speeds,
+    }
+    say(
+        f"warm reads, best of 2: verify off {nover:.3f} GB/s, {st.checksum} verify on {ver:.3f} GB/s; "
+        f"checksum speed, one thread: " + ", ".join(f"{k} {v:.1f} GB/s" for k, v in speeds.items())
+    )
 
     # io_window sweep
     say("\n== 2. in-flight window sweep (Full-Block random sets, half the store; warm: best of 2)")
@@ -337,8 +371,7 @@ def section_main(scratch: Path, data_gb: float, reps: int, res: dict, rng: rando
     for cache in ("cold", "warm"):
         Cache.drop([path]) if cache == "cold" else read_layers(st, requests_of(sub, blocks_per_req, rng))
         s = read_layers(st, requests_of(sub, blocks_per_req, rng))
-        res["layer_block_read"][cache] = {"bytes": nb, "GBps": gbs(nb, s),
-                                          "layer_block_bytes": lay.layer_block_nbytes}
+        res["layer_block_read"][cache] = {"bytes": nb, "GBps": gbs(nb, s), "layer_block_bytes": lay.layer_block_nbytes}
         say(f"{cache}: {gbs(nb, s):.3f} GB/s ({lay.layer_block_nbytes} B per Layer Block read)")
     st.close()
     rawp.unlink()
@@ -347,10 +380,14 @@ def section_main(scratch: Path, data_gb: float, reps: int, res: dict, rng: rando
 
 
 def section_block_sweep(scratch: Path, sweep_mb: float, res: dict, rng: random.Random) -> None:
-    say(f"\n== 4. block-size sweep: 61 layers, ~{sweep_mb:.0f} MB per config, requests of 2,048 "
-        f"tokens, cold = page cache emptied")
-    say(f"{'T':>4} {'B/tok':>6} {'Full MB':>8} {'Layer KB':>9} {'write':>7} {'full cold':>10} "
-        f"{'full warm':>10} {'layer cold':>11} {'layer warm':>11}   (GB/s)")
+    say(
+        f"\n== 4. block-size sweep: 61 layers, ~{sweep_mb:.0f} MB per config, requests of 2,048 "
+        f"tokens, cold = page cache emptied"
+    )
+    say(
+        f"{'T':>4} {'B/tok':>6} {'Full MB':>8} {'Layer KB':>9} {'write':>7} {'full cold':>10} "
+        f"{'full warm':>10} {'layer cold':>11} {'layer warm':>11}   (GB/s)"
+    )
     res["block_sweep"] = []
     for bpt in (656, 1152):
         for T in (16, 32, 64, 128):
@@ -369,13 +406,23 @@ def section_block_sweep(scratch: Path, sweep_mb: float, res: dict, rng: random.R
             Cache.drop([path])
             lc = gbs(nb, read_layers(st, requests_of(sub, per_req, rng)))
             lw = gbs(nb, read_layers(st, requests_of(sub, per_req, rng)))
-            row = {"tokens_per_block": T, "bytes_per_token": bpt,
-                   "full_block_MB": lay.full_block_nbytes / MB, "layer_block_KB": lay.layer_block_nbytes / 1e3,
-                   "write_GBps": gbs(total, w_s), "full_cold_GBps": fc, "full_warm_GBps": fw,
-                   "layer_cold_GBps": lc, "layer_warm_GBps": lw, "bytes": total}
+            row = {
+                "tokens_per_block": T,
+                "bytes_per_token": bpt,
+                "full_block_MB": lay.full_block_nbytes / MB,
+                "layer_block_KB": lay.layer_block_nbytes / 1e3,
+                "write_GBps": gbs(total, w_s),
+                "full_cold_GBps": fc,
+                "full_warm_GBps": fw,
+                "layer_cold_GBps": lc,
+                "layer_warm_GBps": lw,
+                "bytes": total,
+            }
             res["block_sweep"].append(row)
-            say(f"{T:4d} {bpt:6d} {row['full_block_MB']:8.2f} {row['layer_block_KB']:9.1f} "
-                f"{row['write_GBps']:7.3f} {fc:10.3f} {fw:10.3f} {lc:11.3f} {lw:11.3f}")
+            say(
+                f"{T:4d} {bpt:6d} {row['full_block_MB']:8.2f} {row['layer_block_KB']:9.1f} "
+                f"{row['write_GBps']:7.3f} {fc:10.3f} {fw:10.3f} {lc:11.3f} {lw:11.3f}"
+            )
             st.close()
             shutil.rmtree(path)
             BUFS.bufs.clear()
@@ -385,7 +432,7 @@ def section_throttle(res: dict) -> None:
     say("\n== 5. throttle accuracy (4 threads share one Throttle, ~1 s each)")
     say(f"{'rate':>12} {'chunk':>8} {'elapsed s':>10} {'achieved/rate':>14}")
     res["throttle"] = []
-    for rate, chunk in ((8e6, 64 << 10), (1e9, 4 << 20), (50e9, 4_497_408)):   # last: 400 Gbps
+    for rate, chunk in ((8e6, 64 << 10), (1e9, 4 << 20), (50e9, 4_497_408)):  # last: 400 Gbps
         th = Throttle(rate)
         total = int(rate * 1.0)
         n = total // chunk
@@ -406,8 +453,7 @@ def section_throttle(res: dict) -> None:
             t.join()
         el = time.perf_counter() - t0
         achieved = n * chunk / el / rate
-        res["throttle"].append({"rate_Bps": rate, "chunk": chunk, "elapsed_s": el,
-                                "achieved_over_rate": achieved})
+        res["throttle"].append({"rate_Bps": rate, "chunk": chunk, "elapsed_s": el, "achieved_over_rate": achieved})
         say(f"{rate / 1e9:9.3f} GB/s {chunk:8d} {el:10.4f} {achieved:14.4f}")
 
 
@@ -421,17 +467,23 @@ def section_throttled_store(scratch: Path, res: dict, rng: random.Random) -> Non
     free = gbs(total, read_full(st, requests_of(keys, 32, rng)))
     cap = 0.5 * free * 1e9
     nic = Throttle(cap, name="emulated-snic")
-    reps = max(1, int(np.ceil(cap * 1.0 / total)))   # ~1 s of throttled reading
+    reps = max(1, int(np.ceil(cap * 1.0 / total)))  # ~1 s of throttled reading
     t0 = time.perf_counter()
     for _ in range(reps):
         read_full(st, requests_of(keys, 32, rng), throttle=nic)
     el = time.perf_counter() - t0
     got = reps * total / el
-    res["throttled_store_read"] = {"unthrottled_warm_GBps": free, "cap_GBps": cap / 1e9,
-                                   "achieved_GBps": got / 1e9, "achieved_over_cap": got / cap,
-                                   "seconds": el}
-    say(f"store warm reads through a Throttle at 50% of their free speed: cap {cap / 1e9:.3f} GB/s, "
-        f"achieved {got / 1e9:.3f} GB/s ({got / cap:.4f} of cap, {el:.2f} s)")
+    res["throttled_store_read"] = {
+        "unthrottled_warm_GBps": free,
+        "cap_GBps": cap / 1e9,
+        "achieved_GBps": got / 1e9,
+        "achieved_over_cap": got / cap,
+        "seconds": el,
+    }
+    say(
+        f"store warm reads through a Throttle at 50% of their free speed: cap {cap / 1e9:.3f} GB/s, "
+        f"achieved {got / 1e9:.3f} GB/s ({got / cap:.4f} of cap, {el:.2f} s)"
+    )
     st.close()
     shutil.rmtree(scratch / "thr")
 
@@ -449,9 +501,12 @@ def main() -> None:
     rng = random.Random(args.seed)
     scratch = Path(tempfile.mkdtemp(prefix="bench_kvstore_", dir=args.dir))
     tag = args.tag or ("gpu" if gpu_name() else "cpu")
-    res: dict = {"machine": machine_info(scratch), "context": StoreContext().to_json(),
-                 "default_tokens_per_block": DEFAULT_TOKENS_PER_BLOCK,
-                 "default_io_window": DEFAULT_IO_WINDOW}
+    res: dict = {
+        "machine": machine_info(scratch),
+        "context": StoreContext().to_json(),
+        "default_tokens_per_block": DEFAULT_TOKENS_PER_BLOCK,
+        "default_io_window": DEFAULT_IO_WINDOW,
+    }
     res["loadavg_start"] = os.getloadavg()
     t0 = time.time()
     say(f"KV store benchmark ({tag}): {json.dumps(res['machine'])}")
@@ -465,9 +520,11 @@ def main() -> None:
     res["cold_cache_method"] = Cache.method
     res["loadavg_end"] = os.getloadavg()
     res["wall_s"] = time.time() - t0
-    say(f"\ncold cache achieved by: {Cache.method}; warm = the same bytes read just before. "
+    say(
+        f"\ncold cache achieved by: {Cache.method}; warm = the same bytes read just before. "
         f"Total {res['wall_s']:.0f} s. Load average at start {res['loadavg_start'][0]:.2f}, "
-        f"at end {res['loadavg_end'][0]:.2f} (counts this run's own I/O threads too).")
+        f"at end {res['loadavg_end'][0]:.2f} (counts this run's own I/O threads too)."
+    )
     out = Path(args.out)
     write_json(out / f"kvstore_{tag}.json", res, indent=2)
     atomic_write(out / f"kvstore_{tag}.txt", "\n".join(LINES) + "\n")

@@ -7,6 +7,7 @@ Times (1) each system's simulation in-process and (2) the whole CLI as a user ru
 workload generation, three systems, results file, W&B offline), then writes
 results/bench/offline_main.{json,txt}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,15 +52,30 @@ def main() -> None:
         t0 = time.perf_counter()
         m = Simulation(cfg, system, agents, cost).run()
         wall = time.perf_counter() - t0
-        rows.append({"system": system.name, "wall_s": wall, "turns": m.turns, "events": m.events,
-                     "turns_per_s": m.turns / wall, "events_per_s": m.events / wall,
-                     "simulated_jct_s": m.jct_s})
+        rows.append(
+            {
+                "system": system.name,
+                "wall_s": wall,
+                "turns": m.turns,
+                "events": m.events,
+                "turns_per_s": m.turns / wall,
+                "events_per_s": m.events / wall,
+                "simulated_jct_s": m.jct_s,
+            }
+        )
     cli_s = None
     if not args.skip_cli:
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, WANDB_MODE="offline")
-            cmd = [sys.executable, "-m", "experiments.offline", f"+agents={args.agents}",
-                   f"+len={args.len}", f"results_dir={tmp}", "sim.progress=false"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "experiments.offline",
+                f"+agents={args.agents}",
+                f"+len={args.len}",
+                f"results_dir={tmp}",
+                "sim.progress=false",
+            ]
             t0 = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
             cli_s = time.perf_counter() - t0
@@ -67,17 +83,23 @@ def main() -> None:
         "command": f"python -m experiments.offline +agents={args.agents} +len={args.len}",
         "cell": cell_of(cfg, "offline").id,  # the results cell whose simulation this times
         "machine": machine(),
-        "setup_s": setup_s, "systems": rows, "cli_wall_s": cli_s,
+        "setup_s": setup_s,
+        "systems": rows,
+        "cli_wall_s": cli_s,
     }
-    lines = [f"{report['command']}  on {report['machine']}",
-             f"{'system':<10} {'wall s':>8} {'turns':>9} {'turns/s':>9} {'events/s':>10}"]
+    lines = [
+        f"{report['command']}  on {report['machine']}",
+        f"{'system':<10} {'wall s':>8} {'turns':>9} {'turns/s':>9} {'events/s':>10}",
+    ]
     for r in rows:
-        lines.append(f"{r['system']:<10} {r['wall_s']:>8.2f} {r['turns']:>9} {r['turns_per_s']:>9.0f} "
-                     f"{r['events_per_s']:>10.0f}")
+        lines.append(
+            f"{r['system']:<10} {r['wall_s']:>8.2f} {r['turns']:>9} {r['turns_per_s']:>9.0f} {r['events_per_s']:>10.0f}"
+        )
     lines.append(f"workload + calibration setup: {setup_s:.2f} s")
     if cli_s is not None:
         lines.append(f"whole CLI (Hydra, 3 systems, results file, W&B offline): {cli_s:.1f} s wall")
     write_report(args.out, f"offline_a{args.agents}_len{args.len}", report, lines)
+
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@
 Prints wall time, peak memory (max RSS) and simulated events and turns per second per system, and
 writes results/bench/scale_48p96d.{json,txt}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,14 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=["dualpath"])
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = ap.parse_args()
-    overrides = [f"+agents={args.agents}", f"+len={args.len}", f"cluster={args.cluster}",
-                 "system=all", "tracking.wandb=false", "sim.progress=false"]
+    overrides = [
+        f"+agents={args.agents}",
+        f"+len={args.len}",
+        f"cluster={args.cluster}",
+        "system=all",
+        "tracking.wandb=false",
+        "sim.progress=false",
+    ]
     with initialize_config_dir(config_dir=str(PROJECT / "configs"), version_base="1.3"):
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
     anchor = anchor_model(cfg)
@@ -53,19 +60,36 @@ def main() -> None:
         t0 = time.perf_counter()
         m = Simulation(cfg, system, agents, cost).run()
         wall = time.perf_counter() - t0
-        rows.append({"system": name, "wall_s": wall, "turns": m.turns, "events": m.events,
-                     "events_per_s": m.events / wall, "turns_per_s": m.turns / wall,
-                     "peak_rss_gb": max_rss_gb(), "simulated_jct_s": m.jct_s})
+        rows.append(
+            {
+                "system": name,
+                "wall_s": wall,
+                "turns": m.turns,
+                "events": m.events,
+                "events_per_s": m.events / wall,
+                "turns_per_s": m.turns / wall,
+                "peak_rss_gb": max_rss_gb(),
+                "simulated_jct_s": m.jct_s,
+            }
+        )
         print(rows[-1], flush=True)
-    report = {"setup": f"{cfg.model.name} on {cfg.cluster.name}, {args.agents} agents, MAL {args.len}",
-              "cell": cell_of(cfg, "offline").id,  # the results cell whose simulation this times
-              "machine": machine(),
-              "systems": rows}
-    lines = [f"{report['setup']}  ({report['machine']})",
-             f"{'system':<10} {'wall s':>8} {'turns':>9} {'events':>10} {'events/s':>9} {'peak GB':>8}"]
-    lines += [f"{r['system']:<10} {r['wall_s']:>8.1f} {r['turns']:>9} {r['events']:>10} "
-              f"{r['events_per_s']:>9.0f} {r['peak_rss_gb']:>8.2f}" for r in rows]
+    report = {
+        "setup": f"{cfg.model.name} on {cfg.cluster.name}, {args.agents} agents, MAL {args.len}",
+        "cell": cell_of(cfg, "offline").id,  # the results cell whose simulation this times
+        "machine": machine(),
+        "systems": rows,
+    }
+    lines = [
+        f"{report['setup']}  ({report['machine']})",
+        f"{'system':<10} {'wall s':>8} {'turns':>9} {'events':>10} {'events/s':>9} {'peak GB':>8}",
+    ]
+    lines += [
+        f"{r['system']:<10} {r['wall_s']:>8.1f} {r['turns']:>9} {r['events']:>10} "
+        f"{r['events_per_s']:>9.0f} {r['peak_rss_gb']:>8.2f}"
+        for r in rows
+    ]
     write_report(args.out, f"scale_{args.cluster}_a{args.agents}", report, lines)
+
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ each memcpy's own start and duration on the GPU. `copy_events` reads them (jax.p
 and groups them by kind and size, so a run's DE->PE hops can be set against plain copies of the
 same size timed the same way.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,9 +50,17 @@ def copy_events(trace_dir: str | Path) -> list[dict]:
                 if "memcpy" not in ev.name.lower():
                     continue
                 stats = [(k, v) for k, v in ev.stats if k is not None]
-                out.append({"plane": plane.name, "line": line.name, "name": ev.name,
-                            "bytes": _nbytes(stats), "start_ns": ev.start_ns,
-                            "duration_ns": ev.duration_ns, "stats": {k: str(v) for k, v in stats}})
+                out.append(
+                    {
+                        "plane": plane.name,
+                        "line": line.name,
+                        "name": ev.name,
+                        "bytes": _nbytes(stats),
+                        "start_ns": ev.start_ns,
+                        "duration_ns": ev.duration_ns,
+                        "stats": {k: str(v) for k, v in stats},
+                    }
+                )
     return out
 
 
@@ -62,9 +71,14 @@ def by_kind_and_size(events: list[dict]) -> dict:
         a = acc[(e["name"], e["plane"], e["bytes"])]
         a[0] += 1
         a[1] += e["duration_ns"] / 1e9
-    return {f"{name} | {plane} | {nb}": {"count": n, "seconds": s,
-                                         "GBps": nb * n / s / 1e9 if nb is not None and s > 0 else None}
-            for (name, plane, nb), (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1])}
+    return {
+        f"{name} | {plane} | {nb}": {
+            "count": n,
+            "seconds": s,
+            "GBps": nb * n / s / 1e9 if nb is not None and s > 0 else None,
+        }
+        for (name, plane, nb), (n, s) in sorted(acc.items(), key=lambda kv: -kv[1][1])
+    }
 
 
 def device_copies(events: list[dict], sizes) -> dict[int, list[float]]:
@@ -82,7 +96,10 @@ def hop_vs_copy(run: dict[int, list[float]], copies: dict[int, list[float]]) -> 
     nbytes = sum(n * len(ts) for n, ts in run.items())
     hop_s = sum(sum(ts) for ts in run.values())
     same_s = sum(len(ts) * float(sorted(copies[n])[len(copies[n]) // 2]) for n, ts in run.items() if copies.get(n))
-    return {"hops": sum(len(ts) for ts in run.values()), "bytes": nbytes,
-            "hop_GBps": nbytes / hop_s / 1e9 if hop_s else 0.0,
-            "copy_GBps": nbytes / same_s / 1e9 if same_s else 0.0,
-            "hop_vs_copy": same_s / hop_s if hop_s else 0.0}
+    return {
+        "hops": sum(len(ts) for ts in run.values()),
+        "bytes": nbytes,
+        "hop_GBps": nbytes / hop_s / 1e9 if hop_s else 0.0,
+        "copy_GBps": nbytes / same_s / 1e9 if same_s else 0.0,
+        "hop_vs_copy": same_s / hop_s if hop_s else 0.0,
+    }

@@ -3,6 +3,7 @@
 Every report records the code that made it (`code`: version, git commit, dirty flag, semantics) and
 is written atomically, so a benchmark killed mid-write leaves the previous report whole.
 """
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@ named `.<name>.<pid>.tmp`; a writer killed then leaves it, and the next write in
 removes temp files whose writer is no longer alive. Files get the normal mode of a new file
 (0666 minus the umask: 0644 usually), not mkstemp's 0600.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Cluster topology (nodes, engines, link capacities) and the paper's P/D balance bound."""
+
 from __future__ import annotations
 
 import warnings

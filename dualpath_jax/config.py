@@ -16,6 +16,7 @@ What is checked, and where:
 - rules against the code that runs (the synthetic generator's MAL range, the cost model's
   calibration, HBM room) and settings that would change nothing: `experiment.build_config`.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -54,8 +55,7 @@ class Bound:
             return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
         if self.lo is None:
             return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
-        return (f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}"
-                f"{')' if self.hi_open else ']'}")
+        return f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
 
     def check(self, value: float, where: str) -> None:
         lo_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
@@ -95,15 +95,18 @@ def _need(ok: bool, where: str, what: str) -> None:
 
 def _show(value: Any, limit: int = 80) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_assumed(obj: Any, where: str) -> None:
     """`assumed` lists the names of fields that are our assumptions: they must be fields."""
     names = {f.name for f in dataclasses.fields(obj)} - {"assumed"}
     for i, name in enumerate(obj.assumed):
-        _need(name in names, f"{where}.assumed[{i}]",
-              f"{name!r} is not a field of this section; known: {', '.join(sorted(names))}")
+        _need(
+            name in names,
+            f"{where}.assumed[{i}]",
+            f"{name!r} is not a field of this section; known: {', '.join(sorted(names))}",
+        )
 
 
 # ---- string choices (the code compares these fields with exactly these values) -----------------
@@ -172,32 +175,56 @@ class ModelSpec:
         if self.attention in ("mla", "mla_dsa"):
             for name in ("kv_lora", "v_head"):
                 _need(getattr(self, name) >= 1, f"{where}.{name}", f"{att} needs >= 1, got {getattr(self, name)}")
-            _need(self.qk_nope + self.qk_rope >= 1, f"{where}.qk_rope",
-                  f"{att} needs qk_nope + qk_rope >= 1, got {self.qk_nope} + {self.qk_rope}")
+            _need(
+                self.qk_nope + self.qk_rope >= 1,
+                f"{where}.qk_rope",
+                f"{att} needs qk_nope + qk_rope >= 1, got {self.qk_nope} + {self.qk_rope}",
+            )
         if self.attention == "mla_dsa":
             for name in ("dsa_topk", "indexer_heads", "indexer_dim"):
                 _need(getattr(self, name) >= 1, f"{where}.{name}", f"{att} needs >= 1, got {getattr(self, name)}")
         if self.attention == "gqa":
             for name in ("kv_heads", "head_dim"):
                 _need(getattr(self, name) >= 1, f"{where}.{name}", f"{att} needs >= 1, got {getattr(self, name)}")
-            _need(self.heads % self.kv_heads == 0, f"{where}.kv_heads",
-                  f"must divide heads={self.heads}, got {self.kv_heads}")
-        _need(self.dense_layers <= self.layers, f"{where}.dense_layers",
-              f"must be <= layers={self.layers}, got {self.dense_layers}")
+            _need(
+                self.heads % self.kv_heads == 0,
+                f"{where}.kv_heads",
+                f"must divide heads={self.heads}, got {self.kv_heads}",
+            )
+        _need(
+            self.dense_layers <= self.layers,
+            f"{where}.dense_layers",
+            f"must be <= layers={self.layers}, got {self.dense_layers}",
+        )
         if self.dense_layers:
-            _need(self.dense_ffn >= 1, f"{where}.dense_ffn",
-                  f"dense_layers={self.dense_layers} needs a dense FFN width >= 1, got {self.dense_ffn}")
+            _need(
+                self.dense_ffn >= 1,
+                f"{where}.dense_ffn",
+                f"dense_layers={self.dense_layers} needs a dense FFN width >= 1, got {self.dense_ffn}",
+            )
         if self.routed_experts:
-            _need(1 <= self.top_k <= self.routed_experts, f"{where}.top_k",
-                  f"must be in [1, routed_experts={self.routed_experts}], got {self.top_k}")
-            _need(self.expert_ffn >= 1, f"{where}.expert_ffn",
-                  f"routed_experts={self.routed_experts} needs an expert FFN width >= 1, got {self.expert_ffn}")
+            _need(
+                1 <= self.top_k <= self.routed_experts,
+                f"{where}.top_k",
+                f"must be in [1, routed_experts={self.routed_experts}], got {self.top_k}",
+            )
+            _need(
+                self.expert_ffn >= 1,
+                f"{where}.expert_ffn",
+                f"routed_experts={self.routed_experts} needs an expert FFN width >= 1, got {self.expert_ffn}",
+            )
         else:
-            _need(self.top_k == 0, f"{where}.top_k", f"must be 0 without routed experts (routed_experts=0), "
-                                                     f"got {self.top_k}")
-            _need(self.dense_layers == self.layers, f"{where}.dense_layers",
-                  f"a model without routed experts (routed_experts=0) is dense in every layer: must "
-                  f"equal layers={self.layers}, got {self.dense_layers}")
+            _need(
+                self.top_k == 0,
+                f"{where}.top_k",
+                f"must be 0 without routed experts (routed_experts=0), got {self.top_k}",
+            )
+            _need(
+                self.dense_layers == self.layers,
+                f"{where}.dense_layers",
+                f"a model without routed experts (routed_experts=0) is dense in every layer: must "
+                f"equal layers={self.layers}, got {self.dense_layers}",
+            )
         for fmt, parts in self.kv_bytes_per_token_layer.items():
             w = f"{where}.kv_bytes_per_token_layer.{fmt}"
             extra = sorted(set(parts) - {"main", "indexer"})
@@ -210,9 +237,12 @@ def check_kv_format(model: ModelSpec, where: str) -> None:
     two fields of the model, made where a whole experiment is built: `from_dict(ModelSpec, ...)`
     alone still accepts another format, as tests of the cost model's own error rely on.)"""
     known = sorted(model.kv_bytes_per_token_layer)
-    _need(model.kv_format in model.kv_bytes_per_token_layer, f"{where}.kv_format",
-          f"must be one of {' | '.join(known) or '(none)'} (the keys of {where}.kv_bytes_per_token_layer), "
-          f"got {model.kv_format!r}")
+    _need(
+        model.kv_format in model.kv_bytes_per_token_layer,
+        f"{where}.kv_format",
+        f"must be one of {' | '.join(known) or '(none)'} (the keys of {where}.kv_bytes_per_token_layer), "
+        f"got {model.kv_format!r}",
+    )
 
 
 @dataclass(frozen=True)
@@ -223,8 +253,7 @@ class GPUSpec:
     peak_tflops: Mapping[str, PosFloat]  # dense peak per dtype
 
     def _validate(self, where: str) -> None:
-        _need(bool(self.peak_tflops), f"{where}.peak_tflops",
-              "needs a peak rate per compute dtype, e.g. {fp8: 1979}")
+        _need(bool(self.peak_tflops), f"{where}.peak_tflops", "needs a peak rate per compute dtype, e.g. {fp8: 1979}")
 
 
 @dataclass(frozen=True)
@@ -326,9 +355,12 @@ class WorkloadSpec:
             _need(row.mal not in seen, f"{where}.table[{i}].mal", f"MAL {row.mal} has two rows")
             seen.add(row.mal)
         if self.source == "synthetic":
-            _need(bool(self.table), f"{where}.table",
-                  "the synthetic generator needs trace statistics: rows of {mal, turns, append, "
-                  "generated, final_length, prompt_context}")
+            _need(
+                bool(self.table),
+                f"{where}.table",
+                "the synthetic generator needs trace statistics: rows of {mal, turns, append, "
+                "generated, final_length, prompt_context}",
+            )
 
 
 @dataclass(frozen=True)
@@ -345,8 +377,11 @@ class SystemSpec:
     tp_dense: PosInt = 1  # GPUs per engine (tensor parallel) for dense models; MoE models keep DP+EP
 
     def _validate(self, where: str) -> None:
-        _need(not self.split_read or self.dual_path, f"{where}.split_read",
-              "splitting a read across the PE and DE sides needs dual_path=true")
+        _need(
+            not self.split_read or self.dual_path,
+            f"{where}.split_read",
+            "splitting a read across the PE and DE sides needs dual_path=true",
+        )
 
 
 @dataclass(frozen=True)
@@ -370,11 +405,19 @@ class ThinkSpec:
 
     def _validate(self, where: str) -> None:
         if self.kind == "none":
-            _need(self.mean_s == 0, f"{where}.mean_s", f"{self.mean_s:g} s of think time has no effect "
-                  f"with {where}.kind=none; set {where}.kind=fixed or exponential")
+            _need(
+                self.mean_s == 0,
+                f"{where}.mean_s",
+                f"{self.mean_s:g} s of think time has no effect "
+                f"with {where}.kind=none; set {where}.kind=fixed or exponential",
+            )
         else:
-            _need(self.mean_s > 0, f"{where}.mean_s", f"{where}.kind={self.kind} needs a mean think time "
-                  f"> 0, got {self.mean_s:g} (no think time is {where}.kind=none)")
+            _need(
+                self.mean_s > 0,
+                f"{where}.mean_s",
+                f"{where}.kind={self.kind} needs a mean think time "
+                f"> 0, got {self.mean_s:g} (no think time is {where}.kind=none)",
+            )
 
 
 @dataclass(frozen=True)
@@ -398,9 +441,11 @@ class OnlineSpec:
     capacity_max_probes: PosInt = 14
 
     def _validate(self, where: str) -> None:
-        _need(self.warmup_s < self.duration_s, f"{where}.warmup_s",
-              f"must be < {where}.duration_s={self.duration_s:g} (else no request is judged), "
-              f"got {self.warmup_s:g}")
+        _need(
+            self.warmup_s < self.duration_s,
+            f"{where}.warmup_s",
+            f"must be < {where}.duration_s={self.duration_s:g} (else no request is judged), got {self.warmup_s:g}",
+        )
 
 
 @dataclass(frozen=True)
@@ -461,25 +506,37 @@ class ExperimentConfig:
     def _validate(self, where: str) -> None:
         check_kv_format(self.model, f"{where}.model")
         peaks = self.hardware.gpu.peak_tflops
-        _need(self.model.compute_dtype in peaks, f"{where}.model.compute_dtype",
-              f"{self.model.compute_dtype!r} has no peak rate in {where}.hardware.gpu.peak_tflops "
-              f"(known: {', '.join(sorted(peaks))})")
+        _need(
+            self.model.compute_dtype in peaks,
+            f"{where}.model.compute_dtype",
+            f"{self.model.compute_dtype!r} has no peak rate in {where}.hardware.gpu.peak_tflops "
+            f"(known: {', '.join(sorted(peaks))})",
+        )
         _need(bool(self.systems), f"{where}.system", "needs at least one system")
         names = [s.name for s in self.systems]
         dup = sorted({n for n in names if names.count(n) > 1})
         _need(not dup, f"{where}.system", f"system name(s) {dup} appear twice")
         reserve, hbm = self.cluster.activation_reserve_gb, self.hardware.gpu.hbm_gb
-        _need(reserve < hbm, f"{where}.cluster.activation_reserve_gb",
-              f"must be < {where}.hardware.gpu.hbm_gb={hbm:g}, got {reserve:g}")
+        _need(
+            reserve < hbm,
+            f"{where}.cluster.activation_reserve_gb",
+            f"must be < {where}.hardware.gpu.hbm_gb={hbm:g}, got {reserve:g}",
+        )
         if self.backend == "sim" and self.model.routed_experts == 0:
             g = self.cluster.gpus_per_node
             for s in self.systems:  # dense models: an engine is tp_dense GPUs (experiment.engine_view)
-                _need(g % s.tp_dense == 0, f"{where}.system.{s.name}.tp_dense",
-                      f"{s.tp_dense} does not divide {where}.cluster.gpus_per_node={g}")
+                _need(
+                    g % s.tp_dense == 0,
+                    f"{where}.system.{s.name}.tp_dense",
+                    f"{s.tp_dense} does not divide {where}.cluster.gpus_per_node={g}",
+                )
         if self.online.arrivals == "trace":
-            _need(self.workload.source != "synthetic", f"{where}.online.arrivals",
-                  "trace replays the trajectories' first-turn timestamps, and workload=synthetic has "
-                  "none; use online.arrivals=poisson or a timestamped trace (workload=mooncake)")
+            _need(
+                self.workload.source != "synthetic",
+                f"{where}.online.arrivals",
+                "trace replays the trajectories' first-turn timestamps, and workload=synthetic has "
+                "none; use online.arrivals=poisson or a timestamped trace (workload=mooncake)",
+            )
 
 
 @functools.cache
@@ -564,8 +621,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; "
-                          f"known: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
     kwargs = {}
     for name, f in fields.items():
         if name in data:

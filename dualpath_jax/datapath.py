@@ -8,6 +8,7 @@ Both: once before decoding DE DRAM -> DE GPU (DE CNIC in); after decoding, the t
 (new prompt tokens + generated tokens) is persisted through the DE node's SNIC.
 Oracle (free I/O): nothing crosses any link.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,13 +39,25 @@ class TurnPlan:
         return self.read_pe_bytes + self.read_de_bytes
 
     def bytes_on(self) -> dict[str, float]:
-        return {SNIC_READ: self.read_bytes, PE_CNIC_IN: self.pe_in_bytes,
-                PE_CNIC_OUT: self.pe_out_bytes, DE_CNIC_IN: self.de_h2d_bytes,
-                SNIC_WRITE: self.write_bytes}
+        return {
+            SNIC_READ: self.read_bytes,
+            PE_CNIC_IN: self.pe_in_bytes,
+            PE_CNIC_OUT: self.pe_out_bytes,
+            DE_CNIC_IN: self.de_h2d_bytes,
+            SNIC_WRITE: self.write_bytes,
+        }
 
 
-def plan_turn(*, cached: int, new: int, output: int, kv_bytes_per_token: float,
-              de_read_fraction: float, free_io: bool, tier_hit_bytes: float = 0.0) -> TurnPlan:
+def plan_turn(
+    *,
+    cached: int,
+    new: int,
+    output: int,
+    kv_bytes_per_token: float,
+    de_read_fraction: float,
+    free_io: bool,
+    tier_hit_bytes: float = 0.0,
+) -> TurnPlan:
     """The bytes of one turn on each link. A split read (0 < de_read_fraction < 1, our extension)
     reads that share through the DE node; `tier_hit_bytes` of the hit come from a DRAM tier
     instead of storage (they cross no SNIC, but still reach the PE GPU)."""

@@ -4,6 +4,7 @@
 config (as plain containers) and hands the frozen result to `run_offline`. `build_config` raises
 only `ConfigError`, whose message names the field as written on the command line.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .cluster import check_pd_ratio
-from .config import (Backend, ConfigError, ExperimentConfig, ModelSpec, OnlineSpec, SystemSpec, TestbedSpec,
-                     TraceStats, _show, check_kv_format, from_dict)
+from .config import (
+    Backend,
+    ConfigError,
+    ExperimentConfig,
+    ModelSpec,
+    OnlineSpec,
+    SystemSpec,
+    TestbedSpec,
+    TraceStats,
+    _show,
+    check_kv_format,
+    from_dict,
+)
 from .costmodel import CostModel, Efficiency, calibrate
 from .metrics import SystemMetrics
 from .sim import Simulation
@@ -24,9 +36,11 @@ from .workload import assign_agents, load_trajectories
 from .workload.synthetic import _derive, stats_for_mal
 
 ROOT = Path(__file__).resolve().parents[1]
-LEN_HELP = ("len takes 32k, 48k or 64k (the paper's trace sets), any <N>k, or a token count "
-            "such as 40000, from 1k to 1024k; workload=synthetic takes the MALs its statistics "
-            "table supports (an error names that range)")
+LEN_HELP = (
+    "len takes 32k, 48k or 64k (the paper's trace sets), any <N>k, or a token count "
+    "such as 40000, from 1k to 1024k; workload=synthetic takes the MALs its statistics "
+    "table supports (an error names that range)"
+)
 BACKENDS = typing.get_args(Backend)
 MIN_LEN, MAX_LEN = 1024, 1 << 20
 # `generate` gives each of a trajectory's t turns >= 1 generated token and needs >= t - 1 appended
@@ -70,16 +84,17 @@ def synthetic_mal_problem(table: tuple[TraceStats, ...], mal: int) -> str | None
         return f"a one-row table supports only its own MAL, {table[0].mal}"
     try:
         s = stats_for_mal(table, mal)
-        bad = [n for n in ("turns", "append", "generated", "final_length", "prompt_context")
-               if not getattr(s, n) > 0]
+        bad = [n for n in ("turns", "append", "generated", "final_length", "prompt_context") if not getattr(s, n) > 0]
         if bad:
             return f"the statistics extended to MAL {mal} have {', '.join(bad)} <= 0"
         p = _derive(s)
     except (ValueError, ArithmeticError) as e:
         return str(e)
     if not 0 < p.gen_share <= GEN_SHARE_MAX:
-        return (f"the generated share of a trajectory's tokens after its first prompt would be "
-                f"{p.gen_share:.2f}, above 2/3, which leaves some turns no appended tokens")
+        return (
+            f"the generated share of a trajectory's tokens after its first prompt would be "
+            f"{p.gen_share:.2f}, above 2/3, which leaves some turns no appended tokens"
+        )
     return None
 
 
@@ -87,6 +102,7 @@ def synthetic_mal_range(table: tuple[TraceStats, ...]) -> tuple[int, int] | None
     """(lowest, highest) MAL that `synthetic_mal_problem` accepts around the table's accepted rows,
     by bisection within +len's 1k..1024k; None if it accepts no row's MAL. (Every MAL is checked
     exactly when it is asked for; the range is for messages.)"""
+
     def ok(m: int) -> bool:
         return synthetic_mal_problem(table, m) is None
 
@@ -150,23 +166,28 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
     capacity = False
     if online:
         if "agents" in raw:
-            raise ConfigError(f"+agents={_show(raw['agents'])}: the online experiment's agents arrive at "
-                              f"+aps per second (or +capacity=true searches the rate); drop +agents")
+            raise ConfigError(
+                f"+agents={_show(raw['agents'])}: the online experiment's agents arrive at "
+                f"+aps per second (or +capacity=true searches the rate); drop +agents"
+            )
         if raw.get("backend", "sim") == "real":
             # rather than quietly simulating what was asked to run for real
-            raise ConfigError("config.backend='real': the online experiment runs on the simulator "
-                              "only; the real testbed serves the offline one (python -m "
-                              "experiments.offline backend=real cluster=testbed_1p1d ...)")
+            raise ConfigError(
+                "config.backend='real': the online experiment runs on the simulator "
+                "only; the real testbed serves the offline one (python -m "
+                "experiments.offline backend=real cluster=testbed_1p1d ...)"
+            )
         aps = raw.pop("aps", None)
         capacity = raw.pop("capacity", False)
         if not isinstance(capacity, bool):
             raise ConfigError(f"+capacity={_show(capacity)}: capacity takes true or false")
         if aps is None and not capacity:
-            raise ConfigError("+aps: missing; append +aps=<agents per second> (e.g. +aps=0.5) or "
-                              "+capacity=true")
+            raise ConfigError("+aps: missing; append +aps=<agents per second> (e.g. +aps=0.5) or +capacity=true")
         if aps is not None and capacity:
-            raise ConfigError(f"+aps={_show(aps)}: +capacity=true searches the arrival rate itself; "
-                              f"give +aps or +capacity=true, not both")
+            raise ConfigError(
+                f"+aps={_show(aps)}: +capacity=true searches the arrival rate itself; "
+                f"give +aps or +capacity=true, not both"
+            )
         section = _mapping(raw.get("online", {}), "config.online")
         if "aps" in section:
             raise ConfigError("config.online.aps: the arrival rate comes from +aps=<agents per second>")
@@ -179,8 +200,10 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
     else:
         for key in ("aps", "capacity"):
             if key in raw:
-                raise ConfigError(f"+{key}={_show(raw[key])}: the offline experiment starts its +agents "
-                                  f"at once; +{key} is for python -m experiments.online")
+                raise ConfigError(
+                    f"+{key}={_show(raw[key])}: the offline experiment starts its +agents "
+                    f"at once; +{key} is for python -m experiments.online"
+                )
         agents = parse_agents(raw.pop("agents"))
     mal, label = parse_len(raw.pop("len"))
     if "workload" not in raw:
@@ -191,8 +214,10 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
             raise ConfigError(f"config.workload.{key}: comes from {flag} on the command line")
     raw["workload"] = dict(workload, agents=agents, mal=mal, mal_label=label)
     if "systems" in raw:
-        raise ConfigError("config.systems: the systems come from system=<set> (configs/system/) and "
-                          "system.<name>.<field>=... overrides")
+        raise ConfigError(
+            "config.systems: the systems come from system=<set> (configs/system/) and "
+            "system.<name>.<field>=... overrides"
+        )
     raw["systems"] = _systems(raw.pop("system", None))
     _paper_cluster(raw)
     cfg = from_dict(ExperimentConfig, raw, "config")
@@ -206,8 +231,9 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
 def _systems(systems: Any) -> tuple[SystemSpec, ...]:
     """`system: {basic: {...}, dualpath: {...}}` -> SystemSpecs, each named `config.system.<key>`."""
     if not isinstance(systems, Mapping) or not systems:
-        raise ConfigError(f"config.system: expected a mapping of system name -> settings "
-                          f"(configs/system/), got {_show(systems)}")
+        raise ConfigError(
+            f"config.system: expected a mapping of system name -> settings (configs/system/), got {_show(systems)}"
+        )
     out = []
     for key, settings in systems.items():
         where = f"config.system.{key}"
@@ -228,13 +254,17 @@ def _paper_cluster(raw: dict) -> None:
         return
     extra = sorted((k for k in cluster if k != "name"), key=str)
     if extra:
-        raise ConfigError(f"config.cluster: cluster=paper stands for the model's paper cluster and takes "
-                          f"no settings ({', '.join(map(str, extra))}); name the cluster to change it, "
-                          f"e.g. cluster=2p4d cluster.snic_gbps=200")
+        raise ConfigError(
+            f"config.cluster: cluster=paper stands for the model's paper cluster and takes "
+            f"no settings ({', '.join(map(str, extra))}); name the cluster to change it, "
+            f"e.g. cluster=2p4d cluster.snic_gbps=200"
+        )
     default = model.get("paper_cluster")
     if not isinstance(default, str) or not default:
-        raise ConfigError(f"config.model.paper_cluster: cluster=paper needs the model's paper cluster, "
-                          f"and model {_show(model.get('name'))} names none; pick a cluster by name")
+        raise ConfigError(
+            f"config.model.paper_cluster: cluster=paper needs the model's paper cluster, "
+            f"and model {_show(model.get('name'))} names none; pick a cluster by name"
+        )
     try:
         raw["cluster"] = load_named("cluster", default)
     except ConfigError as e:
@@ -246,24 +276,33 @@ def _check_no_effect(cfg: ExperimentConfig, online: bool, capacity: bool) -> Non
     s = cfg.seed
     if not online:
         if s != 0:
-            raise ConfigError(f"config.seed: the offline experiment draws nothing from the top-level seed "
-                              f"(only the online experiment's exponential think times do), got seed={s}; "
-                              f"set workload.seed={s} (the trajectories) or testbed.seed={s} "
-                              f"(backend=real: weights and token streams)")
+            raise ConfigError(
+                f"config.seed: the offline experiment draws nothing from the top-level seed "
+                f"(only the online experiment's exponential think times do), got seed={s}; "
+                f"set workload.seed={s} (the trajectories) or testbed.seed={s} "
+                f"(backend=real: weights and token streams)"
+            )
         if cfg.online != OnlineSpec():
-            raise ConfigError("config.online: the offline experiment has no arrivals, think times or SLOs; "
-                              "online settings belong to python -m experiments.online")
+            raise ConfigError(
+                "config.online: the offline experiment has no arrivals, think times or SLOs; "
+                "online settings belong to python -m experiments.online"
+            )
     else:
         if s != 0 and cfg.online.think.kind != "exponential":
-            raise ConfigError(f"config.seed: the online experiment draws only exponential think times from "
-                              f"the top-level seed, and online.think.kind={cfg.online.think.kind}, got "
-                              f"seed={s}; arrivals and trajectories follow workload.seed={s}")
+            raise ConfigError(
+                f"config.seed: the online experiment draws only exponential think times from "
+                f"the top-level seed, and online.think.kind={cfg.online.think.kind}, got "
+                f"seed={s}; arrivals and trajectories follow workload.seed={s}"
+            )
         if capacity and cfg.online.arrivals == "trace":
-            raise ConfigError("+capacity=true: the capacity search varies the arrival rate, which "
-                              "online.arrivals=trace does not use (it replays the trace's timestamps)")
+            raise ConfigError(
+                "+capacity=true: the capacity search varies the arrival rate, which "
+                "online.arrivals=trace does not use (it replays the trace's timestamps)"
+            )
     if cfg.backend == "sim" and cfg.testbed != TestbedSpec():
-        raise ConfigError("config.testbed: the testbed settings apply to backend=real only; drop them "
-                          "or add backend=real")
+        raise ConfigError(
+            "config.testbed: the testbed settings apply to backend=real only; drop them or add backend=real"
+        )
 
 
 def _check_workload(cfg: ExperimentConfig) -> None:
@@ -271,9 +310,11 @@ def _check_workload(cfg: ExperimentConfig) -> None:
     if w.source == "synthetic":
         problem = synthetic_mal_problem(w.table, w.mal)
         if problem is not None:
-            raise ConfigError(f"+len={w.mal_label}: workload=synthetic supports {_supported_lens(w.table)}; "
-                              f"at {w.mal} tokens, {problem}. For other lengths use a trace: "
-                              f"workload=jsonl workload.path=<file> or workload=mooncake")
+            raise ConfigError(
+                f"+len={w.mal_label}: workload=synthetic supports {_supported_lens(w.table)}; "
+                f"at {w.mal} tokens, {problem}. For other lengths use a trace: "
+                f"workload=jsonl workload.path=<file> or workload=mooncake"
+            )
         return
     where = "config.workload.path"
     if w.path in ("", "???"):
@@ -308,13 +349,17 @@ def _preflight(cfg: ExperimentConfig) -> None:
     anchor = anchor_model(cfg)
     peaks = cfg.hardware.gpu.peak_tflops
     if anchor.compute_dtype not in peaks:
-        raise ConfigError(f"{where}: anchor model {name}'s compute_dtype {anchor.compute_dtype!r} has no "
-                          f"peak rate in config.hardware.gpu.peak_tflops (known: {', '.join(sorted(peaks))})")
+        raise ConfigError(
+            f"{where}: anchor model {name}'s compute_dtype {anchor.compute_dtype!r} has no "
+            f"peak rate in config.hardware.gpu.peak_tflops (known: {', '.join(sorted(peaks))})"
+        )
     try:
         eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
     except (ValueError, ArithmeticError) as e:
-        raise ConfigError(f"config.hardware.calibration: {str(e).removeprefix('calibration: ')} (calibrated "
-                          f"for config.cluster.gpus_per_node={cfg.cluster.gpus_per_node})") from None
+        raise ConfigError(
+            f"config.hardware.calibration: {str(e).removeprefix('calibration: ')} (calibrated "
+            f"for config.cluster.gpus_per_node={cfg.cluster.gpus_per_node})"
+        ) from None
     gpu, cl = cfg.hardware.gpu, cfg.cluster
     for system in cfg.systems:
         try:
@@ -324,16 +369,20 @@ def _preflight(cfg: ExperimentConfig) -> None:
         except (ValueError, ArithmeticError) as e:
             paper = cfg.model.paper_cluster
             hint = f", e.g. cluster={paper}" if paper and paper != cl.name else ""
-            raise ConfigError(f"config.cluster: {e} ({gpu.hbm_gb:g} GB of HBM per GPU, "
-                              f"{cl.activation_reserve_gb:g} GB of it kept for activations); use a "
-                              f"cluster with more GPUs per role{hint}") from None
+            raise ConfigError(
+                f"config.cluster: {e} ({gpu.hbm_gb:g} GB of HBM per GPU, "
+                f"{cl.activation_reserve_gb:g} GB of it kept for activations); use a "
+                f"cluster with more GPUs per role{hint}"
+            ) from None
     try:
         check_pd_ratio(cl, warn=False)
     except ArithmeticError:
-        raise ConfigError(f"config.cluster.snic_gbps: a node's storage NICs ({cl.snics_per_node} x "
-                          f"{cl.snic_gbps:g} Gbit/s) match its {cl.gpus_per_node} compute NICs "
-                          f"({cl.cnic_gbps:g} Gbit/s each) exactly, where the P/D bound "
-                          f"(dualpath_jax.cluster.pd_bound_terms) divides by zero") from None
+        raise ConfigError(
+            f"config.cluster.snic_gbps: a node's storage NICs ({cl.snics_per_node} x "
+            f"{cl.snic_gbps:g} Gbit/s) match its {cl.gpus_per_node} compute NICs "
+            f"({cl.cnic_gbps:g} Gbit/s each) exactly, where the P/D bound "
+            f"(dualpath_jax.cluster.pd_bound_terms) divides by zero"
+        ) from None
 
 
 def load_named(group: str, name: str) -> dict:
@@ -342,7 +391,7 @@ def load_named(group: str, name: str) -> dict:
 
     folder = ROOT / "configs" / group
     path = folder / f"{name}.yaml" if isinstance(name, str) else None
-    if (path is None or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name) or not path.is_file()):
+    if path is None or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name) or not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise ConfigError(f"{group}={_show(name)} is unknown; known: {', '.join(known)}")
     try:
@@ -381,14 +430,24 @@ def engine_view(cfg: ExperimentConfig, system: SystemSpec) -> ExperimentConfig:
         return cfg
     cl, gpu = cfg.cluster, cfg.hardware.gpu
     if cl.gpus_per_node % tp:
-        raise ConfigError(f"system {system.name}: tp_dense={tp} does not divide "
-                          f"cluster.gpus_per_node={cl.gpus_per_node}")
-    cluster = replace(cl, gpus_per_node=cl.gpus_per_node // tp, cnic_gbps=cl.cnic_gbps * tp,
-                      activation_reserve_gb=cl.activation_reserve_gb * tp)
-    big = replace(gpu, hbm_gb=gpu.hbm_gb * tp, hbm_tbps=gpu.hbm_tbps * tp,
-                  peak_tflops={k: v * tp for k, v in gpu.peak_tflops.items()})
-    return replace(cfg, cluster=cluster, hardware=replace(cfg.hardware, gpu=big),
-                   model=replace(cfg.model, dense_ffn_tp=1))
+        raise ConfigError(
+            f"system {system.name}: tp_dense={tp} does not divide cluster.gpus_per_node={cl.gpus_per_node}"
+        )
+    cluster = replace(
+        cl,
+        gpus_per_node=cl.gpus_per_node // tp,
+        cnic_gbps=cl.cnic_gbps * tp,
+        activation_reserve_gb=cl.activation_reserve_gb * tp,
+    )
+    big = replace(
+        gpu,
+        hbm_gb=gpu.hbm_gb * tp,
+        hbm_tbps=gpu.hbm_tbps * tp,
+        peak_tflops={k: v * tp for k, v in gpu.peak_tflops.items()},
+    )
+    return replace(
+        cfg, cluster=cluster, hardware=replace(cfg.hardware, gpu=big), model=replace(cfg.model, dense_ffn_tp=1)
+    )
 
 
 def deployed(cfg: ExperimentConfig, system: SystemSpec, eff: Efficiency) -> tuple[ExperimentConfig, CostModel]:
@@ -397,8 +456,9 @@ def deployed(cfg: ExperimentConfig, system: SystemSpec, eff: Efficiency) -> tupl
     return view, CostModel(view.model, view.cluster, view.hardware, eff)
 
 
-def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
-                progress: Callable[[str, int], Callable[[], None]] | None = None) -> OfflineResult:
+def run_offline(
+    cfg: ExperimentConfig, anchor: ModelSpec, progress: Callable[[str, int], Callable[[], None]] | None = None
+) -> OfflineResult:
     """Run every configured system on the same agents (simulated, or on the real testbed with
     backend=real); `progress(system, turns)` -> tick."""
     if cfg.backend == "real":
@@ -417,4 +477,3 @@ def run_offline(cfg: ExperimentConfig, anchor: ModelSpec,
         result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
     result.wall_s = time.perf_counter() - t0
     return result
-

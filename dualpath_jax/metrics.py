@@ -2,6 +2,7 @@
 
 Pure functions over what a run recorded; the simulator and (later) the testbed both call them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -3,6 +3,7 @@
 In a Hydra multirun every job runs in the same process; a job that did not finish its run would make
 the next job log into it, so `track` finishes the run in a `finally`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,15 @@ def track(spec: TrackingSpec, name: str, group: str, config: dict) -> Iterator:
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(project=spec.project, mode=spec.mode, name=name, group=group, config=config,
-                     dir=os.getcwd(), reinit="finish_previous")
+    run = wandb.init(
+        project=spec.project,
+        mode=spec.mode,
+        name=name,
+        group=group,
+        config=config,
+        dir=os.getcwd(),
+        reinit="finish_previous",
+    )
     try:
         yield run
     finally:

@@ -1,4 +1,5 @@
 """Hydra entry points (offline, online), the figure scripts and the results command."""
+
 import os
 
 from omegaconf import OmegaConf

@@ -1,10 +1,11 @@
 """Offline experiment (Hydra entry point).
 
-    python -m experiments.offline +agents=1024 +len=64k
-    python -m experiments.offline --multirun +agents=512,1024,2048,4096 +len=32k,48k,64k
-    python -m experiments.offline +agents=1024 +len=64k model=qwen32b cluster=1p2d tracking.wandb=false
-    python -m experiments.offline +agents=1024 +len=64k rerun=true   # recompute a stored cell
+python -m experiments.offline +agents=1024 +len=64k
+python -m experiments.offline --multirun +agents=512,1024,2048,4096 +len=32k,48k,64k
+python -m experiments.offline +agents=1024 +len=64k model=qwen32b cluster=1p2d tracking.wandb=false
+python -m experiments.offline +agents=1024 +len=64k rerun=true   # recompute a stored cell
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,8 +62,13 @@ def main_offline(cfg: DictConfig) -> None:
         prepare(cell)
         name = f"offline-{exp.model.name}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
         with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
-            columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("turns"), TimeElapsedColumn())
+            columns = (
+                TextColumn("{task.description:>10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("turns"),
+                TimeElapsedColumn(),
+            )
             with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
                 res = run_offline(exp, anchor, progress=progress_factory(bar))
             table = comparison_table(res)
@@ -72,10 +78,15 @@ def main_offline(cfg: DictConfig) -> None:
             console.print(f"results: {path}  (ran in {res.wall_s:.1f} s wall)", soft_wrap=True)
             comp = res.comparison()
             for sys_name, m in res.systems.items():
-                run.log({f"{sys_name}/jct_s": m.jct_s, f"{sys_name}/speedup_vs_basic":
-                         comp[sys_name]["speedup_vs_basic"], f"{sys_name}/prefill_gpu_util":
-                         m.prefill_gpu_util, f"{sys_name}/snic_util_pe": m.snic_util_pe,
-                         f"{sys_name}/snic_util_de": m.snic_util_de})
+                run.log(
+                    {
+                        f"{sys_name}/jct_s": m.jct_s,
+                        f"{sys_name}/speedup_vs_basic": comp[sys_name]["speedup_vs_basic"],
+                        f"{sys_name}/prefill_gpu_util": m.prefill_gpu_util,
+                        f"{sys_name}/snic_util_pe": m.snic_util_pe,
+                        f"{sys_name}/snic_util_de": m.snic_util_de,
+                    }
+                )
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="offline")

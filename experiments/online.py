@@ -1,9 +1,10 @@
 """Online experiment (Hydra entry point).
 
-    python -m experiments.online +aps=0.5 +len=64k
-    python -m experiments.online +capacity=true +len=64k
-    python -m experiments.online --multirun +aps=0.25,0.5,1,2 +len=64k
+python -m experiments.online +aps=0.5 +len=64k
+python -m experiments.online +capacity=true +len=64k
+python -m experiments.online --multirun +aps=0.25,0.5,1,2 +len=64k
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,8 +48,13 @@ def main_online(cfg: DictConfig) -> None:
                 systems = run_online(exp, anchor)
                 table = online_table(exp, systems)
                 for s, r in systems.items():
-                    run.log({f"{s}/ttft_p90_s": r["latency"]["ttft_s"]["p90"],
-                             f"{s}/tpot_p90_s": r["latency"]["tpot_s"]["p90"], f"{s}/slo_met": r["slo_met"]})
+                    run.log(
+                        {
+                            f"{s}/ttft_p90_s": r["latency"]["ttft_s"]["p90"],
+                            f"{s}/tpot_p90_s": r["latency"]["tpot_s"]["p90"],
+                            f"{s}/slo_met": r["slo_met"],
+                        }
+                    )
             path = write_cell(cell, {"systems": systems}, as_text(table, width=140))
             outcome.done("ran", path)
             console.print(table)

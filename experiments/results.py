@@ -8,6 +8,7 @@ A filter is `field=value` on a cell's identity: `kind`, `id`, `status`, or a con
 dotted name (`workload.seed`, `system.dualpath.batching`) or by a unique last part (`agents`,
 `seed` if only one field is so named), plus the shortcuts model, cluster, len and systems.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ from rich.table import Table
 from dualpath_jax.results.store import identity_of, results_files, staleness
 
 ROOT = Path(__file__).resolve().parents[1]
-SHORTCUTS = {"model": "model.name", "cluster": "cluster.name", "len": "workload.mal_label",
-             "systems": "system_set", "agents": "workload.agents", "aps": "online.aps"}
+SHORTCUTS = {
+    "model": "model.name",
+    "cluster": "cluster.name",
+    "len": "workload.mal_label",
+    "systems": "system_set",
+    "agents": "workload.agents",
+    "aps": "online.aps",
+}
 SHOWN = ("kind", "status", "model.name", "cluster.name", "system_set")
 
 
@@ -54,8 +61,13 @@ def cell_rows(root: Path) -> list[dict]:
             continue
         identity = identity_of(data) or {"kind": "?", "config": data.get("config", {})}
         why = staleness(data)
-        row = {"file": path, "kind": identity["kind"], "id": data.get("cell", {}).get("id", "-"),
-               "status": "stale" if why else "fresh", "why": why}
+        row = {
+            "file": path,
+            "kind": identity["kind"],
+            "id": data.get("cell", {}).get("id", "-"),
+            "status": "stale" if why else "fresh",
+            "why": why,
+        }
         row.update(flatten(identity.get("config", {})))
         rows.append(row)
     return rows
@@ -106,8 +118,9 @@ def varying(rows: list[dict]) -> list[str]:
     (model, cluster, hardware.gpu) counts only if it differs between cells of the same name, and a
     system's fields only among cells that all have that system (the name columns tell the rest)."""
     keys = sorted({k for r in rows for k in r} - {"file", "id", "why", *SHOWN})
-    named = sorted({k[:-5] for k in {*keys, *SHOWN} if k.endswith(".name") and not k.startswith("system.")},
-                   key=len, reverse=True)
+    named = sorted(
+        {k[:-5] for k in {*keys, *SHOWN} if k.endswith(".name") and not k.startswith("system.")}, key=len, reverse=True
+    )
     out = []
     for k in keys:
         section = next((p for p in named if k.startswith(p + ".")), None)
@@ -138,8 +151,12 @@ def show(rows: list[dict], root: Path, console: Console, max_fields: int = 8) ->
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.results", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.results",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="list stored cells")
     ls.add_argument("filters", nargs="*", metavar="field=value")

@@ -5,6 +5,7 @@ failing cell does not stop the sweep: its error is printed, its outcome is recor
 folder (`<sweep dir>/<job>/cell.json`), the other cells run, and `SweepSummary` (a Hydra callback,
 configs/offline.yaml) prints what each cell did at the end and exits 1 if any failed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,13 @@ def job(console: Console) -> Iterator[Job]:
     finally:
         if in_multirun():
             hc = HydraConfig.get()
-            record = {"job": hc.job.num, "overrides": list(hc.overrides.task), "status": outcome.status,
-                      "file": outcome.file, "error": outcome.error}
+            record = {
+                "job": hc.job.num,
+                "overrides": list(hc.overrides.task),
+                "status": outcome.status,
+                "file": outcome.file,
+                "error": outcome.error,
+            }
             atomic_write(Path(hc.runtime.output_dir) / OUTCOME, json.dumps(record) + "\n")
     _in_job = False
 
@@ -98,13 +104,22 @@ class SweepSummary(Callback):
             try:
                 records.append(json.loads((folder / OUTCOME).read_text()))
             except (OSError, json.JSONDecodeError):  # the job died before it could say
-                records.append({"job": folder.name, "overrides": [], "status": "failed", "file": None,
-                                "error": f"no readable outcome in {folder / OUTCOME}"})
+                records.append(
+                    {
+                        "job": folder.name,
+                        "overrides": [],
+                        "status": "failed",
+                        "file": None,
+                        "error": f"no readable outcome in {folder / OUTCOME}",
+                    }
+                )
         records.sort(key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else 1 << 30)
         console = Console(stderr=True)
         counts = {s: sum(r["status"] == s for r in records) for s in ("ran", "skip", "failed")}
-        console.print(f"sweep {sweep}: {len(records)} cells, {counts['ran']} ran, {counts['skip']} "
-                      f"skipped, {counts['failed']} failed")
+        console.print(
+            f"sweep {sweep}: {len(records)} cells, {counts['ran']} ran, {counts['skip']} "
+            f"skipped, {counts['failed']} failed"
+        )
         for r in records:
             if r["status"] == "failed":
                 console.print(f"  failed: #{r['job']} {' '.join(r['overrides'])}: {r['error']}", soft_wrap=True)

@@ -1,4 +1,5 @@
 """Test-wide setup: JAX on CPU with several fake devices, so multi-device code runs in CI."""
+
 import os
 
 import pytest

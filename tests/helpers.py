@@ -1,4 +1,5 @@
 """Small configs shared by the simulator and experiment tests."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,17 @@ from pathlib import Path
 
 import yaml
 
-from dualpath_jax.config import ClusterSpec, ExperimentConfig, HardwareSpec, ModelSpec, SimSpec, \
-    SystemSpec, TrackingSpec, WorkloadSpec, from_dict
+from dualpath_jax.config import (
+    ClusterSpec,
+    ExperimentConfig,
+    HardwareSpec,
+    ModelSpec,
+    SimSpec,
+    SystemSpec,
+    TrackingSpec,
+    WorkloadSpec,
+    from_dict,
+)
 from dualpath_jax.costmodel import CostModel, calibrate
 from dualpath_jax.workload import Trajectory, Turn
 
@@ -31,7 +41,10 @@ def small_config(model="ds27b", cluster="1p1d", agents=32, **cluster_overrides) 
         cluster=from_dict(ClusterSpec, cl),
         hardware=from_dict(HardwareSpec, load("hardware", "h800")),
         workload=WorkloadSpec(source="synthetic", agents=agents, mal=32768, mal_label="32k"),
-        systems=systems(), sim=SimSpec(progress=False, record_turns=True), tracking=TrackingSpec(wandb=False))
+        systems=systems(),
+        sim=SimSpec(progress=False, record_turns=True),
+        tracking=TrackingSpec(wandb=False),
+    )
 
 
 def cost_for(cfg: ExperimentConfig) -> CostModel:
@@ -39,8 +52,7 @@ def cost_for(cfg: ExperimentConfig) -> CostModel:
     return CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
 
 
-def growing_agents(n: int, turns: int = 6, first: int = 4000, append: int = 300, output: int = 40,
-                   preloaded: int = 0):
+def growing_agents(n: int, turns: int = 6, first: int = 4000, append: int = 300, output: int = 40, preloaded: int = 0):
     """Agents whose every turn reloads the whole previous context (the agentic pattern);
     `preloaded` tokens of KV already sit in storage before the first turn."""
     out = []
@@ -64,5 +76,11 @@ def project_workdir(path: Path) -> Path:
 def run_cli(module: str, args, cwd: Path, env: dict | None = None, timeout: float = 300):
     """`python -m <module> <args>` in `cwd`, W&B settings of the caller's environment left out."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,6 +1,7 @@
 """Config validation: every bad input a user can give is a ConfigError naming the field as written
 on the command line, the entry points exit 2 with it (no traceback), every shipped config still
 builds, and build_config raises nothing but ConfigError for any input (hypothesis)."""
+
 import copy
 import dataclasses
 import functools
@@ -16,8 +17,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dualpath_jax import config as C
 from dualpath_jax.config import ConfigError, ExperimentConfig, ModelSpec, TraceStats, from_dict, to_dict
-from dualpath_jax.experiment import (BACKENDS, build_config, load_named, run_offline, synthetic_mal_problem,
-                                     synthetic_mal_range)
+from dualpath_jax.experiment import (
+    BACKENDS,
+    build_config,
+    load_named,
+    run_offline,
+    synthetic_mal_problem,
+    synthetic_mal_range,
+)
 from dualpath_jax.workload.synthetic import generate
 
 from .helpers import ROOT, project_workdir, run_cli
@@ -66,8 +73,12 @@ def online_raw(overrides=()):
 # (overrides, online?, how the message starts, another part it holds)
 BAD = [
     (["system.dualpath.batching=greedy"], False, "config.system.dualpath.batching: ", "tokens | quota"),
-    (["system.basic.scheduler=nope"], False, "config.system.basic.scheduler: ",
-     "least_loaded | round_robin | dualpath"),
+    (
+        ["system.basic.scheduler=nope"],
+        False,
+        "config.system.basic.scheduler: ",
+        "least_loaded | round_robin | dualpath",
+    ),
     (["model.attention=x"], False, "config.model.attention: ", "mla | mla_dsa | gqa"),
     (["model.kv_format=x"], False, "config.model.kv_format: ", "bf16_indexer | fp8 | fp8_indexer"),
     (["model.compute_dtype=fp16"], False, "config.model.compute_dtype: ", "fp8 | bf16"),
@@ -86,12 +97,20 @@ BAD = [
     (["cluster.snic_gbps=0"], False, "config.cluster.snic_gbps: ", "must be > 0"),
     (["cluster.cnic_gbps=-1"], False, "config.cluster.cnic_gbps: ", "must be > 0"),
     (["cluster.snic_gbps=inf"], False, "config.cluster.snic_gbps: ", "finite"),
-    (["cluster.activation_reserve_gb=100"], False, "config.cluster.activation_reserve_gb: ",
-     "< config.hardware.gpu.hbm_gb=80"),
+    (
+        ["cluster.activation_reserve_gb=100"],
+        False,
+        "config.cluster.activation_reserve_gb: ",
+        "< config.hardware.gpu.hbm_gb=80",
+    ),
     (["cluster.snic_gbps=3200"], False, "config.cluster.snic_gbps: ", "divides by zero"),
     (["model=ds660b", "cluster=1p1d"], False, "config.cluster: ", "leave no HBM for KV"),
-    (["model=qwen32b", "cluster=testbed_1p1d", "system=all"], False, "config.system.sglang_mc.tp_dense: ",
-     "does not divide"),
+    (
+        ["model=qwen32b", "cluster=testbed_1p1d", "system=all"],
+        False,
+        "config.system.sglang_mc.tp_dense: ",
+        "does not divide",
+    ),
     (["cluster=paper", "+cluster.prefill_nodes=2"], False, "config.cluster: ", "cluster=paper"),
     (["sim.prefill_batch_tokens=0"], False, "config.sim.prefill_batch_tokens: ", "must be >= 1, got 0"),
     (["sim.quota_ms=0"], False, "config.sim.quota_ms: ", "> 0"),
@@ -121,10 +140,18 @@ BAD = [
     (["+aps=3"], False, "+aps=3: ", "experiments.online"),
     (["+testbed.max_context=2048"], False, "config.testbed: ", "backend=real"),
     (["+testbed.force_read_side=x"], False, "config.testbed.force_read_side: ", '"" | pe | de'),
-    (["backend=real", "cluster=testbed_1p1d", "+testbed.model=nope"], False, "config.testbed.model: ",
-     "tiny | ds16b | dsv3 | dsv3_e32"),
-    (["backend=real", "cluster=testbed_1p1d", "+testbed.moe_backend=x"], False,
-     "config.testbed.moe_backend: ", "sort | ragged | dense"),
+    (
+        ["backend=real", "cluster=testbed_1p1d", "+testbed.model=nope"],
+        False,
+        "config.testbed.model: ",
+        "tiny | ds16b | dsv3 | dsv3_e32",
+    ),
+    (
+        ["backend=real", "cluster=testbed_1p1d", "+testbed.moe_backend=x"],
+        False,
+        "config.testbed.moe_backend: ",
+        "sort | ragged | dense",
+    ),
     (["+system.basic.split_read=true"], False, "config.system.basic.split_read: ", "dual_path=true"),
     (["+system.basic.name=foo"], False, "config.system.basic.name: ", "key"),
     (["~system.basic"], False, "config.system: ", "'basic'"),
@@ -132,11 +159,9 @@ BAD = [
     (["tracking.wandb=maybe"], False, "config.tracking.wandb: ", "true/false"),
     (["backend=gpu"], False, "config.backend: ", "sim | real"),
     (["rerun=maybe"], False, "config.rerun: ", "true/false"),
-    (["hardware.calibration.anchor_model=nope"], False, "config.hardware.calibration.anchor_model: ",
-     "known: ds27b"),
+    (["hardware.calibration.anchor_model=nope"], False, "config.hardware.calibration.anchor_model: ", "known: ds27b"),
     (["hardware.calibration.hbm_efficiency=0.01"], False, "config.hardware.calibration: ", "memory time"),
-    (["hardware.calibration.prefill_hit_ratio=1"], False, "config.hardware.calibration.prefill_hit_ratio: ",
-     "[0, 1)"),
+    (["hardware.calibration.prefill_hit_ratio=1"], False, "config.hardware.calibration.prefill_hit_ratio: ", "[0, 1)"),
     (["+foo=1"], False, "config: unknown field(s) ['foo']", "known"),
     (["online.sample_s=0"], True, "config.online.sample_s: ", "must be > 0"),
     (["online.warmup_s=2000"], True, "config.online.warmup_s: ", "< config.online.duration_s=1800"),
@@ -157,8 +182,12 @@ BAD = [
     (["+aps=nan"], True, "+aps=nan: ", "positive number"),
     (["+capacity=yes"], True, "+capacity='yes': ", "true or false"),
     (["+capacity=true", "+aps=1"], True, "+aps=1: ", "not both"),
-    (["+capacity=true", "workload=mooncake", "online.arrivals=trace"], True, "+capacity=true: ",
-     "online.arrivals=trace"),
+    (
+        ["+capacity=true", "workload=mooncake", "online.arrivals=trace"],
+        True,
+        "+capacity=true: ",
+        "online.arrivals=trace",
+    ),
     (["+agents=3"], True, "+agents=3: ", "drop +agents"),
     (["+online.aps=1"], True, "config.online.aps: ", "+aps"),
     (["backend=real"], True, "config.backend='real': ", "simulator only"),
@@ -170,8 +199,9 @@ def _bad_raws():
     return composed_many([_job(ov, online) for ov, online, _, _ in BAD])
 
 
-@pytest.mark.parametrize("overrides, online, start, part", BAD, ids=[" ".join(b[0]) + (" (online)" if b[1] else "")
-                                                                     for b in BAD])
+@pytest.mark.parametrize(
+    "overrides, online, start, part", BAD, ids=[" ".join(b[0]) + (" (online)" if b[1] else "") for b in BAD]
+)
 def test_bad_input_names_the_field(overrides, online, start, part):
     raw = _bad_raws()[BAD.index((overrides, online, start, part))]
     with pytest.raises(ConfigError) as e:
@@ -184,8 +214,12 @@ def test_bad_input_names_the_field(overrides, online, start, part):
 def test_good_inputs_next_to_the_bad_ones_build():
     """The other side of the boundaries above."""
     build_config(offline_raw(["sim.qos_weight=1"]))
-    for ov in (["online.think.kind=exponential", "online.think.mean_s=30", "seed=3"], ["online.warmup_s=0"],
-               ["online.slo.percentile=100"], ["online.think.kind=fixed", "online.think.mean_s=0.5"]):
+    for ov in (
+        ["online.think.kind=exponential", "online.think.mean_s=30", "seed=3"],
+        ["online.warmup_s=0"],
+        ["online.slo.percentile=100"],
+        ["online.think.kind=fixed", "online.think.mean_s=0.5"],
+    ):
         build_config(online_raw(ov), online=True)
     build_config(offline_raw(["backend=real", "cluster=testbed_1p1d", "+testbed.seed=5"]))
     build_config(offline_raw(["workload.seed=4294967295", "model.d_model=2560.0"]))
@@ -260,13 +294,21 @@ def test_each_shipped_file_builds_through_hydra(tmp_path):
     base = ["+agents=4", "+len=64k", *QUIET]
     jobs = [base]  # the defaults: ds660b on its paper cluster
     jobs += [[*base, f"model={m}"] for m in _names("model")]
-    jobs += [[*base, "model=ds27b", f"cluster={c}", *(["backend=real"] if c.startswith("testbed") else [])]
-             for c in _names("cluster")]
+    jobs += [
+        [*base, "model=ds27b", f"cluster={c}", *(["backend=real"] if c.startswith("testbed") else [])]
+        for c in _names("cluster")
+    ]
     jobs += [[*base, f"system={s}"] for s in _names("system")]
-    jobs += [[*base, "workload=mooncake"], [*base, "workload=jsonl", f"workload.path={trace}"],
-             [*base, "backend=real", "cluster=testbed_1p1d"]]
-    online = [["+aps=0.5", "+len=64k", *QUIET], ["+capacity=true", "+len=64k", *QUIET],
-              ["+aps=0.5", "+len=64k", "workload=mooncake", "online.arrivals=trace", *QUIET]]
+    jobs += [
+        [*base, "workload=mooncake"],
+        [*base, "workload=jsonl", f"workload.path={trace}"],
+        [*base, "backend=real", "cluster=testbed_1p1d"],
+    ]
+    online = [
+        ["+aps=0.5", "+len=64k", *QUIET],
+        ["+capacity=true", "+len=64k", *QUIET],
+        ["+aps=0.5", "+len=64k", "workload=mooncake", "online.arrivals=trace", *QUIET],
+    ]
     raws = composed_many([("offline", j) for j in jobs] + [("online", j) for j in online])
     for k, raw in enumerate(raws):
         build_config(raw, online=k >= len(jobs))
@@ -277,8 +319,14 @@ def test_every_model_cluster_system_combination_builds_or_does_not_fit():
     refused only where the simulator itself would stop when it starts: no HBM left for KV, tensor
     parallelism that does not divide a node, or a calibration that fails on one GPU per node (the
     testbed clusters, which serve backend=real)."""
-    bases = dict(zip((False, True), composed_many([("offline", ["+agents=4", "+len=64k", *QUIET]),
-                                                   ("online", ["+aps=0.5", "+len=64k", *QUIET])])))
+    bases = dict(
+        zip(
+            (False, True),
+            composed_many(
+                [("offline", ["+agents=4", "+len=64k", *QUIET]), ("online", ["+aps=0.5", "+len=64k", *QUIET])]
+            ),
+        )
+    )
     built = refused = 0
     refusals = set()
     for online, base in bases.items():
@@ -294,10 +342,14 @@ def test_every_model_cluster_system_combination_builds_or_does_not_fit():
                         built += 1
                     except ConfigError as e:
                         msg = str(e)
-                        assert ((msg.startswith("config.cluster: ") and "leave no HBM for KV" in msg)
-                                or msg.startswith("config.system.sglang_mc.tp_dense: 8 does not divide")
-                                or (msg.startswith("config.hardware.calibration: ")
-                                    and msg.endswith("config.cluster.gpus_per_node=1)"))), (m, c, s, msg)
+                        assert (
+                            (msg.startswith("config.cluster: ") and "leave no HBM for KV" in msg)
+                            or msg.startswith("config.system.sglang_mc.tp_dense: 8 does not divide")
+                            or (
+                                msg.startswith("config.hardware.calibration: ")
+                                and msg.endswith("config.cluster.gpus_per_node=1)")
+                            )
+                        ), (m, c, s, msg)
                         refusals.add(msg.split(":")[0])
                         refused += 1
     assert built > refused > 0
@@ -311,11 +363,17 @@ def cli_dir(tmp_path_factory):
 
 
 CLI = [
-    ("experiments.offline", ["+agents=4", "+len=32k", "system.dualpath.batching=greedy"],
-     "config.system.dualpath.batching: must be one of tokens | quota, got 'greedy'"),
+    (
+        "experiments.offline",
+        ["+agents=4", "+len=32k", "system.dualpath.batching=greedy"],
+        "config.system.dualpath.batching: must be one of tokens | quota, got 'greedy'",
+    ),
     ("experiments.offline", ["+agents=4", "+len=32k", "model.layers=-61"], "config.model.layers: must be >= 1"),
-    ("experiments.offline", ["+agents=4", "+len=32k", "model=ds27b", "cluster=1p1d", "sim.alpha_s=nan"],
-     "config.sim.alpha_s: must be a finite number, got nan"),
+    (
+        "experiments.offline",
+        ["+agents=4", "+len=32k", "model=ds27b", "cluster=1p1d", "sim.alpha_s=nan"],
+        "config.sim.alpha_s: must be a finite number, got nan",
+    ),
     ("experiments.offline", ["+agents=4", "+len=8k"], "+len=8k: workload=synthetic supports MALs"),
     ("experiments.offline", ["+agents=4", "+len=32k", "seed=3"], "config.seed: the offline experiment"),
     ("experiments.online", ["+aps=0.5", "+len=32k", "online.sample_s=0"], "config.online.sample_s: must be > 0"),
@@ -347,15 +405,60 @@ def _field_names():
 
 
 KEYS = _field_names()
-STRINGS = sorted({*(a for lit in (C.Attention, C.ComputeDtype, C.ExpertShard, C.Source, C.Scheduler,
-                                  C.Batching, C.Arrivals, C.ThinkKind, C.WandbMode, C.Backend,
-                                  C.TestbedModel, C.TestbedDtype, C.MoeBackend, C.ReadSide)
-                      for a in typing.get_args(lit)),
-                  "???", "paper", "1p1d", "2p4d", "nope", "basic", "8k", "18k", "32k", "64k", "161k", "162k",
-                  "1024k", "40000", "-3k", "0", "nan", "x/../y", "\x00"})
-SCALARS = st.one_of(st.integers(-3, 3), st.integers(-2**31, 2**31), st.integers(-2**80, 2**80),
-                    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e-300, 1e300]),
-                    st.sampled_from(STRINGS), st.text(max_size=5), st.booleans(), st.none())
+STRINGS = sorted(
+    {
+        *(
+            a
+            for lit in (
+                C.Attention,
+                C.ComputeDtype,
+                C.ExpertShard,
+                C.Source,
+                C.Scheduler,
+                C.Batching,
+                C.Arrivals,
+                C.ThinkKind,
+                C.WandbMode,
+                C.Backend,
+                C.TestbedModel,
+                C.TestbedDtype,
+                C.MoeBackend,
+                C.ReadSide,
+            )
+            for a in typing.get_args(lit)
+        ),
+        "???",
+        "paper",
+        "1p1d",
+        "2p4d",
+        "nope",
+        "basic",
+        "8k",
+        "18k",
+        "32k",
+        "64k",
+        "161k",
+        "162k",
+        "1024k",
+        "40000",
+        "-3k",
+        "0",
+        "nan",
+        "x/../y",
+        "\x00",
+    }
+)
+SCALARS = st.one_of(
+    st.integers(-3, 3),
+    st.integers(-(2**31), 2**31),
+    st.integers(-(2**80), 2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e-300, 1e300]),
+    st.sampled_from(STRINGS),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+)
 NEW_KEYS = st.one_of(st.sampled_from(KEYS), st.text(max_size=4), st.integers(0, 3))  # YAML allows int keys
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(NEW_KEYS, SCALARS, max_size=3))
 
@@ -387,8 +490,7 @@ def _mutate(data, raw):
             dicts = [()] + [p for p in paths if isinstance(_parent(raw, (*p, None)), dict)]
             where = data.draw(st.sampled_from(dicts), label="under")
             node = _parent(raw, (*where, None))
-            node[data.draw(NEW_KEYS, label="key")] = \
-                data.draw(VALUES, label="value")
+            node[data.draw(NEW_KEYS, label="key")] = data.draw(VALUES, label="value")
             continue
         path = data.draw(st.sampled_from(paths), label="path")
         parent = _parent(raw, path)
@@ -397,8 +499,9 @@ def _mutate(data, raw):
         elif op == "tweak":  # another value of the same kind, often a valid one
             parent[path[-1]] = data.draw(_like(parent[path[-1]]), label="tweak")
         elif op == "number":
-            parent[path[-1]] = data.draw(st.sampled_from([0, -1, 1, 2**53 + 1, 0.5, -0.0, math.nan, math.inf,
-                                                          -math.inf, 1e308]), label="number")
+            parent[path[-1]] = data.draw(
+                st.sampled_from([0, -1, 1, 2**53 + 1, 0.5, -0.0, math.nan, math.inf, -math.inf, 1e308]), label="number"
+            )
         else:
             parent[path[-1]] = data.draw(VALUES, label="value")
 
@@ -453,8 +556,30 @@ def test_fuzz_any_shape_at_the_top(raw, online):
     _check(raw, online)
 
 
-OVERRIDE_VALUES = ["0", "-1", "1", "2.5", "nan", "inf", "-inf", "1e400", "null", "[]", "{}", "[1,2]", "{a: 1}",
-                   "x", "''", "true", "greedy", "quota", "8k", "64k", "99999999999999999999", "'3'"]
+OVERRIDE_VALUES = [
+    "0",
+    "-1",
+    "1",
+    "2.5",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "null",
+    "[]",
+    "{}",
+    "[1,2]",
+    "{a: 1}",
+    "x",
+    "''",
+    "true",
+    "greedy",
+    "quota",
+    "8k",
+    "64k",
+    "99999999999999999999",
+    "'3'",
+]
 
 
 @functools.cache
@@ -469,8 +594,11 @@ def test_fuzz_hydra_overrides(data):
     """Random command-line overrides through Hydra itself (fewer: each composes the config)."""
     online = data.draw(st.booleans(), label="online")
     keys = _override_keys()
-    overrides = [f"{data.draw(st.sampled_from(['', '', '', '++']))}{data.draw(st.sampled_from(keys))}="
-                 f"{data.draw(st.sampled_from(OVERRIDE_VALUES))}" for _ in range(data.draw(st.integers(1, 3)))]
+    overrides = [
+        f"{data.draw(st.sampled_from(['', '', '', '++']))}{data.draw(st.sampled_from(keys))}="
+        f"{data.draw(st.sampled_from(OVERRIDE_VALUES))}"
+        for _ in range(data.draw(st.integers(1, 3)))
+    ]
     try:
         raw = online_raw(overrides) if online else offline_raw(overrides)
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra's own refusal (exit 2: sweep.run)

@@ -10,8 +10,9 @@ def brute_keys(cached, new, cap=None):
     return sum(min(p, cap) if cap else p for p in range(cached + 1, cached + new + 1))
 
 
-@pytest.mark.parametrize("cached, new, cap", [(0, 10, None), (5, 7, None), (0, 10, 4), (3, 9, 6),
-                                             (20, 5, 6), (6, 1, 6), (0, 1, 1)])
+@pytest.mark.parametrize(
+    "cached, new, cap", [(0, 10, None), (5, 7, None), (0, 10, 4), (3, 9, 6), (20, 5, 6), (6, 1, 6), (0, 1, 1)]
+)
 def test_causal_keys_matches_brute_force(cached, new, cap):
     assert causal_keys(cached, new, cap) == brute_keys(cached, new, cap)
 
@@ -54,8 +55,9 @@ def test_calibration_reproduces_anchor_throughputs():
     anchor = from_dict(ModelSpec, load("model", "dsv3"))
     eff = calibrate(anchor, hw)
     cal = hw.calibration
-    cost = CostModel(anchor, cfg.cluster.__class__(**{**cfg.cluster.__dict__, "decode_nodes":
-                                                      cal.decode_gpus // 8}), hw, eff)
+    cost = CostModel(
+        anchor, cfg.cluster.__class__(**{**cfg.cluster.__dict__, "decode_nodes": cal.decode_gpus // 8}), hw, eff
+    )
     prompt = cal.prefill_prompt_tokens
     cached = round(prompt * cal.prefill_hit_ratio)
     t = cost.prefill_time(cost.counts.prefill_flops(cached, prompt - cached))

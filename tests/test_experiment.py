@@ -1,4 +1,5 @@
 """The offline experiment end to end: Hydra composition, results files, errors, W&B runs."""
+
 import json
 import re
 
@@ -12,8 +13,7 @@ from dualpath_jax.results import as_text, cell_of, comparison_table, offline_pay
 
 from .helpers import ROOT, run_cli
 
-SMALL = ["model=ds27b", "cluster=1p1d", "workload.trajectories=24", "tracking.wandb=false",
-         "sim.progress=false"]
+SMALL = ["model=ds27b", "cluster=1p1d", "workload.trajectories=24", "tracking.wandb=false", "sim.progress=false"]
 
 
 def composed(overrides):
@@ -52,8 +52,10 @@ def test_same_seed_gives_identical_results_file(tmp_path):
     assert c["systems"]["basic"]["jct_s"] != json.loads(a)["systems"]["basic"]["jct_s"]
 
 
-@pytest.mark.parametrize("value, mal, label", [("64k", 65536, "64k"), ("32K", 32768, "32k"),
-                                               (40000, 40000, "40000"), ("40000", 40000, "40000")])
+@pytest.mark.parametrize(
+    "value, mal, label",
+    [("64k", 65536, "64k"), ("32K", 32768, "32k"), (40000, 40000, "40000"), ("40000", 40000, "40000")],
+)
 def test_parse_len(value, mal, label):
     assert parse_len(value) == (mal, label)
 
@@ -93,13 +95,16 @@ def test_cli_unknown_model_and_bad_len(workdir):
 
 
 def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
-    out = _cli(["--multirun", "+agents=4,8", "+len=32k", *SMALL[:-2], "tracking.wandb=true",
-                f"results_dir={workdir / 'res'}"], workdir, {"WANDB_MODE": "offline"})
+    out = _cli(
+        ["--multirun", "+agents=4,8", "+len=32k", *SMALL[:-2], "tracking.wandb=true", f"results_dir={workdir / 'res'}"],
+        workdir,
+        {"WANDB_MODE": "offline"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    files = sorted(re.sub(r"-[0-9a-f]{8}\.", ".", p.name)
-                   for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir())
-    assert files == ["agents4_len32k.json", "agents4_len32k.txt", "agents8_len32k.json",
-                     "agents8_len32k.txt"]
+    files = sorted(
+        re.sub(r"-[0-9a-f]{8}\.", ".", p.name) for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir()
+    )
+    assert files == ["agents4_len32k.json", "agents4_len32k.txt", "agents8_len32k.json", "agents8_len32k.txt"]
     runs = sorted((workdir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one W&B run per job, not one shared run
     for run in runs:
@@ -113,10 +118,26 @@ def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(work
     from dualpath_jax.workload.trace import write_trace
 
     trace = workdir / "trace.jsonl"
-    write_trace(trace, [Trajectory(f"a{k}", (Turn(input=40 + k, cached=0, output=5),
-                                             Turn(input=70 + k, cached=45 + k, output=5))) for k in range(3)])
-    out = _cli(["backend=real", "cluster=testbed_1p1d", "workload=jsonl", f"workload.path={trace}",
-                "+agents=3", "+len=32k", "tracking.wandb=false", f"results_dir={workdir / 'res'}"], workdir)
+    write_trace(
+        trace,
+        [
+            Trajectory(f"a{k}", (Turn(input=40 + k, cached=0, output=5), Turn(input=70 + k, cached=45 + k, output=5)))
+            for k in range(3)
+        ],
+    )
+    out = _cli(
+        [
+            "backend=real",
+            "cluster=testbed_1p1d",
+            "workload=jsonl",
+            f"workload.path={trace}",
+            "+agents=3",
+            "+len=32k",
+            "tracking.wandb=false",
+            f"results_dir={workdir / 'res'}",
+        ],
+        workdir,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     [path] = (workdir / "res" / "offline" / "tiny_testbed_1p1d").glob("agents3_len32k_real_jsonl-*.json")
     data = json.loads(path.read_text())

@@ -1,5 +1,6 @@
 """The figure scripts: a cell is run once and then read from disk; a figure's CSV holds the
 numbers of its cells' results files, and a PNG is drawn."""
+
 import csv
 import json
 
@@ -37,8 +38,9 @@ def test_a_cell_is_run_once_then_read_from_disk(tmp_path):
 
 
 def test_figure_writes_a_png_and_a_csv_matching_the_cells(tmp_path):
-    csv_path, png = pd_ratio.make(results_dir=tmp_path, clusters=("1p1d",), length="32k", agents=(8,),
-                                  extra=["workload.trajectories=8"])
+    csv_path, png = pd_ratio.make(
+        results_dir=tmp_path, clusters=("1p1d",), length="32k", agents=(8,), extra=["workload.trajectories=8"]
+    )
     assert csv_path == tmp_path / "figures" / "pd_ratio.csv"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(csv_path.open()))
@@ -48,12 +50,19 @@ def test_figure_writes_a_png_and_a_csv_matching_the_cells(tmp_path):
         assert (r["model"], r["cluster"], r["mal"], int(r["agents"])) == ("ds27b", "1p1d", "32k", 8)
         assert float(r["jct_s"]) == pytest.approx(data["systems"][r["system"]]["jct_s"], rel=1e-12)
         assert float(r["speedup_vs_basic"]) == pytest.approx(
-            data["comparison"][r["system"]]["speedup_vs_basic"], rel=1e-12)
+            data["comparison"][r["system"]]["speedup_vs_basic"], rel=1e-12
+        )
 
 
 def test_an_online_cell_is_run_once_then_read_from_disk(tmp_path):
-    small = ["model=ds27b", "cluster=1p1d", "+len=32k", "workload.trajectories=8", "online.duration_s=60",
-             "online.warmup_s=10"]
+    small = [
+        "model=ds27b",
+        "cluster=1p1d",
+        "+len=32k",
+        "workload.trajectories=8",
+        "online.duration_s=60",
+        "online.warmup_s=10",
+    ]
     before = cells.RUNS["online"]
     first = cells.online(small, 0.2, results_dir=tmp_path)
     path = only_file(tmp_path / "online" / "ds27b_1p1d", "aps0.2_len32k-*.json")

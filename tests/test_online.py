@@ -1,4 +1,5 @@
 """The online experiment: arrivals, latencies on a hand-made timeline, capacity search, a small run."""
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -27,8 +28,14 @@ def test_poisson_arrivals_have_the_requested_rate(rate, duration):
 def test_latencies_on_a_hand_made_timeline():
     # request A: arrives 0, first token 1.0, joins decode 1.2, second token 1.25, 5 tokens done 1.4
     # request B: arrives 2, first token 2.5, a single output token
-    lat = request_latencies(arrive=[0.0, 2.0], first_token=[1.0, 2.5], second_token=[1.25, -1.0],
-                            finished=[1.4, 2.6], joined=[1.2, 2.55], output=[5, 1])
+    lat = request_latencies(
+        arrive=[0.0, 2.0],
+        first_token=[1.0, 2.5],
+        second_token=[1.25, -1.0],
+        finished=[1.4, 2.6],
+        joined=[1.2, 2.55],
+        output=[5, 1],
+    )
     assert lat["ttft_s"].tolist() == [1.0, 0.5]
     assert lat["ttst_s"].tolist() == [1.25]
     assert lat["tpot_s"] == pytest.approx([0.05])
@@ -63,9 +70,23 @@ def test_think_time_sampler():
 
 def online_cfg(extra=()):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        raw = OmegaConf.to_container(compose("online", overrides=[
-            "+aps=0.2", "+len=32k", "model=ds27b", "cluster=1p1d", "workload.trajectories=20",
-            "online.duration_s=120", "online.warmup_s=20", "tracking.wandb=false", *extra]), resolve=True)
+        raw = OmegaConf.to_container(
+            compose(
+                "online",
+                overrides=[
+                    "+aps=0.2",
+                    "+len=32k",
+                    "model=ds27b",
+                    "cluster=1p1d",
+                    "workload.trajectories=20",
+                    "online.duration_s=120",
+                    "online.warmup_s=20",
+                    "tracking.wandb=false",
+                    *extra,
+                ],
+            ),
+            resolve=True,
+        )
     return build_config(raw, online=True)
 
 

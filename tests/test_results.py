@@ -1,4 +1,5 @@
 """Results that can be trusted: one file per cell, provenance, resume, atomic writes."""
+
 import json
 import os
 import re
@@ -29,10 +30,18 @@ def cell(overrides, kind="offline", results_dir="res", base=TINY):
     return cell_of(cells.online_config([*online, *overrides], aps), kind, results_dir)
 
 
-@pytest.mark.parametrize("override", ["model.kv_format=bf16_indexer", "workload.seed=3",
-                                      "cluster.snic_gbps=200", "model.d_model=4096",
-                                      "system.dualpath.batching=tokens", "sim.alpha_s=2.5",
-                                      "workload.append_scale=2"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.kv_format=bf16_indexer",
+        "workload.seed=3",
+        "cluster.snic_gbps=200",
+        "model.d_model=4096",
+        "system.dualpath.batching=tokens",
+        "sim.alpha_s=2.5",
+        "workload.append_scale=2",
+    ],
+)
 def test_cells_that_differ_in_any_number_changing_field_never_share_a_file(override):
     base, other = cell([]), cell([override])
     assert base.path != other.path and base.id != other.id
@@ -93,8 +102,14 @@ def test_non_finite_numbers_are_refused_not_written_as_infinity(tmp_path):
 
 
 def test_kv_format_sweep_writes_two_files_skips_them_then_rerun_rewrites_identical_bytes(workdir):
-    args = ["--multirun", *TINY, "model.kv_format=fp8,bf16_indexer", "tracking.wandb=false",
-            "sim.progress=false", f"results_dir={workdir / 'res'}"]
+    args = [
+        "--multirun",
+        *TINY,
+        "model.kv_format=fp8,bf16_indexer",
+        "tracking.wandb=false",
+        "sim.progress=false",
+        f"results_dir={workdir / 'res'}",
+    ]
     out = run_cli("experiments.offline", args, workdir)
     assert out.returncode == 0, out.stderr[-2000:]
     files = sorted((workdir / "res" / "offline" / "ds27b_1p1d").glob("*.json"))
@@ -123,9 +138,20 @@ def test_a_single_run_of_a_stored_cell_shows_its_stored_table(workdir):
 
 
 def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdir):
-    out = run_cli("experiments.offline", ["--multirun", *TINY[:2], "+agents=6,0", "+len=32k",
-                                       "workload.trajectories=6", "tracking.wandb=false", "sim.progress=false",
-                                       f"results_dir={workdir / 'res'}"], workdir)
+    out = run_cli(
+        "experiments.offline",
+        [
+            "--multirun",
+            *TINY[:2],
+            "+agents=6,0",
+            "+len=32k",
+            "workload.trajectories=6",
+            "tracking.wandb=false",
+            "sim.progress=false",
+            f"results_dir={workdir / 'res'}",
+        ],
+        workdir,
+    )
     assert out.returncode == 1
     assert len(list((workdir / "res" / "offline" / "ds27b_1p1d").glob("*.json"))) == 1
     assert "2 cells, 1 ran, 0 skipped, 1 failed" in out.stderr
@@ -133,9 +159,14 @@ def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdi
     assert "Traceback" not in out.stderr + out.stdout
 
 
-@pytest.mark.parametrize("override, says", [("model=nope", "Could not find 'model/nope'"),
-                                             ("model=1", "Config group override must be a string"),
-                                             ("sim.nope=3", "Could not override 'sim.nope'")])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("model=nope", "Could not find 'model/nope'"),
+        ("model=1", "Config group override must be a string"),
+        ("sim.nope=3", "Could not override 'sim.nope'"),
+    ],
+)
 def test_hydras_own_refusals_exit_2_without_a_traceback(workdir, override, says):
     out = run_cli("experiments.offline", [*TINY, override], workdir)
     assert out.returncode == 2 and says in out.stderr
@@ -152,13 +183,21 @@ def test_an_unwritable_results_dir_fails_before_the_simulation(workdir):
 
 def test_parallel_runs_started_in_one_second_get_their_own_hydra_folders(workdir):
     args = [*TINY, "tracking.wandb=false", "sim.progress=false", f"results_dir={workdir / 'res'}"]
-    procs = [subprocess.Popen([sys.executable, "-m", "experiments.offline", *args], cwd=workdir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.offline", *args],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     assert len(list((workdir / "outputs").glob("*/*"))) == 3
 
 
 # --- atomic writes ------------------------------------------------------------------------------
+
 
 def test_a_write_interrupted_midway_leaves_the_old_file_and_no_temp(tmp_path):
     path = atomic_write(tmp_path / "r.json", "old")
@@ -233,9 +272,15 @@ def test_two_processes_writing_one_cell_leave_one_consistent_pair(tmp_path):
         print(c.path)
     """)
     start = time.time() + 5
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(w), str(pause), str(start + delay)], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
-             for w, pause, delay in ((1, 1.0, 0.0), (2, 0.0, 0.3))]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(w), str(pause), str(start + delay)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w, pause, delay in ((1, 1.0, 0.0), (2, 0.0, 0.3))
+    ]
     paths = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs) and len(paths) == 1
     path = paths.pop()
@@ -273,8 +318,9 @@ def test_pool_workers_die_with_the_figures_command(tmp_path):
         specs = [("offline", ["model=ds660b", "+agents=" + str(n), "+len=64k"]) for n in (4000, 4001)]
         cells.fetch(specs, "slow", results_dir={str(tmp_path)!r}, jobs=2)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while len(_children(parent.pid)) < 2 and time.time() < deadline:
         time.sleep(0.2)

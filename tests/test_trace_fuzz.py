@@ -5,6 +5,7 @@
     importer raise only TraceError, every message names the file and a line (`file:<n>: `, byte
     offsets included), and each accepts exactly what a small independent oracle below accepts.
 """
+
 import dataclasses
 import json
 import math
@@ -43,6 +44,7 @@ def folder(tmp_path_factory):
 
 # --- the oracle: the format's rules, written again independently of trace.py ------------------
 
+
 def _no_dupes(pairs):
     keys = [k for k, _ in pairs]
     if len(set(keys)) < len(keys):
@@ -52,6 +54,7 @@ def _no_dupes(pairs):
 
 def _strict_json(text: str):
     """json.loads without NaN/Infinity/overflowing floats or repeated keys; ValueError if not."""
+
     def no_constant(name):
         raise ValueError(name)
 
@@ -59,6 +62,7 @@ def _strict_json(text: str):
         if not math.isfinite(float(text)):
             raise ValueError(text)
         return float(text)
+
     return json.loads(text, parse_constant=no_constant, parse_float=finite, object_pairs_hook=_no_dupes)
 
 
@@ -91,8 +95,12 @@ def _trajectory_ok(obj) -> bool:
         return False
     prev, last_t = None, -math.inf
     for turn in obj["turns"]:
-        if not isinstance(turn, dict) or not {"input", "cached", "output"} <= set(turn) <= \
-                {"input", "cached", "output", "t"}:
+        if not isinstance(turn, dict) or not {"input", "cached", "output"} <= set(turn) <= {
+            "input",
+            "cached",
+            "output",
+            "t",
+        }:
             return False
         i, c, o = turn["input"], turn["cached"], turn["output"]
         if not (_is_count(i, 1) and _is_count(c) and _is_count(o)) or c >= i:
@@ -145,6 +153,7 @@ def blank(data: bytes, limit: int | None = None) -> bool:
 
 # --- running the code under test ----------------------------------------------------------------
 
+
 def check_error(e: TraceError, path: Path, empty: str, is_blank: bool) -> None:
     msg = str(e)
     if msg == f"{path}: {empty}":
@@ -152,7 +161,7 @@ def check_error(e: TraceError, path: Path, empty: str, is_blank: bool) -> None:
     else:
         assert re.match(rf"{re.escape(str(path))}:\d+: \S", msg), msg
     # what was caught, for --hypothesis-show-statistics: the message's first words, no values
-    what = re.sub(r"turns\[\d+\]: |\(.*|got .*|byte offset \d+: ", "", msg[len(str(path)):])
+    what = re.sub(r"turns\[\d+\]: |\(.*|got .*|byte offset \d+: ", "", msg[len(str(path)) :])
     event(f"{path.name} rejected: " + " ".join(re.sub(r"^:\d+:", "", what).split()[:6]))
 
 
@@ -189,6 +198,7 @@ def assert_trace_verdict(folder: Path, data: bytes) -> None:
 # seeded Random whose seed hypothesis draws (printed on failure), biased towards
 # edge values by hand; the mutations themselves are hypothesis draws and shrink as usual.
 
+
 def _count(rng: random.Random, hi: int) -> int:
     """A count in [0, hi], edges often."""
     pick = rng.randrange(6)
@@ -207,8 +217,9 @@ ODD_CHARS = 'a:"\\\n\r\t\x00\x7f \u00e9\u2028\ufeff\U0001f600'
 
 
 def _id(rng: random.Random, k: int) -> str:
-    text = "".join(rng.choice(ODD_CHARS) if rng.randrange(2) else chr(rng.randrange(0x20, 0xD7FF))
-                   for _ in range(rng.randrange(5)))
+    text = "".join(
+        rng.choice(ODD_CHARS) if rng.randrange(2) else chr(rng.randrange(0x20, 0xD7FF)) for _ in range(rng.randrange(5))
+    )
     return f"{k}:{text}"  # unique by construction; repeats come from the mutations
 
 
@@ -229,9 +240,16 @@ def valid_trace(rng: random.Random) -> list[Trajectory]:
 
 
 def as_objects(trajs):
-    return [{"id": t.id, "turns": [{"input": u.input, "cached": u.cached, "output": u.output,
-                                    **({} if u.t is None else {"t": u.t})} for u in t.turns]}
-            for t in trajs]
+    return [
+        {
+            "id": t.id,
+            "turns": [
+                {"input": u.input, "cached": u.cached, "output": u.output, **({} if u.t is None else {"t": u.t})}
+                for u in t.turns
+            ],
+        }
+        for t in trajs
+    ]
 
 
 def mooncake_rows(rng: random.Random) -> list[dict]:
@@ -242,33 +260,87 @@ def mooncake_rows(rng: random.Random) -> list[dict]:
         ids = rng.choice(out)["hash_ids"][:] if out and rng.randrange(2) else []
         ids += [rng.randrange(8) for _ in range(rng.randrange(4))]
         inp = max(1, rng.choice([len(ids) * 512 - rng.randrange(600), rng.randrange(1, 3000), 1]))
-        out.append({"timestamp": ts, "input_length": inp, "output_length": rng.choice([0, 1, 40]),
-                    "hash_ids": ids})
+        out.append({"timestamp": ts, "input_length": inp, "output_length": rng.choice([0, 1, 40]), "hash_ids": ids})
     return out
 
 
 # Mutations are decoded from one drawn byte string (4 bytes an edit): a single draw is cheap, and
 # hypothesis still shrinks it (towards edit 0 at position 0).
-ODD_VALUES = [None, True, False, 0, -1, 1, 2, 0.5, 3.0, -0.0, 1e308, 2**63 - 1, 2**63, 10**30, "",
-              "1", "a", "\ud800", [], [1], [True], [None], {}, {"input": 1}, {"t": math.nan},
-              math.nan, math.inf, -math.inf, [math.inf]]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    0.5,
+    3.0,
+    -0.0,
+    1e308,
+    2**63 - 1,
+    2**63,
+    10**30,
+    "",
+    "1",
+    "a",
+    "\ud800",
+    [],
+    [1],
+    [True],
+    [None],
+    {},
+    {"input": 1},
+    {"t": math.nan},
+    math.nan,
+    math.inf,
+    -math.inf,
+    [math.inf],
+]
 OPS = ("set", "delete", "add", "shuffle", "same_id", "nudge")
-CHUNKS = [b'"', b",", b":", b"{", b"}", b"[", b"]", b"-", b"0", b"9", b".5", b"e9", b"e999", b" ",
-          b"\n", b"\r", b"\x00", b"\x0c", b"\\", b"NaN", b"true", b"null", b'"t": 1, ',
-          b'"id": "0:", ', b"\xc3\xa9", b"\xed\xa0\x80", b"\xf0\x9f"]
+CHUNKS = [
+    b'"',
+    b",",
+    b":",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"-",
+    b"0",
+    b"9",
+    b".5",
+    b"e9",
+    b"e999",
+    b" ",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\x0c",
+    b"\\",
+    b"NaN",
+    b"true",
+    b"null",
+    b'"t": 1, ',
+    b'"id": "0:", ',
+    b"\xc3\xa9",
+    b"\xed\xa0\x80",
+    b"\xf0\x9f",
+]
 edits = st.binary(min_size=4, max_size=16)
 
 
 def _groups(blob: bytes):
-    return [blob[k:k + 4] for k in range(0, len(blob) - 3, 4)]
+    return [blob[k : k + 4] for k in range(0, len(blob) - 3, 4)]
 
 
 def mutate(objs: list[dict], blob: bytes) -> list[dict]:
     """Structural edits of a trace's objects: values, keys, turn order, repeated ids."""
     for b in _groups(blob):
         op, where, value = OPS[b[0] % len(OPS)], b[1] << 8 | b[2], ODD_VALUES[b[3] % len(ODD_VALUES)]
-        targets = [(o, None) for o in objs] + [(o, u) for o in objs if isinstance(o.get("turns"), list)
-                                                 for u in o["turns"] if isinstance(u, dict)]
+        targets = [(o, None) for o in objs] + [
+            (o, u) for o in objs if isinstance(o.get("turns"), list) for u in o["turns"] if isinstance(u, dict)
+        ]
         obj, turn = targets[where % len(targets)]
         target = obj if turn is None else turn
         keys = sorted(target) or ["id"]
@@ -297,13 +369,13 @@ def mutate_trajectories(trajs: list[Trajectory], blob: bytes) -> list[Trajectory
         turns, tid = tr.turns, tr.id
         if b[0] % 4 == 0 and turns:
             name = ("input", "cached", "output", "t")[b[2] % 4]
-            turns = turns[:i] + (dataclasses.replace(turns[i], **{name: value}),) + turns[i + 1:]
+            turns = turns[:i] + (dataclasses.replace(turns[i], **{name: value}),) + turns[i + 1 :]
         elif b[0] % 4 == 1:
             tid = value if b[3] % 2 else trajs[0].id
         elif b[0] % 4 == 2:
             turns = turns[::-1]
         else:
-            turns = turns[:i] + turns[i + 1:]
+            turns = turns[:i] + turns[i + 1 :]
         trajs[k] = Trajectory(tid, turns)
     return trajs
 
@@ -327,6 +399,7 @@ seeds = st.integers(0, 2**32 - 1).map(random.Random)  # st.randoms() wraps every
 
 # --- (a) round trip -------------------------------------------------------------------------
 
+
 @cases(2000)
 @given(rng=seeds)
 def test_valid_trajectories_round_trip_exactly(folder, rng):
@@ -342,6 +415,7 @@ def test_valid_trajectories_round_trip_exactly(folder, rng):
 
 
 # --- (b) bad input: only TraceError, always located, verdict as the oracle's -------------------
+
 
 @cases(2000)
 @given(rng=seeds, blob=edits)
@@ -363,8 +437,9 @@ def test_write_trace_refuses_exactly_what_read_trace_would(folder, rng, blob):
 
 def _fields(trajs):
     """What write_trace keeps: every field, times as floats (an int time is written as a float)."""
-    return [(t.id, [(u.input, u.cached, u.output, None if u.t is None else float(u.t)) for u in t.turns])
-            for t in trajs]
+    return [
+        (t.id, [(u.input, u.cached, u.output, None if u.t is None else float(u.t)) for u in t.turns]) for t in trajs
+    ]
 
 
 @cases(2000)
@@ -379,12 +454,26 @@ def test_byte_mutated_traces(folder, rng, edits):
     assert_trace_verdict(folder, apply_bytes(as_bytes(as_objects(valid_trace(rng))), edits))
 
 
-lines = st.lists(st.one_of(st.sampled_from(ODD_VALUES).map(json.dumps), st.text(max_size=30),
-                           st.sampled_from(["", " ", "\r", "\ufeff{}", "{", "[" * 3000, "1" * 5000,
-                                            '{"id": "a", "turns": [{"input": 1, "cached": 0, "output": 0}]}',
-                                            ('{"timestamp": 0, "input_length": 1, "output_length": 0, '
-                                             '"hash_ids": []}')])),
-                 max_size=5).map(lambda ls: "\n".join(ls).encode())
+lines = st.lists(
+    st.one_of(
+        st.sampled_from(ODD_VALUES).map(json.dumps),
+        st.text(max_size=30),
+        st.sampled_from(
+            [
+                "",
+                " ",
+                "\r",
+                "\ufeff{}",
+                "{",
+                "[" * 3000,
+                "1" * 5000,
+                '{"id": "a", "turns": [{"input": 1, "cached": 0, "output": 0}]}',
+                ('{"timestamp": 0, "input_length": 1, "output_length": 0, "hash_ids": []}'),
+            ]
+        ),
+    ),
+    max_size=5,
+).map(lambda ls: "\n".join(ls).encode())
 
 
 @cases(2000)
@@ -405,8 +494,7 @@ def assert_mooncake_verdict(folder: Path, data: bytes, limit) -> None:
 
 
 @cases(2000)
-@given(rng=seeds, blob=edits, how=st.sampled_from(["none", "rows", "bytes"]),
-       limit=st.none() | st.integers(1, 7))
+@given(rng=seeds, blob=edits, how=st.sampled_from(["none", "rows", "bytes"]), limit=st.none() | st.integers(1, 7))
 def test_mooncake_rows_structural_and_byte_mutations(folder, rng, blob, how, limit):
     rows = mooncake_rows(rng)
     raw = as_bytes(mutate(rows, blob)) if how == "rows" else as_bytes(rows)
@@ -421,5 +509,5 @@ def shipped_lines():
 @cases(1500)
 @given(start=st.integers(0, 380), size=st.integers(1, 20), edits=edits)
 def test_mutated_slices_of_the_shipped_mooncake_trace(folder, shipped_lines, start, size, edits):
-    raw = b"\n".join(shipped_lines[start:start + size])
+    raw = b"\n".join(shipped_lines[start : start + size])
     assert_mooncake_verdict(folder, apply_bytes(raw, edits), None)

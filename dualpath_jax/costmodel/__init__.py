@@ -1,4 +1,5 @@
 """FLOP and byte counts per model, and the time model built on them."""
+
 from .analytic import CostModel, Efficiency, calibrate
 from .counts import ModelCounts, causal_keys
 

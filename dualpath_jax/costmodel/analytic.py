@@ -7,6 +7,7 @@ The two compute efficiencies are solved from DeepSeek's published H800 per-node 
 DeepSeek-V3 (see configs/cluster/*.yaml, calibration:) — independent of the DualPath paper — and then
 applied unchanged to every model. Nothing here looks at the paper's JCT figures.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,13 +43,14 @@ def calibrate(anchor: ModelSpec, hw: HardwareSpec, gpus_per_node: int = 8) -> Ef
     ctx = cal.decode_context_tokens
     step = 1.0 / cal.decode_tokens_per_s_request
     keys = counts.decode_keys(ctx)
-    mem_bytes = (counts.weight_bytes_per_gpu(cal.decode_gpus, g)
-                 + b * counts.decode_kv_read_bytes(keys, ctx))
+    mem_bytes = counts.weight_bytes_per_gpu(cal.decode_gpus, g) + b * counts.decode_kv_read_bytes(keys, ctx)
     mem_time = mem_bytes / (gpu.hbm_tbps * 1e12 * cal.hbm_efficiency)
     compute_time = step - mem_time - cal.decode_step_overhead_ms / 1e3
     if compute_time <= 0:
-        raise ValueError(f"calibration: anchor decode step {step * 1e3:.1f} ms is shorter than its "
-                         f"memory time {mem_time * 1e3:.1f} ms plus overhead; check calibration.*")
+        raise ValueError(
+            f"calibration: anchor decode step {step * 1e3:.1f} ms is shorter than its "
+            f"memory time {mem_time * 1e3:.1f} ms plus overhead; check calibration.*"
+        )
     decode = b * counts.decode_flops(keys, ctx) / (compute_time * peak)
     for name, eff in (("prefill", prefill), ("decode", decode)):
         if not 0 < eff <= 1:
@@ -77,16 +79,22 @@ class CostModel:
         c, rate = self.counts, self.peak * self.eff.decode
         per_key = c.decode_kv_read_bytes(1, 0) / self.hbm + (c.decode_flops(1, 0) - c.decode_flops(0, 0)) / rate
         per_ctx = c.decode_kv_read_bytes(0, 1) / self.hbm + (c.decode_flops(0, 1) - c.decode_flops(0, 0)) / rate
-        self._decode_coef = (self.decode_weights / self.hbm + self._step_overhead,
-                             2.0 * c.active_params / rate, per_key, per_ctx)
+        self._decode_coef = (
+            self.decode_weights / self.hbm + self._step_overhead,
+            2.0 * c.active_params / rate,
+            per_key,
+            per_ctx,
+        )
 
     def kv_room_bytes(self, role: str) -> float:
         """HBM left for KV on one GPU of `role` after weights and the activation reserve."""
         weights = self.prefill_weights if role == "prefill" else self.decode_weights
         room = (self.hardware.gpu.hbm_gb - self.cluster.activation_reserve_gb) * 1e9 - weights
         if room <= 0:
-            raise ValueError(f"{self.model.name} on {self.cluster.name}: {role} weights "
-                             f"({weights / 1e9:.1f} GB per GPU) leave no HBM for KV")
+            raise ValueError(
+                f"{self.model.name} on {self.cluster.name}: {role} weights "
+                f"({weights / 1e9:.1f} GB per GPU) leave no HBM for KV"
+            )
         return room
 
     def prefill_time(self, flops: float) -> float:
@@ -95,8 +103,7 @@ class CostModel:
     def prefill_split(self, cached: int, new: int) -> tuple[float, float]:
         """(attention seconds, linear seconds) to prefill `new` tokens after `cached`."""
         rate = self.peak * self.eff.prefill
-        return (self.counts.prefill_attn_flops(cached, new) / rate,
-                2.0 * self.counts.active_params * new / rate)
+        return (self.counts.prefill_attn_flops(cached, new) / rate, 2.0 * self.counts.active_params * new / rate)
 
     def decode_step_time(self, batch: int, keys: float, context: float) -> float:
         """One step for `batch` requests attending `keys` keys and spanning `context` tokens in all."""

@@ -9,6 +9,7 @@ Linear layers cost 2 FLOPs per parameter per token. Attention costs FLOPs per (q
 - GQA: QK and AV over head_dim per query head.
 The engine picks the cheaper MLA form per prefill request (DeepSeek's kernels support both).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,8 +62,9 @@ class ModelCounts:
     def dense_ffn_params(self) -> int:
         """Dense-FFN layers plus shared experts: on every token, replicated on every GPU."""
         s = self.spec
-        return (s.dense_layers * 3 * s.d_model * s.dense_ffn
-                + self.moe_layers * (s.shared_experts * self._expert_params + s.d_model * s.routed_experts))
+        return s.dense_layers * 3 * s.d_model * s.dense_ffn + self.moe_layers * (
+            s.shared_experts * self._expert_params + s.d_model * s.routed_experts
+        )
 
     @cached_property
     def routed_params(self) -> int:
@@ -74,14 +76,21 @@ class ModelCounts:
 
     @cached_property
     def total_params(self) -> int:
-        return (self.spec.layers * self.attn_params_per_layer + self.dense_ffn_params
-                + self.routed_params + self.embedding_params)
+        return (
+            self.spec.layers * self.attn_params_per_layer
+            + self.dense_ffn_params
+            + self.routed_params
+            + self.embedding_params
+        )
 
     @cached_property
     def active_params(self) -> int:
         """Parameters touched per token, excluding embeddings and the LM head."""
-        return (self.spec.layers * self.attn_params_per_layer + self.dense_ffn_params
-                + self.moe_layers * self.spec.top_k * self._expert_params)
+        return (
+            self.spec.layers * self.attn_params_per_layer
+            + self.dense_ffn_params
+            + self.moe_layers * self.spec.top_k * self._expert_params
+        )
 
     def weight_bytes_per_gpu(self, role_gpus: int, gpus_per_node: int) -> float:
         """Attention and embeddings replicated (DP attention); dense FFN over `dense_ffn_tp` GPUs;
@@ -91,8 +100,7 @@ class ModelCounts:
             raise ValueError(f"model.expert_shard={s.expert_shard!r} is unknown; known: role, node")
         shard = role_gpus if s.expert_shard == "role" else gpus_per_node
         replicated = s.layers * self.attn_params_per_layer + self.embedding_params
-        return s.weight_bytes * (replicated + self.dense_ffn_params / s.dense_ffn_tp
-                                 + self.routed_params / shard)
+        return s.weight_bytes * (replicated + self.dense_ffn_params / s.dense_ffn_tp + self.routed_params / shard)
 
     # ---- attention FLOPs per (query, key) pair, per layer ----------------------------------------
     @cached_property
@@ -116,8 +124,9 @@ class ModelCounts:
         """The attention part of `prefill_flops`: what varies between requests of equal length."""
         s = self.spec
         if s.attention == "mla_dsa":
-            attn = (self._absorbed_pair * causal_keys(cached, new, s.dsa_topk)
-                    + 2 * s.indexer_heads * s.indexer_dim * causal_keys(cached, new))
+            attn = self._absorbed_pair * causal_keys(
+                cached, new, s.dsa_topk
+            ) + 2 * s.indexer_heads * s.indexer_dim * causal_keys(cached, new)
         elif s.attention == "mla":
             pairs = causal_keys(cached, new)
             upproj = 2.0 * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * (cached + new)
@@ -156,8 +165,7 @@ class ModelCounts:
         fmt = self.spec.kv_bytes_per_token_layer
         if self.spec.kv_format not in fmt:
             known = ", ".join(sorted(fmt))
-            raise ValueError(f"model.kv_format={self.spec.kv_format!r} is unknown for "
-                             f"{self.spec.name}; known: {known}")
+            raise ValueError(f"model.kv_format={self.spec.kv_format!r} is unknown for {self.spec.name}; known: {known}")
         part = fmt[self.spec.kv_format]
         return int(part["main"]), int(part.get("indexer", 0))
 

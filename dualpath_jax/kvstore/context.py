@@ -1,4 +1,5 @@
 """TensorStore context for the KV store, stated explicitly rather than left to defaults."""
+
 from __future__ import annotations
 
 import dataclasses

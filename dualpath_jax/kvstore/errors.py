@@ -1,4 +1,5 @@
 """Errors raised by the KV-cache store. Every message names the path, block or field at fault."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Block keys (chained token-block hashes) and per-Layer-Block checksums."""
+
 from __future__ import annotations
 
 import base64
@@ -27,8 +28,9 @@ def _tokens_array(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
     return arr.astype("<i8", copy=False)
 
 
-def block_keys(tokens: Sequence[int] | np.ndarray, tokens_per_block: int, namespace: str = "",
-               count: int | None = None) -> list[str]:
+def block_keys(
+    tokens: Sequence[int] | np.ndarray, tokens_per_block: int, namespace: str = "", count: int | None = None
+) -> list[str]:
     """Keys of the first `count` Full Blocks of `tokens` (default: every full block).
 
     key(i) = blake2b-128(key(i-1) || token ids of block i as int64 little-endian), key(-1) = root.
@@ -41,13 +43,15 @@ def block_keys(tokens: Sequence[int] | np.ndarray, tokens_per_block: int, namesp
     if count is None:
         count = full
     elif count > full:
-        raise LayoutError(f"tokens: {arr.size} tokens hold {full} full blocks of "
-                          f"{tokens_per_block}, but {count} blocks were asked for")
+        raise LayoutError(
+            f"tokens: {arr.size} tokens hold {full} full blocks of "
+            f"{tokens_per_block}, but {count} blocks were asked for"
+        )
     keys: list[str] = []
     parent = bytes.fromhex(root_key(namespace))
     for i in range(count):
         h = hashlib.blake2b(parent, digest_size=16)
-        h.update(arr[i * tokens_per_block:(i + 1) * tokens_per_block].tobytes())
+        h.update(arr[i * tokens_per_block : (i + 1) * tokens_per_block].tobytes())
         parent = h.digest()
         keys.append(parent.hex())
     return keys
@@ -58,8 +62,9 @@ def _xxh3() -> Callable[[memoryview], int]:
     try:
         import xxhash  # optional: 20x faster than crc32 where installed
     except ImportError:
-        raise LayoutError("checksum: 'xxh3_64' needs the xxhash package, which is not installed; "
-                          "use checksum='crc32'") from None
+        raise LayoutError(
+            "checksum: 'xxh3_64' needs the xxhash package, which is not installed; use checksum='crc32'"
+        ) from None
     return xxhash.xxh3_64_intdigest
 
 
@@ -79,6 +84,7 @@ def default_checksum() -> str:
     """
     try:
         import xxhash  # noqa: F401
+
         return "xxh3_64"
     except ImportError:
         return "crc32"

@@ -5,6 +5,7 @@ trie is stored as a dict key -> Entry plus a child count per key; walking the tr
 sequence is a walk along its key list that stops at the first miss. Not thread-safe by itself: the
 store serialises access under its lock.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,10 +18,10 @@ from .errors import BlockNotFoundError
 @dataclasses.dataclass
 class Entry:
     key: str
-    parent: str           # key of the previous block of the sequence (root_key for the first)
-    slot: int             # row of the block array that holds this block's bytes
-    checksums: tuple      # one per Layer Block
-    pins: int = 0         # running requests (and in-flight reads) holding this block
+    parent: str  # key of the previous block of the sequence (root_key for the first)
+    slot: int  # row of the block array that holds this block's bytes
+    checksums: tuple  # one per Layer Block
+    pins: int = 0  # running requests (and in-flight reads) holding this block
 
 
 class PrefixIndex:

@@ -17,6 +17,7 @@ and loading goes on past it; nothing is ever truncated. What a lost record might
 safe by two rules: a later claim of a slot wins, and every entry older than a lost record is
 unproven (a lost "del" may have freed its slot), which the store verifies against the shard bytes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,7 +64,6 @@ def encode_line(value: Any) -> bytes:
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
-
 def split_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(byte offset, line) of every line; the last one may lack its newline."""
     pos = 0
@@ -88,8 +88,12 @@ def decode_line(line: bytes) -> Any:
 
 def _is_entry(v: Any) -> bool:
     """[key, parent, slot, packed checksums]"""
-    return (isinstance(v, list) and len(v) == 4 and type(v[2]) is int
-            and all(isinstance(x, str) for x in (v[0], v[1], v[3])))
+    return (
+        isinstance(v, list)
+        and len(v) == 4
+        and type(v[2]) is int
+        and all(isinstance(x, str) for x in (v[0], v[1], v[3]))
+    )
 
 
 def _record(v: Any) -> dict | None:
@@ -97,9 +101,14 @@ def _record(v: Any) -> dict | None:
     if not isinstance(v, dict):
         return None
     op = v.get("op")
-    ok = (op == "put" and _is_entry([v.get("k"), v.get("p"), v.get("s"), v.get("c")])
-          or op == "del" and isinstance(v.get("k"), str)
-          or op == "torn" and type(v.get("o")) is int)
+    ok = (
+        op == "put"
+        and _is_entry([v.get("k"), v.get("p"), v.get("s"), v.get("c")])
+        or op == "del"
+        and isinstance(v.get("k"), str)
+        or op == "torn"
+        and type(v.get("o")) is int
+    )
     return v if ok else None
 
 
@@ -119,6 +128,7 @@ def _runs(spans: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
 class Claim:
     """One index entry as loaded. seq: -1 from the snapshot, else the number of log records before
     its put. proven=False: a lost record could have deleted it (the store verifies its bytes)."""
+
     key: str
     parent: str
     slot: int
@@ -142,8 +152,10 @@ class _Replay:
             # A slot is reused only after the "del" of its block is durable: that del was lost,
             # and this later claim is the one whose bytes went into the slot.
             self.delete(other)
-            self._report(f"{where}: block {c.key} claims slot {c.slot} of block {other}, whose "
-                         f"'del' record must be lost; the later claim wins, {other} is dropped")
+            self._report(
+                f"{where}: block {c.key} claims slot {c.slot} of block {other}, whose "
+                f"'del' record must be lost; the later claim wins, {other} is dropped"
+            )
         self.entries[c.key] = c
         self.by_slot[c.slot] = c.key
 
@@ -167,8 +179,8 @@ class Journal:
         self.problems: list[str] = []
         self.damaged_files: list[Path] = []
         self.needs_compaction = False
-        self._bad_before = -1     # entries with seq < this are unproven
-        self._tail_fix = b""      # written before the next append (after a torn tail)
+        self._bad_before = -1  # entries with seq < this are unproven
+        self._tail_fix = b""  # written before the next append (after a torn tail)
         self._fd: int | None = None
 
     def _log_path(self, gen: int) -> Path:
@@ -205,14 +217,16 @@ class Journal:
     def _infer_generation(self, why: str, path: Path) -> None:
         """Generation of a snapshot whose header and trailer are lost: the newest log's."""
         self.generation = max(self._log_generations(), default=0)
-        self._bad_before = max(self._bad_before, 0)   # cannot tell the log matches: verify
-        self._damage(f"index snapshot {path}: {why}; generation {self.generation} taken from the "
-                     f"newest log file (0 if none)", path)
+        self._bad_before = max(self._bad_before, 0)  # cannot tell the log matches: verify
+        self._damage(
+            f"index snapshot {path}: {why}; generation {self.generation} taken from the newest log file (0 if none)",
+            path,
+        )
 
     def _load_snapshot(self, replay: _Replay) -> None:
         path = self.root / SNAPSHOT
         if not path.exists():
-            if max(self._log_generations(), default=0) > 0:   # a log of a compacted index
+            if max(self._log_generations(), default=0) > 0:  # a log of a compacted index
                 self._infer_generation("missing (the blocks it held are lost)", path)
             return
         data = path.read_bytes()
@@ -226,16 +240,18 @@ class Journal:
             if _is_entry(v):
                 replay.put(Claim(v[0], v[1], v[2], v[3], -1), f"index snapshot {path} byte {off}")
                 n += 1
-            elif off == 0 and isinstance(v, dict) and v.get("format") == FORMAT \
-                    and type(v.get("generation")) is int:
+            elif off == 0 and isinstance(v, dict) and v.get("format") == FORMAT and type(v.get("generation")) is int:
                 head = v
             elif isinstance(v, dict) and type(v.get("end")) is int and type(v.get("generation")) is int:
                 trail = (off, v)
             else:
                 bad.append((off, off + len(line)))
         for a, b, k in _runs(bad):
-            self._damage(f"index snapshot {path}: checksum fails on {k} line{'s' * (k > 1)} at byte {a} "
-                         f"({b - a} bytes); skipped, entries on them are lost", path)
+            self._damage(
+                f"index snapshot {path}: checksum fails on {k} line{'s' * (k > 1)} at byte {a} "
+                f"({b - a} bytes); skipped, entries on them are lost",
+                path,
+            )
         if head is None and trail is None:
             return self._infer_generation("header and trailer are both unreadable", path)
         self.generation = (head or trail[1])["generation"]
@@ -243,11 +259,17 @@ class Journal:
             return
         # Every line is sound: the whole-file check catches lost, repeated or reordered lines.
         want = head["entries"] if head is not None else None
-        if trail is None or trail[1]["end"] != n or want != n \
-                or trail[1].get("crc") != "%08x" % zlib.crc32(data[:trail[0]]):
-            self._damage(f"index snapshot {path}: fails its whole-file check ({n} entries, header "
-                         f"says {want}, trailer {'missing' if trail is None else 'does not match'})",
-                         path)
+        if (
+            trail is None
+            or trail[1]["end"] != n
+            or want != n
+            or trail[1].get("crc") != "%08x" % zlib.crc32(data[: trail[0]])
+        ):
+            self._damage(
+                f"index snapshot {path}: fails its whole-file check ({n} entries, header "
+                f"says {want}, trailer {'missing' if trail is None else 'does not match'})",
+                path,
+            )
 
     def _load_v1(self, path: Path, data: bytes, replay: _Replay) -> None:
         """Version 1: one JSON document, no checksums. Its entries are verified on open."""
@@ -260,7 +282,7 @@ class Journal:
             return self._infer_generation(f"version 1 snapshot is unreadable ({e})", path)
         self.generation = gen
         self._bad_before = max(self._bad_before, 0)
-        self.needs_compaction = True   # a writer rewrites it in version 2
+        self.needs_compaction = True  # a writer rewrites it in version 2
         for i, v in enumerate(entries):
             if _is_entry(v):
                 replay.put(Claim(v[0], v[1], v[2], v[3], -1), f"index snapshot {path} entry {i}")
@@ -273,7 +295,7 @@ class Journal:
             return
         data = log.read_bytes()
         seq = lines = 0
-        bad_at: int | None = None   # start of the current run of bad lines
+        bad_at: int | None = None  # start of the current run of bad lines
         bad_lines = 0
         for off, line in split_lines(data):
             lines += 1
@@ -295,30 +317,38 @@ class Journal:
         if bad_at is not None and b"\n" not in data[bad_at:]:
             # One last line cut short: an append cut off by a crash, never acknowledged. Kept as
             # it is; the next append starts on a fresh line, after a marker naming the fragment.
-            self.problems.append(f"index log {log}: ignored a torn tail of {len(data) - bad_at} bytes at "
-                                 f"byte {bad_at} (after {seq} records): an append cut off by a crash")
+            self.problems.append(
+                f"index log {log}: ignored a torn tail of {len(data) - bad_at} bytes at "
+                f"byte {bad_at} (after {seq} records): an append cut off by a crash"
+            )
             self._tail_fix = b"\n" + encode_line({"op": "torn", "o": bad_at})
             return
-        if bad_at is not None:   # whole bad lines at the end: rot as likely as a torn write
+        if bad_at is not None:  # whole bad lines at the end: rot as likely as a torn write
             self._bad_run(log, bad_at, len(data), bad_lines, seq, None)
         if data and not data.endswith(b"\n"):
-            self._tail_fix = b"\n"   # never glue the next record onto the last line
+            self._tail_fix = b"\n"  # never glue the next record onto the last line
 
     def _bad_run(self, log: Path, start: int, end: int, lines: int, seq: int, after: dict | None) -> None:
         """Bad lines (followed by `after`): damage, unless they are a torn tail already marked."""
         if after is not None and after["op"] == "torn" and after["o"] == start:
             return
-        self._bad_before = seq   # a lost "del" may have freed the slot of any older entry
-        self._damage(f"index log {log}: checksum fails on {lines} record{'s' * (lines > 1)} at byte {start} "
-                     f"({end - start} bytes); skipped, replay goes on past them", log)
+        self._bad_before = seq  # a lost "del" may have freed the slot of any older entry
+        self._damage(
+            f"index log {log}: checksum fails on {lines} record{'s' * (lines > 1)} at byte {start} "
+            f"({end - start} bytes); skipped, replay goes on past them",
+            log,
+        )
 
     def _cleanup(self) -> None:
         for gen in self._log_generations():
-            if gen < self.generation:   # folded into the snapshot already
+            if gen < self.generation:  # folded into the snapshot already
                 self._log_path(gen).unlink(missing_ok=True)
-            elif gen > self.generation:   # kept aside: the next compaction makes it an older log
-                self._damage(f"index log {self._log_path(gen)} is newer than snapshot generation "
-                             f"{self.generation}; not replayed, kept", self._log_path(gen))
+            elif gen > self.generation:  # kept aside: the next compaction makes it an older log
+                self._damage(
+                    f"index log {self._log_path(gen)} is newer than snapshot generation "
+                    f"{self.generation}; not replayed, kept",
+                    self._log_path(gen),
+                )
         (self.root / (SNAPSHOT + ".tmp")).unlink(missing_ok=True)
 
     def set_aside(self) -> list[Path]:
@@ -361,7 +391,7 @@ class Journal:
         fd = self._open_log()
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         if self.fsync:
             os.fsync(fd)
         self._tail_fix = b""
@@ -372,9 +402,16 @@ class Journal:
         """Write a snapshot of the next generation holding `entries` [(key, parent, slot, packed)],
         then start its empty log and drop the old one."""
         old = self.generation
-        new = max([old, *self._log_generations()]) + 1   # never lands on a log left in place
-        body = encode_line({"format": FORMAT, "version": VERSION, "generation": new,
-                            "checksum": self.checksum, "entries": len(entries)})
+        new = max([old, *self._log_generations()]) + 1  # never lands on a log left in place
+        body = encode_line(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "generation": new,
+                "checksum": self.checksum,
+                "entries": len(entries),
+            }
+        )
         body += b"".join(encode_line(list(e)) for e in entries)
         body += encode_line({"end": len(entries), "generation": new, "crc": "%08x" % zlib.crc32(body)})
         atomic_write_bytes(self.root / SNAPSHOT, body, fsync=self.fsync)

@@ -3,6 +3,7 @@
 Bytes are raw uint8 so any KV dtype (bf16, fp8, fp8 + scales) round-trips bit-exactly; callers view
 them back with `view_as`. The per-token, per-layer byte count is free, so the store takes any model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,10 +55,10 @@ class BlockLayout:
             _positive_int(f.name, getattr(self, f.name))
 
     @classmethod
-    def mla(cls, layers: int = 61, kv_dtype: str = "bfloat16",
-            tokens_per_block: int = DEFAULT_TOKENS_PER_BLOCK) -> "BlockLayout":
-        return cls(layers=layers, bytes_per_token=mla_bytes_per_token(kv_dtype),
-                   tokens_per_block=tokens_per_block)
+    def mla(
+        cls, layers: int = 61, kv_dtype: str = "bfloat16", tokens_per_block: int = DEFAULT_TOKENS_PER_BLOCK
+    ) -> "BlockLayout":
+        return cls(layers=layers, bytes_per_token=mla_bytes_per_token(kv_dtype), tokens_per_block=tokens_per_block)
 
     # --- sizes -------------------------------------------------------------------------------
     @property
@@ -110,17 +111,18 @@ class BlockLayout:
         if arr.ndim != 4:
             raise LayoutError(
                 f"{field}: expected shape [n, {self.layers}, {self.tokens_per_block}, D] "
-                f"(or one block [{self.layers}, {self.tokens_per_block}, D]), got {arr.shape}")
+                f"(or one block [{self.layers}, {self.tokens_per_block}, D]), got {arr.shape}"
+            )
         n, L, T, D = arr.shape
         if L != self.layers:
             raise LayoutError(f"{field}: axis 1 (layers) is {L}, layout has {self.layers}")
         if T != self.tokens_per_block:
-            raise LayoutError(
-                f"{field}: axis 2 (tokens) is {T}, layout has tokens_per_block={self.tokens_per_block}")
+            raise LayoutError(f"{field}: axis 2 (tokens) is {T}, layout has tokens_per_block={self.tokens_per_block}")
         if D * arr.dtype.itemsize != self.bytes_per_token:
             raise LayoutError(
                 f"{field}: last axis is {D} x {arr.dtype} ({arr.dtype.itemsize} B) = "
-                f"{D * arr.dtype.itemsize} B per token, layout has bytes_per_token={self.bytes_per_token}")
+                f"{D * arr.dtype.itemsize} B per token, layout has bytes_per_token={self.bytes_per_token}"
+            )
         arr = np.ascontiguousarray(arr)
         return arr.view(np.uint8).reshape(n, L, T, self.bytes_per_token)
 
@@ -131,6 +133,5 @@ def view_as(raw: np.ndarray, dtype: Any) -> np.ndarray:
     if raw.dtype != np.uint8:
         raise LayoutError(f"raw: expected uint8 bytes, got {raw.dtype}")
     if raw.shape[-1] % dt.itemsize:
-        raise LayoutError(f"dtype: {raw.shape[-1]} bytes per token is not a multiple of {dt} "
-                          f"itemsize {dt.itemsize}")
+        raise LayoutError(f"dtype: {raw.shape[-1]} bytes per token is not a multiple of {dt} itemsize {dt.itemsize}")
     return np.ascontiguousarray(raw).view(dt)

@@ -12,6 +12,7 @@ does the block enter the in-memory index. A slot is reused only after the "del" 
 it held is durable. So after a crash at any point, every indexed block's bytes are complete; a
 per-Layer-Block checksum recorded in the put record catches corruption on read.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -29,8 +30,16 @@ import tensorstore as ts
 
 from . import hashing
 from .context import StoreContext
-from .errors import (BlockCorruptionError, IndexRecoveryWarning, KVStoreError, LayoutError,
-                     StoreFullError, StoreLockedError, StoreNotFoundError, StoreReadOnlyError)
+from .errors import (
+    BlockCorruptionError,
+    IndexRecoveryWarning,
+    KVStoreError,
+    LayoutError,
+    StoreFullError,
+    StoreLockedError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+)
 from .index import Entry, PrefixIndex
 from .journal import Claim, Journal, atomic_write_json
 from .layout import BlockLayout
@@ -45,9 +54,9 @@ LOCK = "LOCK"
 
 @dataclasses.dataclass
 class WriteResult:
-    keys: list[str]      # keys of every block of the written range, in order
-    written: list[str]   # blocks newly committed by this write
-    skipped: list[str]   # blocks that were already cached (or being written): not rewritten
+    keys: list[str]  # keys of every block of the written range, in order
+    written: list[str]  # blocks newly committed by this write
+    skipped: list[str]  # blocks that were already cached (or being written): not rewritten
 
 
 class PrefixHit:
@@ -84,9 +93,11 @@ def _check_writable(root: Path) -> None:
     # A directory with no write bit at all is read-only by intent: honour that even for root,
     # who would otherwise write through it.
     if not root.stat().st_mode & 0o222:
-        raise StoreReadOnlyError(f"KV store path {root} is read-only (mode "
-                                 f"{oct(root.stat().st_mode & 0o777)}); open it with read_only=True "
-                                 f"to read it")
+        raise StoreReadOnlyError(
+            f"KV store path {root} is read-only (mode "
+            f"{oct(root.stat().st_mode & 0o777)}); open it with read_only=True "
+            f"to read it"
+        )
     probe = root / f".write-probe-{os.getpid()}-{threading.get_ident()}"
     try:
         fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
@@ -94,12 +105,13 @@ def _check_writable(root: Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise StoreReadOnlyError(
-            f"KV store path {root} is not writable ({e.strerror}); "
-            f"open it with read_only=True to read it") from e
+            f"KV store path {root} is not writable ({e.strerror}); open it with read_only=True to read it"
+        ) from e
     for sub in (root / "blocks", root / META):
         if sub.exists() and not os.access(sub, os.W_OK):
-            raise StoreReadOnlyError(f"KV store path {sub} is not writable; "
-                                     f"open the store with read_only=True to read it")
+            raise StoreReadOnlyError(
+                f"KV store path {sub} is not writable; open the store with read_only=True to read it"
+            )
 
 
 class KVStore:
@@ -107,11 +119,20 @@ class KVStore:
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | os.PathLike | None, layout: BlockLayout | None = None, *,
-             capacity_blocks: int | None = None, create: bool = False, read_only: bool = False,
-             context: StoreContext | None = None, io_window: int = DEFAULT_IO_WINDOW,
-             checksum: str = "auto", namespace: str = "",
-             compact_min_records: int = 4096) -> "KVStore":
+    def open(
+        cls,
+        path: str | os.PathLike | None,
+        layout: BlockLayout | None = None,
+        *,
+        capacity_blocks: int | None = None,
+        create: bool = False,
+        read_only: bool = False,
+        context: StoreContext | None = None,
+        io_window: int = DEFAULT_IO_WINDOW,
+        checksum: str = "auto",
+        namespace: str = "",
+        compact_min_records: int = 4096,
+    ) -> "KVStore":
         """Open (or with create=True, create) the store at `path`; path=None: in-memory store.
 
         layout and capacity_blocks are required to create; when opening they are checked against
@@ -121,8 +142,11 @@ class KVStore:
         if layout is not None and not isinstance(layout, BlockLayout):
             raise LayoutError(f"layout: expected a BlockLayout, got {type(layout).__name__}")
         if capacity_blocks is not None:
-            if isinstance(capacity_blocks, bool) or not isinstance(capacity_blocks, (int, np.integer)) \
-                    or capacity_blocks <= 0:
+            if (
+                isinstance(capacity_blocks, bool)
+                or not isinstance(capacity_blocks, (int, np.integer))
+                or capacity_blocks <= 0
+            ):
                 raise LayoutError(f"capacity_blocks: must be a positive integer, got {capacity_blocks!r}")
             capacity_blocks = int(capacity_blocks)
         if checksum == "auto":
@@ -136,16 +160,29 @@ class KVStore:
                 raise LayoutError("layout and capacity_blocks: both are required for an in-memory store")
             ctx = context.make()
             arr = open_block_array(None, layout, capacity_blocks, ctx, create=True, read_only=False)
-            return cls(None, layout, capacity_blocks, arr, ctx, journal=None, lock_fd=None,
-                       checksum=checksum, namespace=namespace, io_window=io_window,
-                       read_only=False, compact_min_records=compact_min_records)
+            return cls(
+                None,
+                layout,
+                capacity_blocks,
+                arr,
+                ctx,
+                journal=None,
+                lock_fd=None,
+                checksum=checksum,
+                namespace=namespace,
+                io_window=io_window,
+                read_only=False,
+                compact_min_records=compact_min_records,
+            )
 
         ctx = context.make()
         root = Path(path).absolute()
         if not root.exists():
             if not create or read_only:
-                raise StoreNotFoundError(f"KV store path {root} does not exist"
-                                         + ("" if read_only else "; pass create=True to make a new store"))
+                raise StoreNotFoundError(
+                    f"KV store path {root} does not exist"
+                    + ("" if read_only else "; pass create=True to make a new store")
+                )
             try:
                 root.mkdir(parents=True)
             except OSError as e:
@@ -161,30 +198,40 @@ class KVStore:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(lock_fd)
-                raise StoreLockedError(f"KV store at {root} is open for writing by another process "
-                                       f"(lock {root / LOCK}); open it with read_only=True") from None
+                raise StoreLockedError(
+                    f"KV store at {root} is open for writing by another process "
+                    f"(lock {root / LOCK}); open it with read_only=True"
+                ) from None
         try:
             meta_path = root / META
             fresh = not meta_path.exists()
             if fresh:
                 if not create or read_only:
-                    raise StoreNotFoundError(f"{root} holds no KV store (no {META})"
-                                             + ("" if read_only else "; pass create=True to make one"))
+                    raise StoreNotFoundError(
+                        f"{root} holds no KV store (no {META})"
+                        + ("" if read_only else "; pass create=True to make one")
+                    )
                 if layout is None or capacity_blocks is None:
-                    raise LayoutError(f"layout and capacity_blocks: both are required to create a "
-                                      f"store at {root}")
+                    raise LayoutError(f"layout and capacity_blocks: both are required to create a store at {root}")
                 stored_checksum, stored_ns = checksum, namespace
                 # Nothing can be committed without the metadata file: clear leftovers of a crashed
                 # create (or a stray index), then create the array before the metadata names it.
                 for p in list(root.glob("index.*")):
                     p.unlink()
-                arr = open_block_array(root, layout, capacity_blocks, ctx, create=True,
-                                       read_only=False)
-                atomic_write_json(meta_path, {
-                    "format": META_FORMAT, "version": 1, "layout": layout.to_json(),
-                    "capacity_blocks": capacity_blocks, "checksum": checksum,
-                    "namespace": namespace, "key_format": hashing.KEY_FORMAT,
-                    "tensorstore": {"driver": "zarr3", "path": "blocks/"}})
+                arr = open_block_array(root, layout, capacity_blocks, ctx, create=True, read_only=False)
+                atomic_write_json(
+                    meta_path,
+                    {
+                        "format": META_FORMAT,
+                        "version": 1,
+                        "layout": layout.to_json(),
+                        "capacity_blocks": capacity_blocks,
+                        "checksum": checksum,
+                        "namespace": namespace,
+                        "key_format": hashing.KEY_FORMAT,
+                        "tensorstore": {"driver": "zarr3", "path": "blocks/"},
+                    },
+                )
             else:
                 try:
                     meta = json.loads(meta_path.read_bytes())
@@ -199,36 +246,57 @@ class KVStore:
                     layout.check_same(stored_layout, str(root))
                 layout = stored_layout
                 if capacity_blocks is not None and capacity_blocks != stored_cap:
-                    raise LayoutError(f"capacity_blocks: asked for {capacity_blocks} but the store at "
-                                      f"{root} has {stored_cap}")
+                    raise LayoutError(
+                        f"capacity_blocks: asked for {capacity_blocks} but the store at {root} has {stored_cap}"
+                    )
                 capacity_blocks = stored_cap
                 if namespace and namespace != stored_ns:
-                    raise LayoutError(f"namespace: asked for {namespace!r} but the store at {root} "
-                                      f"has {stored_ns!r}")
+                    raise LayoutError(f"namespace: asked for {namespace!r} but the store at {root} has {stored_ns!r}")
                 if explicit_checksum and checksum != stored_checksum:
-                    raise LayoutError(f"checksum: asked for {checksum!r} but the store at {root} "
-                                      f"uses {stored_checksum!r}")
+                    raise LayoutError(
+                        f"checksum: asked for {checksum!r} but the store at {root} uses {stored_checksum!r}"
+                    )
                 hashing.checksum_fn(stored_checksum)
                 try:
-                    arr = open_block_array(root, layout, capacity_blocks, ctx, create=False,
-                                           read_only=read_only)
+                    arr = open_block_array(root, layout, capacity_blocks, ctx, create=False, read_only=read_only)
                 except ValueError as e:
-                    raise KVStoreError(f"KV store block array under {root / 'blocks'} cannot be "
-                                       f"opened: {e}") from e
-            journal = Journal(root, stored_checksum, writable=not read_only,
-                              fsync=context.file_io_sync)
-            return cls(root, layout, capacity_blocks, arr, ctx, journal=journal, lock_fd=lock_fd,
-                       checksum=stored_checksum, namespace=stored_ns, io_window=io_window,
-                       read_only=read_only, compact_min_records=compact_min_records)
+                    raise KVStoreError(f"KV store block array under {root / 'blocks'} cannot be opened: {e}") from e
+            journal = Journal(root, stored_checksum, writable=not read_only, fsync=context.file_io_sync)
+            return cls(
+                root,
+                layout,
+                capacity_blocks,
+                arr,
+                ctx,
+                journal=journal,
+                lock_fd=lock_fd,
+                checksum=stored_checksum,
+                namespace=stored_ns,
+                io_window=io_window,
+                read_only=read_only,
+                compact_min_records=compact_min_records,
+            )
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
 
-    def __init__(self, root: Path | None, layout: BlockLayout, capacity_blocks: int, array: Any,
-                 ctx: ts.Context, *,
-                 journal: Journal | None, lock_fd: int | None, checksum: str, namespace: str,
-                 io_window: int, read_only: bool, compact_min_records: int) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        layout: BlockLayout,
+        capacity_blocks: int,
+        array: Any,
+        ctx: ts.Context,
+        *,
+        journal: Journal | None,
+        lock_fd: int | None,
+        checksum: str,
+        namespace: str,
+        io_window: int,
+        read_only: bool,
+        compact_min_records: int,
+    ) -> None:
         self.root, self.layout, self.capacity_blocks = root, layout, capacity_blocks
         self.read_only, self.checksum, self.namespace = read_only, checksum, namespace
         self._where = str(root) if root is not None else "<memory>"
@@ -273,12 +341,16 @@ class KVStore:
         failed = self._failing_on_disk(unproven)
         for e in unproven:
             if e.key in failed:
-                problems.append(f"index of {self._where}: block {e.key} (slot {e.slot}) could have been "
-                                f"deleted by a lost record, and its bytes do not match its checksums; "
-                                f"dropped")
+                problems.append(
+                    f"index of {self._where}: block {e.key} (slot {e.slot}) could have been "
+                    f"deleted by a lost record, and its bytes do not match its checksums; "
+                    f"dropped"
+                )
         if unproven:
-            problems.append(f"index of {self._where}: {len(unproven) - len(failed)} of {len(unproven)} "
-                            f"blocks older than a lost record verified against their shards and kept")
+            problems.append(
+                f"index of {self._where}: {len(unproven) - len(failed)} of {len(unproven)} "
+                f"blocks older than a lost record verified against their shards and kept"
+            )
         for e, _ in loaded:
             if e.key not in failed:
                 self._index.insert(e)
@@ -293,12 +365,14 @@ class KVStore:
         """The Entry of a loaded claim, or None (reported) if its slot or checksums are unusable."""
         try:
             cks = hashing.unpack_checksums(c.packed, self.checksum)
-        except ValueError:   # binascii.Error is a ValueError
+        except ValueError:  # binascii.Error is a ValueError
             cks = ()
         if not 0 <= c.slot < self.capacity_blocks or len(cks) != self.layout.layers:
-            problems.append(f"index of {self._where}: block {c.key} names slot {c.slot} (capacity "
-                            f"{self.capacity_blocks}) and {len(cks)} layer checksums ({self.layout.layers} "
-                            f"layers); dropped")
+            problems.append(
+                f"index of {self._where}: block {c.key} names slot {c.slot} (capacity "
+                f"{self.capacity_blocks}) and {len(cks)} layer checksums ({self.layout.layers} "
+                f"layers); dropped"
+            )
             return None
         return Entry(c.key, c.parent, c.slot, cks)
 
@@ -306,8 +380,8 @@ class KVStore:
         """Keys of entries whose shard bytes do not match their checksums (or cannot be read)."""
         failed: set[str] = set()
         w = self._io.window
-        for i in range(0, len(entries), w):   # a window of reads in flight, not every block at once
-            chunk = entries[i:i + w]
+        for i in range(0, len(entries), w):  # a window of reads in flight, not every block at once
+            chunk = entries[i : i + w]
             reads = [self._array[e.slot].read() for e in chunk]
             for e, r in zip(chunk, reads):
                 try:
@@ -367,8 +441,10 @@ class KVStore:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"KVStore({self._where!r}, {self.layout}, blocks={len(self)}/{self.capacity_blocks}, "
-                f"io_window={self.io_window})")
+        return (
+            f"KVStore({self._where!r}, {self.layout}, blocks={len(self)}/{self.capacity_blocks}, "
+            f"io_window={self.io_window})"
+        )
 
     def _window(self, throttle: Throttle | None) -> IOWindow:
         """The I/O window of transfers through `throttle` (the store's own when None)."""
@@ -417,9 +493,9 @@ class KVStore:
         self._check_open(writing=True)
         with self._lock:
             if self._journal is not None:
-                self._journal.snapshot([(e.key, e.parent, e.slot,
-                                         hashing.pack_checksums(e.checksums, self.checksum))
-                                        for e in self._index])
+                self._journal.snapshot(
+                    [(e.key, e.parent, e.slot, hashing.pack_checksums(e.checksums, self.checksum)) for e in self._index]
+                )
 
     def _maybe_compact(self) -> None:
         j = self._journal
@@ -443,7 +519,8 @@ class KVStore:
                     raise StoreFullError(
                         f"KV store {self._where} is full: {len(self._index)} of {self.capacity_blocks} "
                         f"blocks cached, {self._index.pinned_count()} pinned, {len(self._pending)} "
-                        f"being written, none evictable for {n} new blocks")
+                        f"being written, none evictable for {n} new blocks"
+                    )
                 self._index.remove(victim.key)
                 dels.append({"op": "del", "k": victim.key})
                 slots.append(victim.slot)
@@ -475,8 +552,9 @@ class KVStore:
         return out
 
     # ----------------------------------------------------------------------------- writes
-    def write(self, tokens: Sequence[int] | np.ndarray, blocks: Any, *, first_block: int = 0,
-              throttle: Throttle | None = None) -> cf.Future:
+    def write(
+        self, tokens: Sequence[int] | np.ndarray, blocks: Any, *, first_block: int = 0, throttle: Throttle | None = None
+    ) -> cf.Future:
         """Persist Full Blocks first_block .. first_block+n-1 of `tokens`; blocks is [n, L, T, D]
         of any dtype with D * itemsize == bytes_per_token. Returns a future of WriteResult, resolved
         once every new block is durable and indexed. Blocks already cached are skipped. `blocks`
@@ -488,8 +566,7 @@ class KVStore:
         n = u8.shape[0]
         all_keys = self.block_keys(tokens, count=first_block + n)
         keys = all_keys[first_block:]
-        parents = [all_keys[first_block + i - 1] if first_block + i > 0 else self._root_key
-                   for i in range(n)]
+        parents = [all_keys[first_block + i - 1] if first_block + i > 0 else self._root_key for i in range(n)]
         with self._lock:
             todo = [i for i, k in enumerate(keys) if k not in self._index and k not in self._pending]
             todo_set = set(todo)
@@ -498,16 +575,16 @@ class KVStore:
             slots = self._allocate(len(todo), exclude=set(parents))
             for i, s in zip(todo, slots):
                 self._pending[keys[i]] = s
-        tasks = [(lambda i=i, s=s: self._write_one(keys[i], parents[i], s, u8[i], throttle))
-                 for i, s in zip(todo, slots)]
+        tasks = [
+            (lambda i=i, s=s: self._write_one(keys[i], parents[i], s, u8[i], throttle)) for i, s in zip(todo, slots)
+        ]
 
         def finalize(futs: list[cf.Future]) -> WriteResult:
             return self._commit(keys, [keys[i] for i in todo], slots, futs, skipped)
 
         return self._window(throttle).batch(tasks, finalize)
 
-    def _write_one(self, key: str, parent: str, slot: int, data: np.ndarray,
-                   throttle: Throttle | None) -> Entry:
+    def _write_one(self, key: str, parent: str, slot: int, data: np.ndarray, throttle: Throttle | None) -> Entry:
         deadline = throttle.reserve(data.nbytes) if throttle is not None else None
         cks = tuple(hashing.layer_checksums(self._cks, data))
         try:
@@ -518,8 +595,9 @@ class KVStore:
             throttle.settle(deadline)
         return Entry(key, parent, slot, cks)
 
-    def _commit(self, keys: list[str], todo_keys: list[str], slots: list[int],
-                futs: list[cf.Future], skipped: list[str]) -> WriteResult:
+    def _commit(
+        self, keys: list[str], todo_keys: list[str], slots: list[int], futs: list[cf.Future], skipped: list[str]
+    ) -> WriteResult:
         """Index the blocks whose bytes are fully written: log (fsync), then in-memory."""
         done: list[Entry] = []
         first_error: BaseException | None = None
@@ -534,9 +612,18 @@ class KVStore:
                     self._free.append(slot)
             try:
                 if self._journal is not None and done:
-                    self._journal.append([{"op": "put", "k": e.key, "p": e.parent, "s": e.slot,
-                                           "c": hashing.pack_checksums(e.checksums, self.checksum)}
-                                          for e in done])
+                    self._journal.append(
+                        [
+                            {
+                                "op": "put",
+                                "k": e.key,
+                                "p": e.parent,
+                                "s": e.slot,
+                                "c": hashing.pack_checksums(e.checksums, self.checksum),
+                            }
+                            for e in done
+                        ]
+                    )
             except BaseException:
                 for e in done:
                     self._pending.pop(e.key, None)
@@ -570,14 +657,27 @@ class KVStore:
     def _out(self, out: np.ndarray | None, shape: tuple) -> np.ndarray:
         if out is None:
             return np.empty(shape, np.uint8)
-        if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != shape \
-                or not out.flags.c_contiguous or not out.flags.writeable:
-            raise LayoutError(f"out: expected a writeable C-contiguous uint8 array of shape {shape}, got "
-                              f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != np.uint8
+            or out.shape != shape
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
+            raise LayoutError(
+                f"out: expected a writeable C-contiguous uint8 array of shape {shape}, got "
+                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+            )
         return out
 
-    def read_blocks(self, keys: Sequence[str], *, throttle: Throttle | None = None,
-                    verify: bool = True, out: np.ndarray | None = None) -> cf.Future:
+    def read_blocks(
+        self,
+        keys: Sequence[str],
+        *,
+        throttle: Throttle | None = None,
+        verify: bool = True,
+        out: np.ndarray | None = None,
+    ) -> cf.Future:
         """Future of the Full Blocks of `keys` as one uint8 array [n, L, T, B] (host memory, ready
         for jax.device_put after view_as). Blocks are held (not evictable) while being read.
         out: optional reusable buffer (e.g. a slice of a long-lived DRAM buffer) to read into;
@@ -595,23 +695,30 @@ class KVStore:
             try:
                 dst[i].write(self._array[e.slot]).result()
             except Exception as ex:
-                raise KVStoreError(f"reading KV block {e.key} (slot {e.slot}) from {self._where} "
-                                   f"failed: {ex}") from ex
+                raise KVStoreError(f"reading KV block {e.key} (slot {e.slot}) from {self._where} failed: {ex}") from ex
             if verify:
                 for l in range(self.layout.layers):
                     self._verify(e, l, out[i, l])
             if deadline is not None:
                 throttle.settle(deadline)
 
-        return self._window(throttle).batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
-                              lambda futs: self._finish_read(entries, futs, out, "blocks_read"))
+        return self._window(throttle).batch(
+            [(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
+            lambda futs: self._finish_read(entries, futs, out, "blocks_read"),
+        )
 
-    def read_layer(self, keys: Sequence[str], layer: int, *, throttle: Throttle | None = None,
-                   verify: bool = True, out: np.ndarray | None = None) -> cf.Future:
+    def read_layer(
+        self,
+        keys: Sequence[str],
+        layer: int,
+        *,
+        throttle: Throttle | None = None,
+        verify: bool = True,
+        out: np.ndarray | None = None,
+    ) -> cf.Future:
         """Future of Layer Blocks `layer` of `keys`: uint8 [n, T, B]. Reads only that layer's bytes
         (plus each shard's small index), not the Full Blocks. out: optional buffer, as read_blocks."""
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
-                or not 0 <= layer < self.layout.layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < self.layout.layers:
             raise LayoutError(f"layer: must be an integer in [0, {self.layout.layers}), got {layer!r}")
         layer = int(layer)
         out = self._out(out, (len(keys),) + self.layout.layer_block_shape)
@@ -623,18 +730,20 @@ class KVStore:
             try:
                 dst[i].write(self._array[e.slot, layer]).result()
             except Exception as ex:
-                raise KVStoreError(f"reading layer {layer} of KV block {e.key} (slot {e.slot}) from "
-                                   f"{self._where} failed: {ex}") from ex
+                raise KVStoreError(
+                    f"reading layer {layer} of KV block {e.key} (slot {e.slot}) from {self._where} failed: {ex}"
+                ) from ex
             if verify:
                 self._verify(e, layer, out[i])
             if deadline is not None:
                 throttle.settle(deadline)
 
-        return self._window(throttle).batch([(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
-                              lambda futs: self._finish_read(entries, futs, out, "layer_blocks_read"))
+        return self._window(throttle).batch(
+            [(lambda i=i, e=e: one(i, e)) for i, e in enumerate(entries)],
+            lambda futs: self._finish_read(entries, futs, out, "layer_blocks_read"),
+        )
 
-    def _finish_read(self, entries: list[Entry], futs: list[cf.Future], out: np.ndarray,
-                     stat: str) -> np.ndarray:
+    def _finish_read(self, entries: list[Entry], futs: list[cf.Future], out: np.ndarray, stat: str) -> np.ndarray:
         with self._lock:
             self._index.unpin(e.key for e in entries)
             self.stats[stat] += len(entries)

@@ -7,6 +7,7 @@ reservation ends, i.e. until the last byte would have crossed the emulated link.
 real I/O, call `reserve(n)` before the I/O and `wait(deadline)` after it: the transfer then takes
 max(real time, link time), as a pipelined NIC would.
 """
+
 from __future__ import annotations
 
 import threading

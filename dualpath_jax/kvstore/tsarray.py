@@ -7,6 +7,7 @@ Shape [capacity_blocks, layers, tokens_per_block, bytes_per_token] uint8.
 A Full-Block read is one pread of the whole shard; a Layer-Block read reads the shard index and then
 exactly that layer's T*B bytes (an unsharded zarr3 chunk would always be read whole).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,16 +26,17 @@ def zarr3_metadata(layout: BlockLayout, capacity_blocks: int) -> dict:
         # "." keeps every shard file directly under blocks/ (no directory per slot).
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
         "fill_value": 0,
-        "codecs": [{
-            "name": "sharding_indexed",
-            "configuration": {
-                "chunk_shape": [1, 1, T, B],
-                "codecs": [{"name": "bytes"}],  # raw: KV bytes do not compress usefully
-                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
-                                 {"name": "crc32c"}],
-                "index_location": "end",
-            },
-        }],
+        "codecs": [
+            {
+                "name": "sharding_indexed",
+                "configuration": {
+                    "chunk_shape": [1, 1, T, B],
+                    "codecs": [{"name": "bytes"}],  # raw: KV bytes do not compress usefully
+                    "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+                    "index_location": "end",
+                },
+            }
+        ],
     }
 
 
@@ -44,10 +46,10 @@ def kvstore_spec(root: Path | None) -> dict:
     return {"driver": "file", "path": str(Path(root) / "blocks") + "/"}
 
 
-def open_block_array(root: Path | None, layout: BlockLayout, capacity_blocks: int,
-                     context: ts.Context, create: bool, read_only: bool) -> ts.TensorStore:
-    spec = {"driver": "zarr3", "kvstore": kvstore_spec(root),
-            "metadata": zarr3_metadata(layout, capacity_blocks)}
+def open_block_array(
+    root: Path | None, layout: BlockLayout, capacity_blocks: int, context: ts.Context, create: bool, read_only: bool
+) -> ts.TensorStore:
+    spec = {"driver": "zarr3", "kvstore": kvstore_spec(root), "metadata": zarr3_metadata(layout, capacity_blocks)}
     kw = dict(context=context, read=True, write=not read_only)
     if create:
         kw.update(open=True, create=True)

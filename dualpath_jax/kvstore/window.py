@@ -4,6 +4,7 @@ Issuing every read of a request at once was measured 30-60% slower on warm reads
 window on this project's CPU machine, and cold reads saturated the disk with 4-16 in flight; so all
 block I/O of a store goes through one pool of `window` workers, each doing one block at a time.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -20,8 +21,7 @@ class IOWindow:
         self.window = window
         self._pool = cf.ThreadPoolExecutor(max_workers=window, thread_name_prefix=name)
 
-    def batch(self, tasks: Sequence[Callable[[], Any]],
-              finalize: Callable[[list[cf.Future]], Any]) -> cf.Future:
+    def batch(self, tasks: Sequence[Callable[[], Any]], finalize: Callable[[list[cf.Future]], Any]) -> cf.Future:
         """Run tasks at most `window` at a time; the returned future resolves to finalize(futures)
         once every task has finished (successfully or not). finalize runs exactly once."""
         out: cf.Future = cf.Future()

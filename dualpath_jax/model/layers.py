@@ -3,6 +3,7 @@
 Axis letters used in einsums here:
   B batch, T tokens, D d_model, F FFN hidden width, R rope dims (even), H heads.
 """
+
 from __future__ import annotations
 
 import jax
@@ -11,51 +12,51 @@ from flax import nnx
 
 
 def param(rngs: nnx.Rngs, shape, dtype, std: float) -> nnx.Param:
-  """Random-normal parameter created directly in `dtype` (cheap under jit on device)."""
-  return nnx.Param(jax.random.normal(rngs.params(), shape, dtype) * jnp.asarray(std, dtype))
+    """Random-normal parameter created directly in `dtype` (cheap under jit on device)."""
+    return nnx.Param(jax.random.normal(rngs.params(), shape, dtype) * jnp.asarray(std, dtype))
 
 
 class RMSNorm(nnx.Module):
-  def __init__(self, dim: int, eps: float, dtype):
-    self.weight = nnx.Param(jnp.ones((dim,), dtype))
-    self.eps = eps
+    def __init__(self, dim: int, eps: float, dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), dtype))
+        self.eps = eps
 
-  def __call__(self, x):
-    xf = x.astype(jnp.float32)
-    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-    return (xf * self.weight[...].astype(jnp.float32)).astype(x.dtype)
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (xf * self.weight[...].astype(jnp.float32)).astype(x.dtype)
 
 
 def rope_angles(positions, dim: int, theta: float):
-  """cos, sin of shape positions.shape + (dim // 2,), float32. Plain RoPE (no YaRN)."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
-  ang = positions.astype(jnp.float32)[..., None] * inv_freq
-  return jnp.cos(ang), jnp.sin(ang)
+    """cos, sin of shape positions.shape + (dim // 2,), float32. Plain RoPE (no YaRN)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    ang = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(ang), jnp.sin(ang)
 
 
 def apply_rope(x, cos, sin):
-  """Rotate-half RoPE on the last axis of x [..., R]; cos/sin broadcast to x[..., :R/2].
+    """Rotate-half RoPE on the last axis of x [..., R]; cos/sin broadcast to x[..., :R/2].
 
-  Pairs are (i, i + R/2) (the GPT-NeoX / Llama layout). DeepSeek's reference code pairs
-  interleaved dims; with random or self-trained weights the two are equivalent up to a fixed
-  permutation of the rope dims of W_q and W_kv_a.
-  """
-  half = x.shape[-1] // 2
-  xf = x.astype(jnp.float32)
-  x1, x2 = xf[..., :half], xf[..., half:]
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x.dtype)
+    Pairs are (i, i + R/2) (the GPT-NeoX / Llama layout). DeepSeek's reference code pairs
+    interleaved dims; with random or self-trained weights the two are equivalent up to a fixed
+    permutation of the rope dims of W_q and W_kv_a.
+    """
+    half = x.shape[-1] // 2
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
 
 
 class MLP(nnx.Module):
-  """SwiGLU MLP: down(silu(x W_gate) * (x W_up))."""
+    """SwiGLU MLP: down(silu(x W_gate) * (x W_up))."""
 
-  def __init__(self, d_model: int, ffn: int, dtype, std: float, rngs: nnx.Rngs):
-    self.w_gate = param(rngs, (d_model, ffn), dtype, std)
-    self.w_up = param(rngs, (d_model, ffn), dtype, std)
-    self.w_down = param(rngs, (ffn, d_model), dtype, std)
+    def __init__(self, d_model: int, ffn: int, dtype, std: float, rngs: nnx.Rngs):
+        self.w_gate = param(rngs, (d_model, ffn), dtype, std)
+        self.w_up = param(rngs, (d_model, ffn), dtype, std)
+        self.w_down = param(rngs, (ffn, d_model), dtype, std)
 
-  def __call__(self, x):
-    g = jnp.einsum("...d,df->...f", x, self.w_gate[...])
-    u = jnp.einsum("...d,df->...f", x, self.w_up[...])
-    return jnp.einsum("...f,fd->...d", jax.nn.silu(g) * u, self.w_down[...])
+    def __call__(self, x):
+        g = jnp.einsum("...d,df->...f", x, self.w_gate[...])
+        u = jnp.einsum("...d,df->...f", x, self.w_up[...])
+        return jnp.einsum("...f,fd->...d", jax.nn.silu(g) * u, self.w_down[...])

@@ -1,4 +1,5 @@
 """Agent arrival times and tool/think time between turns, both seeded."""
+
 from __future__ import annotations
 
 from typing import Callable

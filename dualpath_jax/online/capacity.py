@@ -1,11 +1,13 @@
 """Capacity search: the highest arrival rate whose run still meets the SLO."""
+
 from __future__ import annotations
 
 from typing import Callable
 
 
-def find_capacity(meets_slo: Callable[[float], bool], lo: float, rel_tol: float = 0.05,
-                  max_probes: int = 14) -> tuple[float, list[tuple[float, bool]]]:
+def find_capacity(
+    meets_slo: Callable[[float], bool], lo: float, rel_tol: float = 0.05, max_probes: int = 14
+) -> tuple[float, list[tuple[float, bool]]]:
     """Grow the rate x2 from `lo` until a probe fails, then bisect (geometrically) until the
     bracket [pass, fail] is within `rel_tol`. Returns (highest passing rate, probes); 0.0 if even
     `lo` fails. Assumes meeting the SLO is monotone in the rate."""

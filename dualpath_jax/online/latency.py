@@ -3,6 +3,7 @@
 TTFT = first token - arrival; TTST = second token - arrival (shows the P->D handoff: H2D into the
 DE and the first decode step); TPOT = (last token - first decode join) / (output - 1).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,9 @@ from ..metrics import percentiles
 
 
 def request_latencies(arrive, first_token, second_token, finished, joined, output) -> dict:
-    arrive, first, second, fin, joined, out = (np.asarray(x, dtype=float) for x in
-                                               (arrive, first_token, second_token, finished, joined, output))
+    arrive, first, second, fin, joined, out = (
+        np.asarray(x, dtype=float) for x in (arrive, first_token, second_token, finished, joined, output)
+    )
     multi = out > 1
     return {
         "ttft_s": first - arrive,

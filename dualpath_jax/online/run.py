@@ -1,4 +1,5 @@
 """Run the online experiment (one arrival rate) and the capacity search, for every system."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -30,8 +31,13 @@ def _arrivals(cfg: ExperimentConfig, trajs, aps: float):
     raise ConfigError(f"online.arrivals={o.arrivals!r} is unknown; known: poisson, trace")
 
 
-def run_online(cfg: ExperimentConfig, anchor: ModelSpec, aps: float | None = None,
-               systems=None, progress: Callable[[str, int], Callable[[], None]] | None = None) -> dict:
+def run_online(
+    cfg: ExperimentConfig,
+    anchor: ModelSpec,
+    aps: float | None = None,
+    systems=None,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> dict:
     """{system name: online summary} at `aps` (default cfg.online.aps)."""
     aps = cfg.online.aps if aps is None else aps
     check_pd_ratio(cfg.cluster)
@@ -42,27 +48,38 @@ def run_online(cfg: ExperimentConfig, anchor: ModelSpec, aps: float | None = Non
     for system in systems or cfg.systems:
         view, cost = deployed(cfg, system, eff)
         tick = progress(system.name, sum(len(a.turns) for a in agents)) if progress else None
-        sim = OnlineSimulation(view, system, agents, cost, starts, think_sampler(cfg.online.think, cfg.seed),
-                               replay_timestamps=replay, on_turn=tick)
+        sim = OnlineSimulation(
+            view,
+            system,
+            agents,
+            cost,
+            starts,
+            think_sampler(cfg.online.think, cfg.seed),
+            replay_timestamps=replay,
+            on_turn=tick,
+        )
         sim.simulate()
         out[system.name] = dict(sim.summary(), aps=aps, system=system.name)
     return out
 
 
-def run_capacity(cfg: ExperimentConfig, anchor: ModelSpec,
-                 log: Callable[[str], None] = lambda _: None) -> dict:
+def run_capacity(cfg: ExperimentConfig, anchor: ModelSpec, log: Callable[[str], None] = lambda _: None) -> dict:
     """{system name: {"capacity_aps", "probes"}}: the highest APS meeting the SLO."""
     out = {}
     for system in cfg.systems:
+
         def meets(aps: float, system=system) -> bool:
             res = run_online(cfg, anchor, aps, systems=[system])[system.name]
-            log(f"{system.name}: aps={aps:.4g} P{cfg.online.slo.percentile:g} TTFT="
+            log(
+                f"{system.name}: aps={aps:.4g} P{cfg.online.slo.percentile:g} TTFT="
                 f"{res['slo_ttft_s']:.2f}s TPOT={1e3 * res['slo_tpot_s']:.1f}ms -> "
-                f"{'meets' if res['slo_met'] else 'misses'} the SLO")
+                f"{'meets' if res['slo_met'] else 'misses'} the SLO"
+            )
             return res["slo_met"]
 
-        cap, probes = find_capacity(meets, cfg.online.capacity_lo, cfg.online.capacity_rel_tol,
-                                    cfg.online.capacity_max_probes)
+        cap, probes = find_capacity(
+            meets, cfg.online.capacity_lo, cfg.online.capacity_rel_tol, cfg.online.capacity_max_probes
+        )
         out[system.name] = {"capacity_aps": cap, "probes": [[a, ok] for a, ok in probes]}
     return out
 

@@ -4,6 +4,7 @@ Extends the offline simulation: agents start at given times, an agent waits a to
 turns (or replays its trace timestamps), every finished turn leaves a timeline record, and the
 working set (KV bytes held in storage for live agents) is sampled over time.
 """
+
 from __future__ import annotations
 
 from array import array
@@ -22,9 +23,17 @@ FIELDS = ("arrive", "first", "second", "joined", "finished", "output", "sched", 
 
 
 class OnlineSimulation(Simulation):
-    def __init__(self, cfg: ExperimentConfig, system: SystemSpec, agents: list[Trajectory],
-                 cost: CostModel, starts: Sequence[float], think: Callable[[], float],
-                 replay_timestamps: bool = False, on_turn: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        system: SystemSpec,
+        agents: list[Trajectory],
+        cost: CostModel,
+        starts: Sequence[float],
+        think: Callable[[], float],
+        replay_timestamps: bool = False,
+        on_turn: Callable[[], None] | None = None,
+    ):
         super().__init__(cfg, system, agents, cost, on_turn)
         self.starts, self.think, self.replay = list(starts), think, replay_timestamps
         self.rec = {k: array("d") for k in FIELDS}
@@ -49,18 +58,26 @@ class OnlineSimulation(Simulation):
         super()._schedule()
         if self.waiting:  # note when the head starts waiting for decode HBM (allocation)
             head = self.waiting[0]
-            if head.alloc_since < 0 and not any(e.free_kv >= head.kv_bytes for g in self.de_groups
-                                                if g.free_kv >= head.kv_bytes for e in g.engines):
+            if head.alloc_since < 0 and not any(
+                e.free_kv >= head.kv_bytes for g in self.de_groups if g.free_kv >= head.kv_bytes for e in g.engines
+            ):
                 head.alloc_since = self.loop.now
 
     def _persisted(self, req: Request) -> None:
         r = self.rec
         alloc = req.placed - req.alloc_since if req.alloc_since >= 0 else 0.0
-        for key, value in (("arrive", req.arrive), ("first", req.first_token),
-                           ("second", req.second_token), ("joined", req.joined),
-                           ("finished", req.finished), ("output", req.output),
-                           ("sched", req.placed - req.arrive - alloc), ("alloc", alloc),
-                           ("read", req.ready - req.placed), ("prefill", req.first_token - req.ready)):
+        for key, value in (
+            ("arrive", req.arrive),
+            ("first", req.first_token),
+            ("second", req.second_token),
+            ("joined", req.joined),
+            ("finished", req.finished),
+            ("output", req.output),
+            ("sched", req.placed - req.arrive - alloc),
+            ("alloc", alloc),
+            ("read", req.ready - req.placed),
+            ("prefill", req.first_token - req.ready),
+        ):
             r[key].append(value)
         grown = (req.new + req.output) * self.kvb  # KV this turn adds to the agent's stored context
         self.working_set += grown
@@ -91,8 +108,9 @@ class OnlineSimulation(Simulation):
         rec = {k: np.frombuffer(v, dtype=float) if len(v) else np.zeros(0) for k, v in self.rec.items()}
         window = (rec["arrive"] >= o.warmup_s) & (rec["arrive"] < o.duration_s)
         sel = {k: v[window] for k, v in rec.items()}
-        lat = request_latencies(sel["arrive"], sel["first"], sel["second"], sel["finished"],
-                                sel["joined"], sel["output"])
+        lat = request_latencies(
+            sel["arrive"], sel["first"], sel["second"], sel["finished"], sel["joined"], sel["output"]
+        )
         met, ttft_q, tpot_q = slo_met(lat, o.slo)
         starts = np.asarray(self.starts)
         done = np.asarray(self.agent_done)
@@ -109,9 +127,13 @@ class OnlineSimulation(Simulation):
             "slo_ttft_s": ttft_q,
             "slo_tpot_s": tpot_q,
             "agent_jct_s": percentiles(done[judged] - starts[judged]) if judged.any() else {},
-            "ttft_breakdown_s": {k: float(sel[k].mean()) if sel[k].size else 0.0
-                                 for k in ("sched", "alloc", "read", "prefill")},
-            "working_set_bytes": {"mean": float(ws.mean()), "max": float(ws.max()),
-                                  "series": [[t, b] for t, b in series[::step]]},
+            "ttft_breakdown_s": {
+                k: float(sel[k].mean()) if sel[k].size else 0.0 for k in ("sched", "alloc", "read", "prefill")
+            },
+            "working_set_bytes": {
+                "mean": float(ws.mean()),
+                "max": float(ws.max()),
+                "series": [[t, b] for t, b in series[::step]],
+            },
             "makespan_s": float(done.max()) if done.size else 0.0,
         }

@@ -13,6 +13,7 @@ SHA-256 of the canonical identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: 
 share a file, the same cell always maps to the same file, and the readable part says which cell
 it is to a person who lists the folder.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -8,6 +8,7 @@ them. `tests/golden/` holds results files of tiny configs compared byte for byte
 moves numbers without a bump fails the tests (`python -m tests.golden.regenerate` rewrites them).
 `RESULTS_SCHEMA` names the file layout (docs/results.md); bump it when the layout changes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,9 +34,11 @@ def package_version() -> str:
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the checkout the package runs from; (None, None) outside a checkout."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                              timeout=20, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
 
     try:
         if not (ROOT / ".git").exists():
@@ -50,5 +53,11 @@ def git_state() -> tuple[str | None, bool | None]:
 def code_info(git: bool = True) -> dict:
     """The "code" record of a results file. git=False leaves the checkout out (golden files)."""
     commit, dirty = git_state() if git else (None, None)
-    return {"package": "dualpath-jax", "version": package_version(), "git_commit": commit,
-            "git_dirty": dirty, "results_schema": RESULTS_SCHEMA, "sim_semantics": SIM_SEMANTICS}
+    return {
+        "package": "dualpath-jax",
+        "version": package_version(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "results_schema": RESULTS_SCHEMA,
+        "sim_semantics": SIM_SEMANTICS,
+    }

@@ -10,6 +10,7 @@ same bytes. Beside it, `<same stem>.txt` holds the printed table. The pair is wr
 on the folder, so two processes writing one cell leave one complete, consistent pair; each file is
 replaced atomically, so a reader never sees half a file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,9 +55,12 @@ def document(cell: Cell, payload: dict, code: dict | None = None) -> dict:
     reserved = {"cell", "code", "config"} & set(payload)
     if reserved:
         raise ValueError(f"payload keys {sorted(reserved)} are reserved for the file's header")
-    return {"cell": {"id": cell.id, "kind": cell.kind, "inputs": cell.identity["inputs"]},
-            "code": code if code is not None else code_info(), "config": cell.identity["config"],
-            **payload}
+    return {
+        "cell": {"id": cell.id, "kind": cell.kind, "inputs": cell.identity["inputs"]},
+        "code": code if code is not None else code_info(),
+        "config": cell.identity["config"],
+        **payload,
+    }
 
 
 @contextlib.contextmanager

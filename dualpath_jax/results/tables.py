@@ -1,4 +1,5 @@
 """The printed tables of the offline and online experiments (rich), and their plain-text form."""
+
 from __future__ import annotations
 
 import io
@@ -12,52 +13,97 @@ from .identity import model_name
 
 def offline_payload(res: OfflineResult) -> dict:
     """The numbers of an offline run as stored in its results file."""
-    return {"calibration": res.efficiency.as_dict(),
-            "systems": {name: m.as_dict() for name, m in res.systems.items()},
-            "comparison": res.comparison()}
+    return {
+        "calibration": res.efficiency.as_dict(),
+        "systems": {name: m.as_dict() for name, m in res.systems.items()},
+        "comparison": res.comparison(),
+    }
 
 
 def comparison_table(res: OfflineResult) -> Table:
     cfg = res.cfg
     where = " (real testbed)" if cfg.backend == "real" else ""
-    table = Table(title=f"offline{where}: {model_name(cfg)} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
-                        f"MAL {cfg.workload.mal_label}")
+    table = Table(
+        title=f"offline{where}: {model_name(cfg)} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
+        f"MAL {cfg.workload.mal_label}"
+    )
     table.add_column("system", no_wrap=True, min_width=14)
-    for col in ("JCT s", "vs basic", "vs oracle", "PE GPU util", "DE GPU busy", "PE SNIC", "DE SNIC",
-                "layer ms", "TPOT ms"):
+    for col in (
+        "JCT s",
+        "vs basic",
+        "vs oracle",
+        "PE GPU util",
+        "DE GPU busy",
+        "PE SNIC",
+        "DE SNIC",
+        "layer ms",
+        "TPOT ms",
+    ):
         table.add_column(col, justify="right")
     comp = res.comparison()
     for name, m in res.systems.items():
         gap = comp[name].get("gap_to_oracle")
-        table.add_row(name, f"{m.jct_s:,.1f}", f"{comp[name]['speedup_vs_basic']:.2f}x",
-                      "-" if gap is None else f"{gap:+.1%}", f"{m.prefill_gpu_util:.1%}",
-                      f"{m.decode_gpu_busy:.1%}", f"{m.snic_util_pe:.1%}", f"{m.snic_util_de:.1%}",
-                      f"{m.prefill_layer_ms:.2f}", f"{1e3 * m.tpot_s['mean']:.1f}")
+        table.add_row(
+            name,
+            f"{m.jct_s:,.1f}",
+            f"{comp[name]['speedup_vs_basic']:.2f}x",
+            "-" if gap is None else f"{gap:+.1%}",
+            f"{m.prefill_gpu_util:.1%}",
+            f"{m.decode_gpu_busy:.1%}",
+            f"{m.snic_util_pe:.1%}",
+            f"{m.snic_util_de:.1%}",
+            f"{m.prefill_layer_ms:.2f}",
+            f"{1e3 * m.tpot_s['mean']:.1f}",
+        )
     return table
 
 
 def online_table(cfg, systems: dict) -> Table:
-    table = Table(title=f"online: {cfg.model.name} on {cfg.cluster.name}, {cfg.online.aps:g} agents/s, "
-                        f"MAL {cfg.workload.mal_label}")
+    table = Table(
+        title=f"online: {cfg.model.name} on {cfg.cluster.name}, {cfg.online.aps:g} agents/s, "
+        f"MAL {cfg.workload.mal_label}"
+    )
     table.add_column("system", no_wrap=True, min_width=14)
-    for col in ("agents", "TTFT p90 s", "TTST p90 s", "TPOT p90 ms", "SLO", "agent JCT s",
-                "wait s", "alloc s", "read s", "prefill s", "WS max GB"):
+    for col in (
+        "agents",
+        "TTFT p90 s",
+        "TTST p90 s",
+        "TPOT p90 ms",
+        "SLO",
+        "agent JCT s",
+        "wait s",
+        "alloc s",
+        "read s",
+        "prefill s",
+        "WS max GB",
+    ):
         table.add_column(col, justify="right")
     for name, r in systems.items():
         lat, br = r["latency"], r["ttft_breakdown_s"]
         jct = r["agent_jct_s"].get("mean")
-        table.add_row(name, str(r["agents"]), f"{lat['ttft_s']['p90']:.2f}", f"{lat['ttst_s']['p90']:.2f}",
-                      f"{1e3 * lat['tpot_s']['p90']:.1f}", "met" if r["slo_met"] else "missed",
-                      "-" if jct is None else f"{jct:,.0f}", f"{br['sched']:.2f}",
-                      f"{br['alloc']:.2f}", f"{br['read']:.2f}", f"{br['prefill']:.2f}",
-                      f"{r['working_set_bytes']['max'] / 1e9:,.0f}")
+        table.add_row(
+            name,
+            str(r["agents"]),
+            f"{lat['ttft_s']['p90']:.2f}",
+            f"{lat['ttst_s']['p90']:.2f}",
+            f"{1e3 * lat['tpot_s']['p90']:.1f}",
+            "met" if r["slo_met"] else "missed",
+            "-" if jct is None else f"{jct:,.0f}",
+            f"{br['sched']:.2f}",
+            f"{br['alloc']:.2f}",
+            f"{br['read']:.2f}",
+            f"{br['prefill']:.2f}",
+            f"{r['working_set_bytes']['max'] / 1e9:,.0f}",
+        )
     return table
 
 
 def capacity_table(cfg, systems: dict) -> Table:
     slo = cfg.online.slo
-    table = Table(title=f"capacity (P{slo.percentile:g} TTFT <= {slo.ttft_s} s, TPOT <= {1e3 * slo.tpot_s:g} ms): "
-                        f"{cfg.model.name} on {cfg.cluster.name}, MAL {cfg.workload.mal_label}")
+    table = Table(
+        title=f"capacity (P{slo.percentile:g} TTFT <= {slo.ttft_s} s, TPOT <= {1e3 * slo.tpot_s:g} ms): "
+        f"{cfg.model.name} on {cfg.cluster.name}, MAL {cfg.workload.mal_label}"
+    )
     for col in ("system", "capacity APS", "vs basic", "probes"):
         table.add_column(col)
     base = systems.get("basic", {}).get("capacity_aps")

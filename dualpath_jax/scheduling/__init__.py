@@ -1,4 +1,5 @@
 """Scheduling policy: plain Python, no JAX, no clock. The simulator and the testbed both call it."""
+
 from .dualpath import DualPathScheduler
 from .intra import largest_chunk, pack_quota
 from .least_loaded import LeastLoadedScheduler, choose_de, choose_pe
@@ -17,6 +18,20 @@ def make_scheduler(name: str, dual_path: bool, split_read: bool = False):
     return cls(dual_path=dual_path, split_read=split_read)
 
 
-__all__ = ["EngineLoad", "GroupLoad", "Placement", "RequestView", "SchedContext",
-           "LeastLoadedScheduler", "RoundRobinScheduler", "DualPathScheduler", "make_scheduler",
-           "choose_de", "choose_pe", "read_fraction", "split_fraction", "largest_chunk", "pack_quota"]
+__all__ = [
+    "EngineLoad",
+    "GroupLoad",
+    "Placement",
+    "RequestView",
+    "SchedContext",
+    "LeastLoadedScheduler",
+    "RoundRobinScheduler",
+    "DualPathScheduler",
+    "make_scheduler",
+    "choose_de",
+    "choose_pe",
+    "read_fraction",
+    "split_fraction",
+    "largest_chunk",
+    "pack_quota",
+]

@@ -11,6 +11,7 @@ fewest seq_e, else the fewest tok_e; none has room -> stop. Then phase 1 again f
 
 Read side: the shorter read queue of the PE node and the DE node (or a split, our extension).
 """
+
 from __future__ import annotations
 
 from itertools import islice
@@ -73,8 +74,13 @@ class DualPathScheduler:
     def __init__(self, dual_path: bool, split_read: bool = False):
         self.dual_path, self.split_read = dual_path, split_read
 
-    def place(self, waiting: Sequence[RequestView], pe_groups: Sequence[GroupLoad],
-              de_groups: Sequence[GroupLoad], ctx: SchedContext) -> Iterator[Placement]:
+    def place(
+        self,
+        waiting: Sequence[RequestView],
+        pe_groups: Sequence[GroupLoad],
+        de_groups: Sequence[GroupLoad],
+        ctx: SchedContext,
+    ) -> Iterator[Placement]:
         """`waiting` is read, never changed; placements are for waiting[0], waiting[1], ..."""
         i = 0
         while i < len(waiting):
@@ -90,7 +96,9 @@ class DualPathScheduler:
                 pe = choose_pe(pe_groups, ctx)
                 if pe is None:
                     return
-                yield Placement(pe.id, de.id, read_fraction(pe.node, de.node, req, ctx,
-                                                            dual_path=self.dual_path,
-                                                            split=self.split_read))
+                yield Placement(
+                    pe.id,
+                    de.id,
+                    read_fraction(pe.node, de.node, req, ctx, dual_path=self.dual_path, split=self.split_read),
+                )
                 i += 1

@@ -5,6 +5,7 @@ attention time leaves bubbles. Each engine packs its queue FIFO up to a compute 
 predicted time, and binary-searches the largest chunk of the next request that still fits
 (chunked prefill). `predict(cached, new)` is the profiled attention-time curve (seconds).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -29,8 +30,7 @@ def largest_chunk(cached: int, new: int, budget_s: float, predict: Predictor, st
     return lo * step
 
 
-def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predictor,
-               min_chunk: int = 1) -> list[int]:
+def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predictor, min_chunk: int = 1) -> list[int]:
     """Tokens to compute for each queued (cached, remaining_new) request, FIFO, within the quota.
 
     Whole requests are taken while they fit; the first one that does not fit is chunked to the

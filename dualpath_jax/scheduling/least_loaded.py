@@ -3,6 +3,7 @@
 PE: the prefill engine with the fewest unfinished tokens. DE: among decode engines whose HBM can
 hold the request, the one with the fewest unfinished tokens; none -> the queue waits (FIFO).
 """
+
 from __future__ import annotations
 
 from operator import attrgetter
@@ -46,12 +47,18 @@ class LeastLoadedScheduler:
     def __init__(self, dual_path: bool, split_read: bool = False):
         self.dual_path, self.split_read = dual_path, split_read
 
-    def place(self, waiting: Iterable[RequestView], pe_groups: Sequence[GroupLoad],
-              de_groups: Sequence[GroupLoad], ctx: SchedContext) -> Iterator[Placement]:
+    def place(
+        self,
+        waiting: Iterable[RequestView],
+        pe_groups: Sequence[GroupLoad],
+        de_groups: Sequence[GroupLoad],
+        ctx: SchedContext,
+    ) -> Iterator[Placement]:
         for req in waiting:
             de = choose_de(de_groups, req)
             if de is None:
                 return
             pe = choose_pe(pe_groups)
-            yield Placement(pe.id, de.id, read_fraction(pe.node, de.node, req, ctx,
-                                                        dual_path=self.dual_path, split=self.split_read))
+            yield Placement(
+                pe.id, de.id, read_fraction(pe.node, de.node, req, ctx, dual_path=self.dual_path, split=self.split_read)
+            )

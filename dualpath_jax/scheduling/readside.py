@@ -3,6 +3,7 @@
 Paper: the whole read goes to the side (PE node or DE node) whose read queue is shorter.
 Our extension (the paper's future work): split the read so both queues drain at the same time.
 """
+
 from __future__ import annotations
 
 from .state import RequestView, SchedContext
@@ -23,8 +24,9 @@ def split_fraction(pe_node: int, de_node: int, req: RequestView, ctx: SchedConte
     return min(1.0, max(0.0, x))
 
 
-def read_fraction(pe_node: int, de_node: int, req: RequestView, ctx: SchedContext, *,
-                  dual_path: bool, split: bool) -> float:
+def read_fraction(
+    pe_node: int, de_node: int, req: RequestView, ctx: SchedContext, *, dual_path: bool, split: bool
+) -> float:
     if not dual_path:
         return 0.0
     if split:

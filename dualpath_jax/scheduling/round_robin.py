@@ -1,4 +1,5 @@
 """Round-robin baseline: engines in turn, skipping decode engines without HBM room."""
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
@@ -15,8 +16,13 @@ class RoundRobinScheduler:
         self._next_pe = 0
         self._next_de = 0
 
-    def place(self, waiting: Iterable[RequestView], pe_groups: Sequence[GroupLoad],
-              de_groups: Sequence[GroupLoad], ctx: SchedContext) -> Iterator[Placement]:
+    def place(
+        self,
+        waiting: Iterable[RequestView],
+        pe_groups: Sequence[GroupLoad],
+        de_groups: Sequence[GroupLoad],
+        ctx: SchedContext,
+    ) -> Iterator[Placement]:
         pes = [e for g in pe_groups for e in g.engines]
         des = [e for g in de_groups for e in g.engines]
         for req in waiting:
@@ -29,5 +35,6 @@ class RoundRobinScheduler:
                 return
             pe = pes[self._next_pe]
             self._next_pe = (self._next_pe + 1) % len(pes)
-            yield Placement(pe.id, de.id, read_fraction(pe.node, de.node, req, ctx,
-                                                        dual_path=self.dual_path, split=self.split_read))
+            yield Placement(
+                pe.id, de.id, read_fraction(pe.node, de.node, req, ctx, dual_path=self.dual_path, split=self.split_read)
+            )

@@ -4,6 +4,7 @@ Both worlds fill these in: the simulator from virtual-time state, the testbed fr
 The caller owns the state: after each placement a scheduler yields, the caller applies it (engine
 loads, read queues) before asking for the next one, so every choice sees the ones before it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """The real testbed: engines on JAX devices, real KV bytes from the TensorStore KV store, emulated
 storage NICs. Entry point: `run_testbed(cfg)`. See docs/testbed.md."""
+
 from .report import TestbedMetrics
 from .run import MeasuredRates, run_testbed
 from .server import Testbed, model_config

@@ -5,6 +5,7 @@ prefill nodes first, `gpus_per_node` engines (devices) per node, engine id = nod
 engine e runs on `jax.devices()[e]`. Each node's storage NIC is a `kvstore.Throttle` at
 `cluster.snic_gbps`, one per direction, shared by every read (write) through that node.
 """
+
 from __future__ import annotations
 
 import threading
@@ -101,16 +102,26 @@ class EmulatedCluster:
         devices = list(devices if devices is not None else jax.devices())
         need = self.topo.nodes * spec.gpus_per_node
         if len(devices) < need:
-            raise ValueError(f"cluster {spec.name}: {self.topo.nodes} nodes x {spec.gpus_per_node} "
-                             f"devices need {need} JAX devices, found {len(devices)} "
-                             f"({devices[0].platform}); on CPU set "
-                             f"XLA_FLAGS=--xla_force_host_platform_device_count={need}")
+            raise ValueError(
+                f"cluster {spec.name}: {self.topo.nodes} nodes x {spec.gpus_per_node} "
+                f"devices need {need} JAX devices, found {len(devices)} "
+                f"({devices[0].platform}); on CPU set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={need}"
+            )
         g = spec.gpus_per_node
         rate = spec.snic_bytes_per_s
-        self.nodes = [Node(n, self.topo.node_role(n), devices[n * g:(n + 1) * g],
-                           Throttle(rate, name=f"snic_read[{n}]"), Throttle(rate, name=f"snic_write[{n}]"),
-                           DramBuffer(n, dram_buffer_gb * 1e9), engines=list(range(n * g, (n + 1) * g)))
-                      for n in range(self.topo.nodes)]
+        self.nodes = [
+            Node(
+                n,
+                self.topo.node_role(n),
+                devices[n * g : (n + 1) * g],
+                Throttle(rate, name=f"snic_read[{n}]"),
+                Throttle(rate, name=f"snic_write[{n}]"),
+                DramBuffer(n, dram_buffer_gb * 1e9),
+                engines=list(range(n * g, (n + 1) * g)),
+            )
+            for n in range(self.topo.nodes)
+        ]
         self.devices = devices[:need]
         self.links = LinkBytes()
         self.link_s = LinkBytes()  # seconds spent in timed transfers, per link (DE->PE hops)
@@ -139,7 +150,6 @@ class EmulatedCluster:
             by: dict[int, list] = {}
             for e in engines:
                 by.setdefault(e.node, []).append(e)
-            return [GroupLoad(node=n, engines=es, free_kv=sum(e.free_kv for e in es))
-                    for n, es in sorted(by.items())]
+            return [GroupLoad(node=n, engines=es, free_kv=sum(e.free_kv for e in es)) for n, es in sorted(by.items())]
 
         return groups(pes), groups(des), {e.id: e for e in pes + des}

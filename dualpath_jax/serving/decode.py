@@ -5,6 +5,7 @@ written back to the store through the DE node's SNIC once the request finishes.
 Decode feeds the trace's tokens (see requests.py): `output` steps, the first fed token being the
 one the prefill produced, so the cache ends holding KV for every prompt and generated token.
 """
+
 from __future__ import annotations
 
 import queue
@@ -25,10 +26,12 @@ from .hostcopy import start_to_host, to_numpy
 def _insert(latent, rope, slot, kv):
     """Write kv [Y, n, C+R] into every layer's cache at [slot, :n]."""
     c = latent[0].shape[-1]
-    lat = tuple(jax.lax.dynamic_update_slice(l, kv[i, None, :, :c].astype(l.dtype), (slot, 0, 0))
-                for i, l in enumerate(latent))
-    rop = tuple(jax.lax.dynamic_update_slice(r, kv[i, None, :, c:].astype(r.dtype), (slot, 0, 0))
-                for i, r in enumerate(rope))
+    lat = tuple(
+        jax.lax.dynamic_update_slice(l, kv[i, None, :, :c].astype(l.dtype), (slot, 0, 0)) for i, l in enumerate(latent)
+    )
+    rop = tuple(
+        jax.lax.dynamic_update_slice(r, kv[i, None, :, c:].astype(r.dtype), (slot, 0, 0)) for i, r in enumerate(rope)
+    )
     return lat, rop
 
 
@@ -109,8 +112,7 @@ class DecodeEngine:
             self.insert(0, jax.device_put(np.zeros((y, n, d), kvcodec.np_dtype(self.tb.mcfg)), self.dev))
         for n in sorted(writes):
             _extract(self.cache.latent, self.cache.rope, np.int32(0), np.int32(0), n).block_until_ready()
-        cache = KVCache(latent=self.cache.latent, rope=self.cache.rope,
-                        lengths=jax.device_put(self.lengths, self.dev))
+        cache = KVCache(latent=self.cache.latent, rope=self.cache.rope, lengths=jax.device_put(self.lengths, self.dev))
         logits, self.cache = self.step(self.state, jax.device_put(np.zeros(len(self.slots), np.int32), self.dev), cache)
         logits.block_until_ready()
 
@@ -149,8 +151,9 @@ class DecodeEngine:
             for s in active:
                 r = self.slots[s]
                 toks[s] = r.ids[self.lengths[s]]
-            cache = KVCache(latent=self.cache.latent, rope=self.cache.rope,
-                            lengths=jax.device_put(self.lengths, self.dev))
+            cache = KVCache(
+                latent=self.cache.latent, rope=self.cache.rope, lengths=jax.device_put(self.lengths, self.dev)
+            )
             t0 = time.perf_counter()
             logits, cache = self.step(self.state, jax.device_put(toks, self.dev), cache)
             logits.block_until_ready()
@@ -174,8 +177,9 @@ class DecodeEngine:
         w0, w1 = req.hit // bt, (req.input + req.output) // bt
         kv = None
         if not self.tb.system.free_io and w1 > w0:
-            kv = start_to_host(_extract(self.cache.latent, self.cache.rope, np.int32(s), np.int32(w0 * bt),
-                                        (w1 - w0) * bt))
+            kv = start_to_host(
+                _extract(self.cache.latent, self.cache.rope, np.int32(s), np.int32(w0 * bt), (w1 - w0) * bt)
+            )
         self.tb.decoded(req)
         self.writer.submit(self._guard, self._write, req, kv, w0, w1)
 
@@ -184,7 +188,8 @@ class DecodeEngine:
             host = to_numpy(kv)
             self.tb.cluster.links.add(f"de_cnic_out[{self.id}]", host.nbytes)
             blocks = kvcodec.blocks_of(host, self.tb.spec.tokens_per_block)
-            self.tb.store.write(req.ids[:w1 * self.tb.spec.tokens_per_block], blocks, first_block=w0,
-                                throttle=self.node.snic_write).result()
+            self.tb.store.write(
+                req.ids[: w1 * self.tb.spec.tokens_per_block], blocks, first_block=w0, throttle=self.node.snic_write
+            ).result()
             self.tb.cluster.links.add(f"snic_write[{self.node.id}]", blocks.nbytes)
         self.tb.persisted(req)

@@ -7,6 +7,7 @@ while a send thread ran `device_get` (results/bench/host_copies_h200.txt). A `de
 device's `pinned_host` memory is a DMA (1.4 ms, 26 GB/s) that returns at once and left the step at
 20.5 ms; `np.asarray` of its result is then a plain host memcpy on whichever thread asks.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

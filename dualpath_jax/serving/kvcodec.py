@@ -4,6 +4,7 @@ Per token per layer the MLA cache is latent [C] + rope [R] in the model dtype; t
 them side by side as B = (C + R) * itemsize bytes (`BlockLayout(layers=Y, bytes_per_token=B)`).
 Host arrays here are `kv [Y, tokens, C+R]` in the model dtype (numpy; bfloat16 via ml_dtypes).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -35,8 +36,9 @@ def bytes_per_token(cfg: ModelConfig) -> int:
 
 
 def block_layout(cfg: ModelConfig, tokens_per_block: int) -> BlockLayout:
-    return BlockLayout(layers=cfg.n_layers, bytes_per_token=bytes_per_token_layer(cfg),
-                       tokens_per_block=tokens_per_block)
+    return BlockLayout(
+        layers=cfg.n_layers, bytes_per_token=bytes_per_token_layer(cfg), tokens_per_block=tokens_per_block
+    )
 
 
 def layer_of_blocks(blocks_u8: np.ndarray, layer: int, cfg: ModelConfig) -> np.ndarray:
@@ -56,8 +58,7 @@ def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
     """kv [Y, n*T, D] (whole blocks) -> Full Blocks [n, Y, T, D] for `KVStore.write`."""
     y, tok, d = kv.shape
     n = tok // tokens_per_block
-    return np.ascontiguousarray(kv[:, :n * tokens_per_block].reshape(y, n, tokens_per_block, d)
-                                .transpose(1, 0, 2, 3))
+    return np.ascontiguousarray(kv[:, : n * tokens_per_block].reshape(y, n, tokens_per_block, d).transpose(1, 0, 2, 3))
 
 
 @jax.jit
@@ -103,4 +104,4 @@ def copy_hit_to_kv(kv_host: np.ndarray, blocks_u8: np.ndarray, cfg: ModelConfig)
     d = kv_width(cfg)
     src = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, d)
     for layer in range(y):  # kv_host[layer, :n*t] is contiguous, so its reshape is a view
-        kv_host[layer, :n * t].reshape(n, t, d)[...] = src[:, layer]
+        kv_host[layer, : n * t].reshape(n, t, d)[...] = src[:, layer]

@@ -14,6 +14,7 @@ Outbound (into the DE node's DRAM buffer, which later feeds one H2D into the DE 
 - Oracle: nothing (the DE takes its KV from its own staged copy).
 Every byte is counted on its link in `cluster.links`.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,6 +29,7 @@ from .hostcopy import start_to_host, to_numpy
 
 class Hop(NamedTuple):
     """A DE->PE copy not yet issued: layer slice `src` on DE engine `de`'s device."""
+
     de: int
     src: jax.Array
 
@@ -119,9 +121,9 @@ class LayerLoader:
         pre = None if pre is None else to_numpy(pre)
         for b, req in enumerate(self.batch):
             kv_host = self.tb.cluster.nodes[req.de // self.tb.g].buffer.get(("kv", req.rid))
-            kv_host[i, self.hit:req.input] = new[b, :req.new]
-            self.links.add(f"pe_cnic_out[{self.pe}]", new[b, :req.new].nbytes)
+            kv_host[i, self.hit : req.input] = new[b, : req.new]
+            self.links.add(f"pe_cnic_out[{self.pe}]", new[b, : req.new].nbytes)
             if self.hit and not req.read_on_de:  # PE path: the hit KV goes PE GPU -> DE buffer too
                 # (DE path: the hit KV already sits in the DE buffer, copied there at staging)
-                kv_host[i, :self.hit] = pre[b]
+                kv_host[i, : self.hit] = pre[b]
                 self.links.add(f"pe_cnic_out[{self.pe}]", pre[b].nbytes)

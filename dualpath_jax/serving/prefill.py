@@ -14,6 +14,7 @@ starts and all KV is sent after it ends.
 GPU busy time: per layer, from the moment the layer is dispatched with its inputs ready until its
 output is ready (layerwise), or from all inputs ready to the last layer done (whole prefill).
 """
+
 from __future__ import annotations
 
 import queue
@@ -90,8 +91,9 @@ class PrefillEngine:
             same.append(r)
         if system.batching == "quota" and self.tokens_s > 0:
             rate = self.tokens_s
-            take = len(pack_quota([(r.hit, r.new) for r in same], sim.quota_ms / 1e3,
-                                  lambda c, n: (c + n) / rate, _NO_CHUNK))
+            take = len(
+                pack_quota([(r.hit, r.new) for r in same], sim.quota_ms / 1e3, lambda c, n: (c + n) / rate, _NO_CHUNK)
+            )
         else:
             take, tok = 0, 0
             for r in same:
@@ -146,7 +148,7 @@ class PrefillEngine:
         tb = self.tb
         layerwise = tb.system.layerwise
         hit, new = batch[0].hit, batch[0].new
-        ids = np.stack([r.ids[hit:r.input] for r in batch])
+        ids = np.stack([r.ids[hit : r.input] for r in batch])
 
         def take():
             t0 = time.perf_counter()
@@ -195,8 +197,7 @@ class PrefillEngine:
             logits = self.lw.head(x)
             logits.block_until_ready()
             busy = time.perf_counter() - t0
-            sends = [self.senders.submit(self._send, loader, i, *loader.start_send(*o))
-                     for i, o in enumerate(outs)]
+            sends = [self.senders.submit(self._send, loader, i, *loader.start_send(*o)) for i, o in enumerate(outs)]
         loading.result()  # every layer was taken from `ready`, so the loader is done
         self.time_s["busy"] += busy
         self.layer_busy_s += busy / self.n_layers

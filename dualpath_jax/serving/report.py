@@ -1,5 +1,6 @@
 """Testbed metrics: the simulator's SystemMetrics fields, measured, plus per-engine GPU busy
 fractions, bytes per link (measured and as the data-path plan predicts) and DRAM buffer peaks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,10 +36,16 @@ class TestbedMetrics(SystemMetrics):
 # stage name -> (from, to): TurnRequest timestamps. `read` is 0 without a store read; `stage` is the
 # DE path's staging (the PE path goes straight to the PE queue); `prefill` ends when the first token's
 # logits are taken, after the batch's KV has been sent to the DE buffer.
-STAGES = {"place": ("arrive", "placed"), "read": ("placed", "read_done"), "stage": ("read_done", "queued"),
-          "pe_queue": ("queued", "prefill_start"), "prefill": ("prefill_start", "first_token"),
-          "join": ("first_token", "joined"), "decode": ("joined", "finished"),
-          "write": ("finished", "persisted")}
+STAGES = {
+    "place": ("arrive", "placed"),
+    "read": ("placed", "read_done"),
+    "stage": ("read_done", "queued"),
+    "pe_queue": ("queued", "prefill_start"),
+    "prefill": ("prefill_start", "first_token"),
+    "join": ("first_token", "joined"),
+    "decode": ("joined", "finished"),
+    "write": ("finished", "persisted"),
+}
 
 
 def stage_means(reqs) -> dict[str, float]:
@@ -48,10 +55,21 @@ def stage_means(reqs) -> dict[str, float]:
 
 def timeline(reqs, t0: float) -> list[dict]:
     """Each turn's placement, path and timestamps (seconds from t0), in arrival order."""
-    return [{"agent": r.agent, "turn": r.index, "pe": r.pe, "de": r.de, "read_node": r.read_node,
-             "read_on_de": bool(r.read_on_de), "hit": r.hit, "new": r.new, "arrive": r.arrive - t0,
-             **{b: getattr(r, b) - t0 for _, b in STAGES.values()}}
-            for r in sorted(reqs, key=lambda r: r.rid)]
+    return [
+        {
+            "agent": r.agent,
+            "turn": r.index,
+            "pe": r.pe,
+            "de": r.de,
+            "read_node": r.read_node,
+            "read_on_de": bool(r.read_on_de),
+            "hit": r.hit,
+            "new": r.new,
+            "arrive": r.arrive - t0,
+            **{b: getattr(r, b) - t0 for _, b in STAGES.values()},
+        }
+        for r in sorted(reqs, key=lambda r: r.rid)
+    ]
 
 
 def summarize(tb, wall: float) -> TestbedMetrics:
@@ -99,15 +117,17 @@ def summarize(tb, wall: float) -> TestbedMetrics:
         compute_bound_s=pe_busy / len(tb.pes),
         events=len(reqs),
         wall_s=wall,
-        gpu_busy={**{f"pe{p.id}": p.busy_s / span for p in pes},
-                  **{f"de{d.id}": d.busy_s / span for d in des}},
+        gpu_busy={**{f"pe{p.id}": p.busy_s / span for p in pes}, **{f"de{d.id}": d.busy_s / span for d in des}},
         link_bytes=links,
         plan_bytes=dict(sorted(tb.plan.items())),
         link_seconds=dict(sorted(cl.link_s.bytes.items())),
         hop_sizes={k: [cl.hop_n.bytes[k], v] for k, v in sorted(cl.hop_s.bytes.items())},
         dram_peak_bytes={str(n.id): float(n.buffer.peak) for n in cl.nodes},
-        nic_pace={t.name: {"transfers": t.transfers, "late": t.late, "late_s": t.late_s}
-                  for n in cl.nodes for t in (n.snic_read, n.snic_write)},
+        nic_pace={
+            t.name: {"transfers": t.transfers, "late": t.late, "late_s": t.late_s}
+            for n in cl.nodes
+            for t in (n.snic_read, n.snic_write)
+        },
         prefill_tokens_per_s=sum(r.input for r in reqs) / pe_busy if pe_busy else 0.0,
         decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),
         stages_s=stage_means(reqs),

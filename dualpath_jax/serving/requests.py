@@ -6,6 +6,7 @@ trace's tokens rather than its own argmax, so every system computes the same seq
 oracle can stage its KV ahead). Only whole Full Blocks are stored, so a turn's usable cached
 prefix is `cached` rounded down to whole blocks; the rest of the prompt is recomputed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,18 @@ def token_stream(traj: Trajectory, agent: int, vocab: int, seed: int) -> np.ndar
 class TurnRequest:
     """One turn of one agent; also the scheduler's RequestView (same attribute names)."""
 
-    def __init__(self, rid: int, agent: int, index: int, turn, ids: np.ndarray, hit: int,
-                 keys: list[str], kvb: float, arrive: float):
+    def __init__(
+        self,
+        rid: int,
+        agent: int,
+        index: int,
+        turn,
+        ids: np.ndarray,
+        hit: int,
+        keys: list[str],
+        kvb: float,
+        arrive: float,
+    ):
         self.rid, self.agent, self.index = rid, agent, index
         self.ids = ids
         self.input, self.cached, self.output = turn.input, turn.cached, turn.output

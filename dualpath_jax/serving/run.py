@@ -5,6 +5,7 @@ plus `TestbedSpec` (which Flax model, which store, block and batch sizes). Retur
 `OfflineResult` whose `.systems` holds one `TestbedMetrics` (a SystemMetrics with extra measured
 fields) per system; `results.write_result` writes it like a simulator result. Writes nothing itself.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,12 +30,20 @@ class MeasuredRates:
     decode_step_ms: dict
 
     def as_dict(self) -> dict:
-        return {"init_s": self.init_s, "warmup_s": self.warmup_s,
-                "prefill_tokens_per_s": self.prefill_tokens_per_s, "decode_step_ms": self.decode_step_ms}
+        return {
+            "init_s": self.init_s,
+            "warmup_s": self.warmup_s,
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_step_ms": self.decode_step_ms,
+        }
 
 
-def run_testbed(cfg: ExperimentConfig, progress: Callable[[str, int], Callable[[], None]] | None = None,
-                spec: TestbedSpec | None = None, agents: list[Trajectory] | None = None) -> OfflineResult:
+def run_testbed(
+    cfg: ExperimentConfig,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+    spec: TestbedSpec | None = None,
+    agents: list[Trajectory] | None = None,
+) -> OfflineResult:
     """Serve cfg's workload once per system in cfg.systems on the testbed.
 
     spec: defaults to cfg.testbed (or TestbedSpec() if the config has none). agents: explicit
@@ -52,8 +61,11 @@ def run_testbed(cfg: ExperimentConfig, progress: Callable[[str, int], Callable[[
             for _ in range(m.turns):
                 tick()
     result.wall_s = time.perf_counter() - t0
-    result.efficiency = MeasuredRates(tb.init_s, tb.warm_s,
-                                      {k: m.prefill_tokens_per_s for k, m in result.systems.items()},
-                                      {k: m.decode_step_ms for k, m in result.systems.items()})
+    result.efficiency = MeasuredRates(
+        tb.init_s,
+        tb.warm_s,
+        {k: m.prefill_tokens_per_s for k, m in result.systems.items()},
+        {k: m.decode_step_ms for k, m in result.systems.items()},
+    )
     result.testbed = tb
     return result

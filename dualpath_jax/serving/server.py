@@ -7,6 +7,7 @@ node's throttled SNIC -> the PE prefills it (loaders.py moves the KV per layer) 
 holds its whole KV -> one H2D into the DE GPU -> decode in the DE's continuous batch -> its new KV
 is written to the store through the DE node's SNIC -> the agent's next turn arrives.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,13 +57,19 @@ class Testbed:
     __test__ = False
 
     def __init__(self, cfg: ExperimentConfig, spec: TestbedSpec, agents: list[Trajectory]):
-        for name in ("tokens_per_block", "io_window", "max_prefill_batch", "max_decode_batch",
-                     "prefetch_layers", "send_threads"):
+        for name in (
+            "tokens_per_block",
+            "io_window",
+            "max_prefill_batch",
+            "max_decode_batch",
+            "prefetch_layers",
+            "send_threads",
+        ):
             if getattr(spec, name) < 1:
                 raise ConfigError(f"testbed.{name}: must be a positive integer, got {getattr(spec, name)!r}")
         self.cfg, self.spec = cfg, spec
         if spec.max_turns:
-            agents = [Trajectory(a.id, a.turns[:spec.max_turns]) for a in agents]
+            agents = [Trajectory(a.id, a.turns[: spec.max_turns]) for a in agents]
         self.agents = agents
         self.mcfg = model_config(spec)
         self.kvb = kvcodec.bytes_per_token(self.mcfg)
@@ -74,9 +81,11 @@ class Testbed:
         for a in agents:
             for t in a.turns:
                 if t.input + t.output > spec.max_context:
-                    raise ValueError(f"agent {a.id}: a turn needs {t.input + t.output} tokens but "
-                                     f"testbed.max_context={spec.max_context}; raise it or use a "
-                                     f"shorter workload (testbed.max_turns, smaller +len)")
+                    raise ValueError(
+                        f"agent {a.id}: a turn needs {t.input + t.output} tokens but "
+                        f"testbed.max_context={spec.max_context}; raise it or use a "
+                        f"shorter workload (testbed.max_turns, smaller +len)"
+                    )
         self.ids = [token_stream(a, k, self.mcfg.vocab_size, spec.seed) for k, a in enumerate(agents)]
         t0 = time.perf_counter()
         model = make_model_fast(self.mcfg, spec.seed)
@@ -103,8 +112,7 @@ class Testbed:
             out = []
             for ids in self.ids:
                 _, lat, rope = lw(jax.device_put(ids[None], dev))
-                kv = np.stack([np.asarray(jax.device_get(kvcodec.join_kv(l, r)))[0]
-                               for l, r in zip(lat, rope)])
+                kv = np.stack([np.asarray(jax.device_get(kvcodec.join_kv(l, r)))[0] for l, r in zip(lat, rope)])
                 out.append(kv)
             self.full_kv = out
         return self.full_kv
@@ -140,8 +148,7 @@ class Testbed:
             # the DE path's staging (blocks -> [Y, hit, D] on the DE device) and per-layer slice
             for hit, _ in sorted(shapes):
                 if hit:
-                    blocks = np.zeros((hit // bt,) + kvcodec.block_layout(self.mcfg, bt).full_block_shape,
-                                      np.uint8)
+                    blocks = np.zeros((hit // bt,) + kvcodec.block_layout(self.mcfg, bt).full_block_shape, np.uint8)
                     st = kvcodec.stage_blocks(jax.device_put(blocks, self.devices[e]), self.mcfg.dtype, d)
                     kvcodec.layer_of(st, np.int32(0)).block_until_ready()
                     del st
@@ -158,9 +165,13 @@ class Testbed:
         if spec.store_path:
             Path(spec.store_path).mkdir(parents=True, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f"{system.name}-", dir=spec.store_path)
-        self.store = KVStore.open(tmp, kvcodec.block_layout(self.mcfg, bt),
-                                  capacity_blocks=spec.capacity_blocks, create=True,
-                                  io_window=spec.io_window)
+        self.store = KVStore.open(
+            tmp,
+            kvcodec.block_layout(self.mcfg, bt),
+            capacity_blocks=spec.capacity_blocks,
+            create=True,
+            io_window=spec.io_window,
+        )
         try:
             self._prepare(system)
             return self._serve(system)
@@ -176,8 +187,7 @@ class Testbed:
         if system.free_io:
             full = self._full_kv()
             for k in range(len(self.agents)):
-                self.oracle_kv[k] = {e: jax.device_put(full[k], self.devices[e])
-                                     for e in self.pe_ids + self.de_ids}
+                self.oracle_kv[k] = {e: jax.device_put(full[k], self.devices[e]) for e in self.pe_ids + self.de_ids}
             # compile the staged-KV slices of this workload (untimed)
             for k, a in enumerate(self.agents):
                 for t in a.turns:
@@ -196,8 +206,12 @@ class Testbed:
         de_room = self.spec.max_decode_batch * self.spec.max_context * self.kvb
         self.pe_groups, self.de_groups, self.loads = cl.load_groups(de_room)
         self.group_of = {e.id: g for g in self.pe_groups + self.de_groups for e in g.engines}
-        self.ctx = SchedContext(read_queue_s=cl.read_queue_s, snic_bytes_per_s=cl.spec.snic_bytes_per_s,
-                                alpha_s=self.cfg.sim.alpha_s, beta_tokens=math.inf)
+        self.ctx = SchedContext(
+            read_queue_s=cl.read_queue_s,
+            snic_bytes_per_s=cl.spec.snic_bytes_per_s,
+            alpha_s=self.cfg.sim.alpha_s,
+            beta_tokens=math.inf,
+        )
         self.scheduler = make_scheduler(system.scheduler, system.dual_path, system.split_read)
         self.pes = {e: PrefillEngine(self, e, self.lw[e]) for e in self.pe_ids}
         self.des = {e: DecodeEngine(self, e, self.state[e], self.step[e]) for e in self.de_ids}
@@ -247,11 +261,10 @@ class Testbed:
         if self.system.free_io:  # the oracle's KV is staged on the devices: same hit, no store
             keys, pin, hit = [], None, want * bt
         else:
-            pin = self.store.lookup(ids[:turn.input], pin=True)
+            pin = self.store.lookup(ids[: turn.input], pin=True)
             keys = pin.keys[:want]
             hit = len(keys) * bt
-        req = TurnRequest(self._rid, agent, index, turn, ids, hit, keys, self.kvb,
-                          time.perf_counter())
+        req = TurnRequest(self._rid, agent, index, turn, ids, hit, keys, self.kvb, time.perf_counter())
         req.pin = pin
         self._rid += 1
         self.waiting.append(req)
@@ -276,24 +289,30 @@ class Testbed:
         if self.spec.force_read_side:
             req.read_on_de = self.spec.force_read_side == "de"
         req.read_node = cl.node_of(p.de if req.read_on_de else p.pe).id
-        plan = plan_turn(cached=req.hit, new=req.new, output=req.output, kv_bytes_per_token=self.kvb,
-                         de_read_fraction=float(req.read_on_de), free_io=free_io)
+        plan = plan_turn(
+            cached=req.hit,
+            new=req.new,
+            output=req.output,
+            kv_bytes_per_token=self.kvb,
+            de_read_fraction=float(req.read_on_de),
+            free_io=free_io,
+        )
         role = "de" if req.read_on_de else "pe"
         for link, b in plan.bytes_on().items():
             self.plan[f"{link}_{role}_read" if link == "snic_read" else link] += b
         if not free_io:
-            cl.node_of(p.de).buffer.alloc(("kv", req.rid), (self.mcfg.n_layers, req.input,
-                                                            kvcodec.kv_width(self.mcfg)),
-                                          kvcodec.np_dtype(self.mcfg))
+            cl.node_of(p.de).buffer.alloc(
+                ("kv", req.rid),
+                (self.mcfg.n_layers, req.input, kvcodec.kv_width(self.mcfg)),
+                kvcodec.np_dtype(self.mcfg),
+            )
         if free_io or req.hit == 0:
             self.pes[p.pe].submit(req)
             return
         node = cl.nodes[req.read_node]
         cl.book_read(node.id, req.hit_bytes)
-        buf = node.buffer.alloc(("blocks", req.rid), (len(req.keys),) + self.store.layout.full_block_shape,
-                                np.uint8)
-        fut = self.store.read_blocks(req.keys, throttle=node.snic_read, out=buf,
-                                     verify=self.spec.verify_reads)
+        buf = node.buffer.alloc(("blocks", req.rid), (len(req.keys),) + self.store.layout.full_block_shape, np.uint8)
+        fut = self.store.read_blocks(req.keys, throttle=node.snic_read, out=buf, verify=self.spec.verify_reads)
         fut.add_done_callback(lambda f, req=req, node=node, buf=buf: self._read_done(req, node, buf, f))
 
     def _read_done(self, req, node, buf, fut) -> None:

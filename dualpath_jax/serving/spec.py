@@ -4,6 +4,7 @@ model, which KV store, block and batch sizes.
 `ExperimentConfig.testbed: TestbedSpec = TestbedSpec()` carries them; the cluster shape (nodes,
 devices per node, the emulated storage NIC cap) comes from `ClusterSpec` as in the simulator.
 """
+
 from ..config import TestbedSpec
 
 __all__ = ["TestbedSpec"]

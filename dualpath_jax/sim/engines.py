@@ -16,6 +16,7 @@ so the engine keeps one step counter; a request finishes when the counter reache
 step time is recomputed only when the batch changes: events scale with joins and leaves, never with
 decode iterations.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -40,9 +41,18 @@ def lane_share(kv_active: bool, qos: bool, weight: float) -> float:
 
 
 class PrefillNode:
-    def __init__(self, node: int, engine_ids: list[int], loop: "EventLoop", cost: CostModel,
-                 system: "SystemSpec", sim: "SimSpec", kv_room: float, cnic_bw: float,
-                 on_done: Callable[["Request"], None]):
+    def __init__(
+        self,
+        node: int,
+        engine_ids: list[int],
+        loop: "EventLoop",
+        cost: CostModel,
+        system: "SystemSpec",
+        sim: "SimSpec",
+        kv_room: float,
+        cnic_bw: float,
+        on_done: Callable[["Request"], None],
+    ):
         self.node, self.loop, self.cost, self.system, self.sim = node, loop, cost, system, sim
         self.kv_room, self.bw, self.on_done = kv_room, cnic_bw, on_done
         self.queues: dict[int, deque] = {e: deque() for e in engine_ids}
@@ -89,8 +99,9 @@ class PrefillNode:
         out, new, kv = [], 0, 0.0
         for r in queue:
             r_kv = r.input * self.kvb
-            if out and (new + r.new > self.sim.prefill_batch_tokens
-                        or (not self.system.layerwise and kv + r_kv > self.kv_room)):
+            if out and (
+                new + r.new > self.sim.prefill_batch_tokens or (not self.system.layerwise and kv + r_kv > self.kv_room)
+            ):
                 break
             out.append((r, r.new))
             new += r.new
@@ -156,8 +167,17 @@ class PrefillNode:
 
 
 class DecodeEngine:
-    def __init__(self, eid: int, node: int, loop: "EventLoop", cost: CostModel, h2d: "FifoLink",
-                 qos: bool, qos_weight: float, on_done: Callable[["Request"], None]):
+    def __init__(
+        self,
+        eid: int,
+        node: int,
+        loop: "EventLoop",
+        cost: CostModel,
+        h2d: "FifoLink",
+        qos: bool,
+        qos_weight: float,
+        on_done: Callable[["Request"], None],
+    ):
         self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
         self.qos, self.qos_weight = qos, qos_weight
         self.on_done = on_done

@@ -6,6 +6,7 @@ simulation sizes both from its workload: a turn costs about 4 events; `allow` ad
 component whose events advance time by construction, like a periodic sampler). A violation raises
 `LivelockError` naming the event's function, instead of running forever.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -52,16 +53,20 @@ class EventLoop:
                 if t == last:
                     same += 1
                     if same > same_cap:
-                        raise LivelockError(f"{same:,} events ran at t={t:.6g} s without virtual time "
-                                            f"advancing (the last: {_name(fn)}): a component reschedules "
-                                            f"itself without delay")
+                        raise LivelockError(
+                            f"{same:,} events ran at t={t:.6g} s without virtual time "
+                            f"advancing (the last: {_name(fn)}): a component reschedules "
+                            f"itself without delay"
+                        )
                 else:
                     same, last = 0, t
                 if self.events + n > total_cap:
                     total_cap = self.max_events if self.max_events is not None else total_cap
                     if self.events + n > total_cap:
-                        raise LivelockError(f"{self.events + n:,} events exceed the workload's budget of "
-                                            f"{total_cap:,} (the last: {_name(fn)} at t={t:.6g} s)")
+                        raise LivelockError(
+                            f"{self.events + n:,} events exceed the workload's budget of "
+                            f"{total_cap:,} (the last: {_name(fn)} at t={t:.6g} s)"
+                        )
                 self.now = t
                 fn(*args)
         finally:

@@ -1,4 +1,5 @@
 """Links in virtual time: a fluid FIFO server per link direction."""
+
 from __future__ import annotations
 
 

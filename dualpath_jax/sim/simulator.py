@@ -6,6 +6,7 @@ the previous turn's KV is written -> prefill on the PE node (with the data path'
 H2D into the DE GPU -> decode in the DE's continuous batch -> done: its new KV is written through
 the DE node's SNIC in the background, and the next turn arrives.
 """
+
 from __future__ import annotations
 
 import gc
@@ -35,10 +36,33 @@ EVENT_SLACK = 100_000
 class Request:
     """One turn of one agent in flight; also the scheduler's RequestView (same attribute names)."""
 
-    __slots__ = ("agent", "index", "input", "cached", "new", "output", "tokens", "hit_tokens",
-                 "kv_bytes", "hit_bytes", "decode_keys", "arrive", "pe", "de", "pe_hit_out",
-                 "h2d_bytes", "write_bytes", "done", "placed", "ready", "first_token", "joined",
-                 "second_token", "finished", "alloc_since")
+    __slots__ = (
+        "agent",
+        "index",
+        "input",
+        "cached",
+        "new",
+        "output",
+        "tokens",
+        "hit_tokens",
+        "kv_bytes",
+        "hit_bytes",
+        "decode_keys",
+        "arrive",
+        "pe",
+        "de",
+        "pe_hit_out",
+        "h2d_bytes",
+        "write_bytes",
+        "done",
+        "placed",
+        "ready",
+        "first_token",
+        "joined",
+        "second_token",
+        "finished",
+        "alloc_since",
+    )
 
     def __init__(self, agent: int, index: int, turn, arrive: float, kvb: float, decode_keys: int):
         self.agent, self.index, self.arrive = agent, index, arrive
@@ -73,8 +97,14 @@ class _ReadQueueSeconds(Mapping):
 
 
 class Simulation:
-    def __init__(self, cfg: ExperimentConfig, system: SystemSpec, agents: list[Trajectory],
-                 cost: CostModel, on_turn: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        system: SystemSpec,
+        agents: list[Trajectory],
+        cost: CostModel,
+        on_turn: Callable[[], None] | None = None,
+    ):
         self.cfg, self.system, self.agents, self.cost = cfg, system, agents, cost
         self.on_turn = on_turn or (lambda: None)
         spec, sim = cfg.cluster, cfg.sim
@@ -94,15 +124,31 @@ class Simulation:
         self.snic_write = [FifoLink(f"snic_write[{n}]", spec.snic_bytes_per_s) for n in nodes]
         self.dram = [FifoLink(f"dram[{n}]", spec.dram_gbps * 1e9 / 8) for n in nodes]
         self.de_h2d = {e.id: FifoLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s) for e in des}
-        self.ctx = SchedContext(read_queue_s=_ReadQueueSeconds(self.snic_read, loop),
-                                snic_bytes_per_s=spec.snic_bytes_per_s, alpha_s=sim.alpha_s,
-                                beta_tokens=sim.beta_s * self._prefill_tokens_per_s())
+        self.ctx = SchedContext(
+            read_queue_s=_ReadQueueSeconds(self.snic_read, loop),
+            snic_bytes_per_s=spec.snic_bytes_per_s,
+            alpha_s=sim.alpha_s,
+            beta_tokens=sim.beta_s * self._prefill_tokens_per_s(),
+        )
         room_pe = cost.kv_room_bytes("prefill")
-        self.pe_nodes = {g.node: PrefillNode(g.node, [e.id for e in g.engines], loop, cost, system, sim,
-                                             room_pe, spec.cnic_bytes_per_s, self._prefilled)
-                         for g in self.pe_groups}
-        self.de = {e.id: DecodeEngine(e.id, e.node, loop, cost, self.de_h2d[e.id], system.qos,
-                                      sim.qos_weight, self._decoded) for e in des}
+        self.pe_nodes = {
+            g.node: PrefillNode(
+                g.node,
+                [e.id for e in g.engines],
+                loop,
+                cost,
+                system,
+                sim,
+                room_pe,
+                spec.cnic_bytes_per_s,
+                self._prefilled,
+            )
+            for g in self.pe_groups
+        }
+        self.de = {
+            e.id: DecodeEngine(e.id, e.node, loop, cost, self.de_h2d[e.id], system.qos, sim.qos_weight, self._decoded)
+            for e in des
+        }
         self.scheduler = make_scheduler(system.scheduler, system.dual_path, system.split_read)
         self.tier = DramTier(system.dram_tier_tb * 1e12 * self.topo.nodes) if system.dram_tier_tb else None
         self.waiting: deque[Request] = deque()
@@ -114,8 +160,10 @@ class Simulation:
         self._keys = {}
         largest = max(t.input + t.output for a in agents for t in a.turns) * self.kvb
         if largest > de_room:
-            raise ValueError(f"a turn needs {largest / 1e9:.1f} GB of KV but a decode GPU has "
-                             f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})")
+            raise ValueError(
+                f"a turn needs {largest / 1e9:.1f} GB of KV but a decode GPU has "
+                f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})"
+            )
 
     @staticmethod
     def _event_budget(agents: list[Trajectory], min_chunk_tokens: int) -> tuple[int, int]:
@@ -131,8 +179,7 @@ class Simulation:
         by_node: dict[int, list] = {}
         for e in engines:
             by_node.setdefault(e.node, []).append(e)
-        return [GroupLoad(node=n, engines=es, free_kv=sum(e.free_kv for e in es))
-                for n, es in sorted(by_node.items())]
+        return [GroupLoad(node=n, engines=es, free_kv=sum(e.free_kv for e in es)) for n, es in sorted(by_node.items())]
 
     def _prefill_tokens_per_s(self) -> float:
         """Prompt tokens (tok_e's unit) one PE GPU prefills per second on this workload's mean turn."""
@@ -169,17 +216,26 @@ class Simulation:
         ready = now
         if not free_io:
             tier = self.tier.lookup(req.agent, req.hit_bytes) if self.tier is not None else 0.0
-            plan = plan_turn(cached=req.cached, new=req.new, output=req.output, kv_bytes_per_token=self.kvb,
-                             de_read_fraction=p.de_read_fraction, free_io=False, tier_hit_bytes=tier)
+            plan = plan_turn(
+                cached=req.cached,
+                new=req.new,
+                output=req.output,
+                kv_bytes_per_token=self.kvb,
+                de_read_fraction=p.de_read_fraction,
+                free_io=False,
+                tier_hit_bytes=tier,
+            )
             req.pe_hit_out, req.h2d_bytes, req.write_bytes = plan.pe_hit_out_bytes, plan.de_h2d_bytes, plan.write_bytes
             start = max(now, self.persisted_at[req.agent])  # read what the last turn wrote
             # DRAM: what the reading node stages (in and out); the DE buffer receives the PE's KV and
             # feeds the DE GPU. (Summed term by term as before plan_turn existed: same floats, same results.)
             de_dram = 2 * plan.read_de_bytes + req.new * self.kvb + plan.pe_hit_out_bytes + plan.de_h2d_bytes
-            ready = max(self.snic_read[pe.node].transfer(start, plan.read_pe_bytes),
-                        self.snic_read[de.node].transfer(start, plan.read_de_bytes),
-                        self.dram[pe.node].transfer(now, 2 * plan.read_pe_bytes),
-                        self.dram[de.node].transfer(now, de_dram))
+            ready = max(
+                self.snic_read[pe.node].transfer(start, plan.read_pe_bytes),
+                self.snic_read[de.node].transfer(start, plan.read_de_bytes),
+                self.dram[pe.node].transfer(now, 2 * plan.read_pe_bytes),
+                self.dram[de.node].transfer(now, de_dram),
+            )
         req.ready = ready
         self.loop.at(ready, self.pe_nodes[pe.node].submit, req)
 

@@ -4,6 +4,7 @@ Our model of the baseline (assumptions, PAPER.md section 6): every node lends `d
 to one pooled store; an agent's whole KV is either resident or not; a resident prefix is read over
 the compute network instead of the storage NIC; a turn's KV is written through to the tier.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -3,6 +3,7 @@
 Rule for N > trajectories (offline RL rollouts start many agents on few tasks): agent k replays
 trajectory k mod n with its own KV cache; agents never share KV blocks with each other.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -12,12 +12,12 @@ A line must hold `timestamp` (milliseconds, finite, >= 0, non-decreasing down th
 `input_length` (integer >= 1), `output_length` (integer >= 0) and `hash_ids` (a list of integers);
 other keys are ignored (the format is external). Bad lines fail with `file:line: ...`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from .trace import (TraceError, Trajectory, Turn, check_trace, count, field, json_object, number,
-                    numbered_lines, show)
+from .trace import TraceError, Trajectory, Turn, check_trace, count, field, json_object, number, numbered_lines, show
 
 BLOCK_TOKENS = 512
 
@@ -28,8 +28,7 @@ def _hash_ids(obj: dict, where: str) -> list[int]:
         raise TraceError(f"{where}: field 'hash_ids' must be a list of integers, got {show(ids)}")
     for k, i in enumerate(ids):
         if isinstance(i, bool) or not isinstance(i, int):
-            raise TraceError(f"{where}: field 'hash_ids' must be a list of integers; "
-                             f"item {k} is {show(i)}")
+            raise TraceError(f"{where}: field 'hash_ids' must be a list of integers; item {k} is {show(i)}")
     return ids
 
 
@@ -40,8 +39,10 @@ def _parse(line: str, where: str, after_ms: float) -> tuple[float, int, int, lis
     if ms < 0:
         raise TraceError(f"{where}: field 'timestamp' must be >= 0, got {show(obj['timestamp'])}")
     if ms < after_ms:
-        raise TraceError(f"{where}: field 'timestamp' ({show(obj['timestamp'])}) is earlier than "
-                         f"the previous request's ({after_ms:g}): the trace must be sorted by arrival")
+        raise TraceError(
+            f"{where}: field 'timestamp' ({show(obj['timestamp'])}) is earlier than "
+            f"the previous request's ({after_ms:g}): the trace must be sorted by arrival"
+        )
     inp = count(field(obj, "input_length", where), where, "input_length", least=1)
     out = count(field(obj, "output_length", where), where, "output_length")
     return ms, inp, out, _hash_ids(obj, where)
@@ -97,5 +98,6 @@ def import_mooncake(path: str | Path, limit: int | None = None) -> list[Trajecto
     if not agents:
         within = "" if limit is None else f" in lines 1-{limit}"
         raise TraceError(f"{path}: trace holds no requests{within}")
-    return check_trace(((first_line[i], Trajectory(f"mooncake-{i}", tuple(turns)))
-                        for i, turns in enumerate(agents)), path)
+    return check_trace(
+        ((first_line[i], Trajectory(f"mooncake-{i}", tuple(turns))) for i, turns in enumerate(agents)), path
+    )

@@ -11,6 +11,7 @@ five published means (turns, append/turn, generated/turn, final length, mean pro
 the distribution parameters in closed form (see `_derive`). Random draws are stratified (one draw
 per quantile stratum, shuffled) so 500 trajectories land close to the means for any seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,10 +47,14 @@ def stats_for_mal(table: tuple[TraceStats, ...], mal: int) -> TraceStats:
         lo, hi = (rows[0], rows[1]) if mal < rows[0].mal else (rows[-2], rows[-1])
     w = (mal - lo.mal) / (hi.mal - lo.mal)
     mix = lambda a, b: a + w * (b - a)  # noqa: E731
-    return TraceStats(mal=mal, turns=mix(lo.turns, hi.turns), append=mix(lo.append, hi.append),
-                      generated=mix(lo.generated, hi.generated),
-                      final_length=mix(lo.final_length, hi.final_length),
-                      prompt_context=mix(lo.prompt_context, hi.prompt_context))
+    return TraceStats(
+        mal=mal,
+        turns=mix(lo.turns, hi.turns),
+        append=mix(lo.append, hi.append),
+        generated=mix(lo.generated, hi.generated),
+        final_length=mix(lo.final_length, hi.final_length),
+        prompt_context=mix(lo.prompt_context, hi.prompt_context),
+    )
 
 
 def _derive(s: TraceStats) -> _Params:
@@ -59,12 +64,19 @@ def _derive(s: TraceStats) -> _Params:
     initial = 2 * s.prompt_context - s.final_length + s.generated
     ratio = (s.append + s.generated) * s.turns / s.final_length
     if initial <= 0 or ratio <= 1 or s.final_length >= s.mal:
-        raise ValueError(f"trace statistics for MAL {s.mal} are inconsistent with the generator: "
-                         f"initial prompt {initial:.0f}, (a+g)*T/F = {ratio:.3f}")
+        raise ValueError(
+            f"trace statistics for MAL {s.mal} are inconsistent with the generator: "
+            f"initial prompt {initial:.0f}, (a+g)*T/F = {ratio:.3f}"
+        )
     inv_t = (s.append + s.generated) / s.final_length  # E[1/T]
     gen_share = s.generated / ((s.final_length - initial) * inv_t)
-    return _Params(turns_mean=s.turns, turns_sigma=math.sqrt(math.log(ratio)),
-                   gap_mean=s.mal - s.final_length, initial_mean=initial, gen_share=gen_share)
+    return _Params(
+        turns_mean=s.turns,
+        turns_sigma=math.sqrt(math.log(ratio)),
+        gap_mean=s.mal - s.final_length,
+        initial_mean=initial,
+        gen_share=gen_share,
+    )
 
 
 def _stratified_uniform(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -15,6 +15,7 @@ NaN/Infinity anywhere. A bad line fails with a TraceError `file:line: what is wr
 
 An agent runs its turns in order; turn k+1 may start only after turn k finished.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,6 +63,7 @@ class Trajectory:
 
 # --- single values, shared by the JSONL reader/writer and the Mooncake importer ----------------
 
+
 def show(v) -> str:
     """repr for error messages: short, and safe for ints too long for str()."""
     try:
@@ -74,8 +76,7 @@ def show(v) -> str:
 def count(v, where: str, key: str, least: int = 0) -> int:
     """A JSON integer in [least, 2**63): not a bool, not a float (3.0 included)."""
     if isinstance(v, bool) or not isinstance(v, int) or not least <= v < COUNT_LIMIT:
-        raise TraceError(f"{where}: field '{key}' must be an integer >= {least} "
-                         f"(below 2**63), got {show(v)}")
+        raise TraceError(f"{where}: field '{key}' must be an integer >= {least} (below 2**63), got {show(v)}")
     return v
 
 
@@ -105,6 +106,7 @@ def only_keys(obj: dict, known: tuple[str, ...], where: str) -> None:
 
 
 # --- JSON lines ------------------------------------------------------------------------------
+
 
 class _NonFinite(str):
     """A NaN/Infinity literal (or a float overflowing to inf), kept so the error can name it."""
@@ -144,8 +146,7 @@ def json_object(line: str, where: str) -> dict:
         return d
 
     try:
-        obj = json.loads(line, parse_constant=nonfinite, parse_float=finite_float,
-                         object_pairs_hook=pairs)
+        obj = json.loads(line, parse_constant=nonfinite, parse_float=finite_float, object_pairs_hook=pairs)
     except json.JSONDecodeError as e:
         raise TraceError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     except ValueError as e:  # an integer literal over Python's 4300-digit limit
@@ -157,8 +158,7 @@ def json_object(line: str, where: str) -> dict:
     if dupes:
         raise TraceError(f"{where}: field {show(dupes[0])} appears more than once")
     if bad:
-        raise TraceError(f"{where}: field '{_nonfinite_path(obj)}' must be a finite number, "
-                         f"got {bad[0]}")
+        raise TraceError(f"{where}: field '{_nonfinite_path(obj)}' must be a finite number, got {bad[0]}")
     return obj
 
 
@@ -177,13 +177,13 @@ def numbered_lines(path: Path, last: int | None = None) -> Iterator[tuple[int, s
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise TraceError(f"{path}:{n}: byte offset {offset + e.start}: not valid UTF-8 "
-                                 f"({e.reason})") from None
+                raise TraceError(f"{path}:{n}: byte offset {offset + e.start}: not valid UTF-8 ({e.reason})") from None
             yield n, text
         offset += len(raw) + 1
 
 
 # --- trajectories: one validation for the reader, the writer and the Mooncake importer --------
+
 
 def _check_turn(turn, prev: Turn | None, timed: tuple[int, float] | None, where: str) -> Turn:
     """`turn` (its time as a float) after `prev`, the last timed turn being `timed` (index, t)."""
@@ -195,17 +195,22 @@ def _check_turn(turn, prev: Turn | None, timed: tuple[int, float] | None, where:
     if cached > inp:
         raise TraceError(f"{where}: field 'cached' ({cached}) exceeds 'input' ({inp})")
     if cached == inp:
-        raise TraceError(f"{where}: a turn must have at least one new input token "
-                         f"(field 'cached' equals 'input', {inp})")
+        raise TraceError(
+            f"{where}: a turn must have at least one new input token (field 'cached' equals 'input', {inp})"
+        )
     if prev is not None and cached > prev.input + prev.output:
-        raise TraceError(f"{where}: field 'cached' ({cached}) exceeds what the agent's previous "
-                         f"turn produced (input {prev.input} + output {prev.output})")
+        raise TraceError(
+            f"{where}: field 'cached' ({cached}) exceeds what the agent's previous "
+            f"turn produced (input {prev.input} + output {prev.output})"
+        )
     if turn.t is None:
         return turn
     t = number(turn.t, where, "t")
     if timed is not None and t < timed[1]:
-        raise TraceError(f"{where}: field 't' ({t}) is before turns[{timed[0]}]'s ({timed[1]}): "
-                         "times may not decrease within a trajectory")
+        raise TraceError(
+            f"{where}: field 't' ({t}) is before turns[{timed[0]}]'s ({timed[1]}): "
+            "times may not decrease within a trajectory"
+        )
     return turn if type(turn.t) is float else dataclasses.replace(turn, t=t)
 
 
@@ -241,14 +246,19 @@ def check_trace(numbered: Iterable[tuple[int, Trajectory]], path: Path) -> list[
 
 # --- the JSONL reader and writer ---------------------------------------------------------------
 
+
 def _turn_from(obj, where: str) -> Turn:
     if not isinstance(obj, dict):
         raise TraceError(f"{where}: a turn must be an object, got {show(obj)}")
     only_keys(obj, TURN_KEYS, where)
     if "t" in obj and obj["t"] is None:  # None means "no time" on a Turn; JSON omits the key instead
         raise TraceError(f"{where}: field 't' must be a number, got null")
-    return Turn(input=field(obj, "input", where), cached=field(obj, "cached", where),
-                output=field(obj, "output", where), t=obj.get("t"))
+    return Turn(
+        input=field(obj, "input", where),
+        cached=field(obj, "cached", where),
+        output=field(obj, "output", where),
+        t=obj.get("t"),
+    )
 
 
 def parse_line(line: str, where: str) -> Trajectory:
@@ -258,19 +268,21 @@ def parse_line(line: str, where: str) -> Trajectory:
     turns = field(obj, "turns", where)
     if not isinstance(turns, list) or not turns:
         raise TraceError(f"{where}: field 'turns' must be a non-empty list")
-    return Trajectory(field(obj, "id", where),
-                      tuple(_turn_from(t, f"{where}: turns[{i}]") for i, t in enumerate(turns)))
+    return Trajectory(
+        field(obj, "id", where), tuple(_turn_from(t, f"{where}: turns[{i}]") for i, t in enumerate(turns))
+    )
 
 
 def read_trace(path: str | os.PathLike) -> list[Trajectory]:
     path = Path(path)
-    return check_trace(((n, parse_line(line, f"{path}:{n}")) for n, line in numbered_lines(path)),
-                       path)
+    return check_trace(((n, parse_line(line, f"{path}:{n}")) for n, line in numbered_lines(path)), path)
 
 
 def _line(tr: Trajectory) -> str:
-    turns = [{"input": t.input, "cached": t.cached, "output": t.output,
-              **({} if t.t is None else {"t": t.t})} for t in tr.turns]
+    turns = [
+        {"input": t.input, "cached": t.cached, "output": t.output, **({} if t.t is None else {"t": t.t})}
+        for t in tr.turns
+    ]
     return json.dumps({"id": tr.id, "turns": turns}, allow_nan=False) + "\n"
 
 

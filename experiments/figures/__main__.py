@@ -1,13 +1,14 @@
 """Regenerate the paper's evaluation figures from the cells under results/ (running missing cells).
 
-    python -m experiments.figures                       # every figure, in an order that reuses cells
-    python -m experiments.figures offline_jct pd_ratio  # only these
-    python -m experiments.figures large_scale --full    # the large-scale offline cell with 48K agents
-    python -m experiments.figures --jobs 1              # missing cells one at a time (default: one per core)
-    python -m experiments.figures --stored-only         # draw from stored cells only; a missing or
-                                                        # stale cell is an error naming its file
-    python -m experiments.figures ablation --rerun      # recompute the cells of these figures
+python -m experiments.figures                       # every figure, in an order that reuses cells
+python -m experiments.figures offline_jct pd_ratio  # only these
+python -m experiments.figures large_scale --full    # the large-scale offline cell with 48K agents
+python -m experiments.figures --jobs 1              # missing cells one at a time (default: one per core)
+python -m experiments.figures --stored-only         # draw from stored cells only; a missing or
+                                                    # stale cell is an error naming its file
+python -m experiments.figures ablation --rerun      # recompute the cells of these figures
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,37 @@ from . import cells
 # Offline figures first (their cells come from the offline sweep), then the online ones:
 # online_latency makes the cells that ttft_breakdown and working_set reuse; large_scale is the
 # costliest, so it comes last.
-FIGURES = ("offline_jct", "pd_ratio", "scaling", "ablation", "load_balance", "online_latency",
-           "ttft_breakdown", "working_set", "large_scale")
+FIGURES = (
+    "offline_jct",
+    "pd_ratio",
+    "scaling",
+    "ablation",
+    "load_balance",
+    "online_latency",
+    "ttft_breakdown",
+    "working_set",
+    "large_scale",
+)
 
 
 def main(argv=None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("figures", nargs="*", metavar="figure", help=f"any of: {', '.join(FIGURES)} (default: all)")
     p.add_argument("--results-dir", default=None, help=f"default {cells.RESULTS}")
     p.add_argument("--full", action="store_true", help="large_scale: the paper's 48K agents offline")
-    p.add_argument("--jobs", type=int, default=cells.JOBS,
-                   help=f"processes that run missing cells side by side (default: CPU cores, {cells.JOBS})")
-    p.add_argument("--stored-only", action="store_true",
-                   help="run no cell: a missing or stale cell (other simulator semantics) is an error")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=cells.JOBS,
+        help=f"processes that run missing cells side by side (default: CPU cores, {cells.JOBS})",
+    )
+    p.add_argument(
+        "--stored-only",
+        action="store_true",
+        help="run no cell: a missing or stale cell (other simulator semantics) is an error",
+    )
     p.add_argument("--rerun", action="store_true", help="recompute every cell the figures use")
     args = p.parse_args(argv)
     unknown = [f for f in args.figures if f not in FIGURES]
@@ -66,8 +84,10 @@ def main(argv=None) -> dict[str, float]:
             con.print(f"[bold red]error:[/] {name}: {e}", soft_wrap=True)
             sys.exit(2)
         walls[name] = time.perf_counter() - t0
-        con.print(f"{name}: {walls[name]:.1f} s wall, {sum(cells.RUNS.values()) - runs0} cell(s) run; "
-                  f"{cells._rel(png)}, {cells._rel(csv_path)}")
+        con.print(
+            f"{name}: {walls[name]:.1f} s wall, {sum(cells.RUNS.values()) - runs0} cell(s) run; "
+            f"{cells._rel(png)}, {cells._rel(csv_path)}"
+        )
     total = time.perf_counter() - t_all
     table = Table(title="figure wall times")
     table.add_column("figure")

@@ -3,6 +3,7 @@ MAL 64k, 1024 and 2048 agents; JCT bars labelled with the speedup over Basic.
 
 Cells: results/offline/ds660b_2p4d/agents<N>_len64k_ablation.json.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -26,10 +27,17 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):
     rows = []
     for d in data:
         for s, m in d["systems"].items():
-            rows.append({"agents": d["config"]["workload"]["agents"], "rung": s, "jct_s": m["jct_s"],
-                         "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
-                         "prefill_gpu_util": m["prefill_gpu_util"], "snic_util_de": m["snic_util_de"],
-                         "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "agents": d["config"]["workload"]["agents"],
+                    "rung": s,
+                    "jct_s": m["jct_s"],
+                    "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
+                    "prefill_gpu_util": m["prefill_gpu_util"],
+                    "snic_util_de": m["snic_util_de"],
+                    "file": rel(d["_path"]),
+                }
+            )
     style()
     fig, axes = plt.subplots(1, len(agents), figsize=(5 * len(agents), 3.8), squeeze=False)
     for ax, n, d in zip(axes[0], agents, data):

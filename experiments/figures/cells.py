@@ -8,6 +8,7 @@ there first, so later figures and later invocations reuse it. A stale file (othe
 schema) is named and run again; with `STORED_ONLY` (the figures command's --stored-only) a missing
 or stale cell is an error naming its file instead, and `RERUN` (--rerun) recomputes every cell.
 """
+
 from __future__ import annotations
 
 import os
@@ -226,6 +227,7 @@ def stored(spec: tuple, results_dir=None) -> dict | None:
 def _die_with_parent(parent: int) -> None:
     """Pool worker initializer: exit as soon as the parent is gone (kill -9 of the figures
     command must not leave workers running whole simulations)."""
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
@@ -262,8 +264,14 @@ def fetch(specs: list[tuple], label: str, results_dir=None, jobs: int | None = N
                     bar.advance(task)
         missing = [i for i in range(len(specs)) if i not in out]
         if jobs > 1 and len(missing) > 1 and not STORED_ONLY:
-            _run_in_pool([specs[i] for i in missing], missing, results_dir, min(jobs, len(missing)), out,
-                         lambda: bar.advance(task))
+            _run_in_pool(
+                [specs[i] for i in missing],
+                missing,
+                results_dir,
+                min(jobs, len(missing)),
+                out,
+                lambda: bar.advance(task),
+            )
         _bar = bar
         try:
             for i, spec in enumerate(specs):
@@ -281,10 +289,12 @@ def _run_in_pool(specs, index, results_dir, jobs, out, advance) -> None:
 
     _log(f"running {len(specs)} cells in {jobs} processes")
     # spawn, not fork: the parent holds threads (rich's progress refresh) that fork would copy.
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(_get_in_worker, spec, results_dir, RERUN, STORED_ONLY): i
-                   for spec, i in zip(specs, index)}
+    with ProcessPoolExecutor(
+        jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
+        futures = {
+            pool.submit(_get_in_worker, spec, results_dir, RERUN, STORED_ONLY): i for spec, i in zip(specs, index)
+        }
         for fut in as_completed(futures):
             out[futures[fut]], runs = fut.result()
             RUNS.update(runs)

@@ -4,6 +4,7 @@ DS 660B 2P4D, MAL 64k, 1024 and 2048 agents. 1.0 is perfect balance.
 
 Cells: results/offline/ds660b_2p4d/agents<N>_len64k_schedulers.json.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -16,8 +17,10 @@ NAME = "load_balance"
 MODEL = "ds660b"
 LENGTH = "64k"
 AGENTS = (1024, 2048)
-METRICS = {"snic_read_max_avg": "storage bytes read: Max/Avg across nodes",
-           "attn_max_avg": "attention time: Max/Avg across prefill GPUs"}
+METRICS = {
+    "snic_read_max_avg": "storage bytes read: Max/Avg across nodes",
+    "attn_max_avg": "attention time: Max/Avg across prefill GPUs",
+}
 
 
 def specs(model=MODEL, length=LENGTH, agents=AGENTS, extra=()) -> list[tuple]:
@@ -29,8 +32,15 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):
     rows = []
     for d in data:
         for s, m in d["systems"].items():
-            rows.append({"agents": d["config"]["workload"]["agents"], "system": s,
-                         **{k: m[k] for k in METRICS}, "jct_s": m["jct_s"], "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "agents": d["config"]["workload"]["agents"],
+                    "system": s,
+                    **{k: m[k] for k in METRICS},
+                    "jct_s": m["jct_s"],
+                    "file": rel(d["_path"]),
+                }
+            )
     systems = list(dict.fromkeys(r["system"] for r in rows))
     style()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5.5 * len(METRICS), 3.8), squeeze=False)
@@ -39,8 +49,13 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, extra=()):
     for ax, (key, label) in zip(axes[0], METRICS.items()):
         for k, s in enumerate(systems):
             sel = {r["agents"]: r[key] for r in rows if r["system"] == s}
-            ax.bar(x + (k - (len(systems) - 1) / 2) * width, [sel[n] for n in agents], width,
-                   color=color(s, k), label=system_name(s))
+            ax.bar(
+                x + (k - (len(systems) - 1) / 2) * width,
+                [sel[n] for n in agents],
+                width,
+                color=color(s, k),
+                label=system_name(s),
+            )
         ax.axhline(1.0, color="k", lw=0.8, ls=":")
         ax.set_xticks(x, [f"{n} agents" for n in agents])
         ax.set_ylabel("Max / Avg")

@@ -2,6 +2,7 @@
 
 Cells: results/offline/ds27b_<cluster>/agents<N>_len64k.json for cluster in CLUSTERS, N in AGENTS.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -18,8 +19,7 @@ AGENTS = (1024, 2048)
 
 
 def specs(model=MODEL, clusters=CLUSTERS, length=LENGTH, agents=AGENTS, extra=()) -> list[tuple]:
-    return [cells.offline_cell(model, n, length, "paper", f"cluster={c}", *extra)
-            for n in agents for c in clusters]
+    return [cells.offline_cell(model, n, length, "paper", f"cluster={c}", *extra) for n in agents for c in clusters]
 
 
 def make(results_dir=None, model=MODEL, clusters=CLUSTERS, length=LENGTH, agents=AGENTS, extra=()):
@@ -28,10 +28,18 @@ def make(results_dir=None, model=MODEL, clusters=CLUSTERS, length=LENGTH, agents
     for d in data:
         c = d["config"]
         for s, m in d["systems"].items():
-            rows.append({"model": c["model"]["name"], "cluster": c["cluster"]["name"],
-                         "mal": c["workload"]["mal_label"], "agents": c["workload"]["agents"], "system": s,
-                         "jct_s": m["jct_s"], "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
-                         "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "model": c["model"]["name"],
+                    "cluster": c["cluster"]["name"],
+                    "mal": c["workload"]["mal_label"],
+                    "agents": c["workload"]["agents"],
+                    "system": s,
+                    "jct_s": m["jct_s"],
+                    "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
+                    "file": rel(d["_path"]),
+                }
+            )
     systems = list(dict.fromkeys(r["system"] for r in rows))
     style()
     fig, axes = plt.subplots(1, len(agents), figsize=(5.2 * len(agents), 3.8), squeeze=False)
@@ -41,8 +49,9 @@ def make(results_dir=None, model=MODEL, clusters=CLUSTERS, length=LENGTH, agents
         for k, s in enumerate(systems):
             sel = {r["cluster"]: r for r in rows if r["agents"] == n and r["system"] == s}
             vals = [sel[c]["jct_s"] for c in clusters]
-            bars = ax.bar(x + (k - (len(systems) - 1) / 2) * width, vals, width, color=color(s, k),
-                          label=system_name(s))
+            bars = ax.bar(
+                x + (k - (len(systems) - 1) / 2) * width, vals, width, color=color(s, k), label=system_name(s)
+            )
             if s != "basic":
                 bar_labels(ax, bars, [f"{sel[c]['speedup_vs_basic']:.2f}x" for c in clusters])
         ax.set_xticks(x, [cluster_name(c) for c in clusters])

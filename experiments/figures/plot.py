@@ -1,4 +1,5 @@
 """Shared figure style, names, the common command line, and CSV + PNG output."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,27 @@ from dualpath_jax.atomic import atomic_write  # noqa: E402
 from .cells import ROOT, results_root  # noqa: E402
 
 MODEL_NAMES = {"ds660b": "DS 660B", "ds27b": "DS 27B", "qwen32b": "Qwen 32B", "dsv3": "DeepSeek-V3"}
-SYSTEM_NAMES = {"basic": "Basic", "dualpath": "DualPath", "oracle": "Oracle", "sglang_mc": "SGLang(MC)",
-                "round_robin": "Round robin", "least_loaded": "Least loaded",
-                "dualpath_split": "DualPath + split read"}
-SYSTEM_COLORS = {"basic": "#7f7f7f", "dualpath": "#d62728", "oracle": "#2ca02c", "sglang_mc": "#1f77b4",
-                 "round_robin": "#9467bd", "least_loaded": "#8c564b", "dualpath_split": "#ff7f0e",
-                 "+layerwise": "#bcbd22", "+dualpath": "#17becf", "+scheduling": "#d62728"}
+SYSTEM_NAMES = {
+    "basic": "Basic",
+    "dualpath": "DualPath",
+    "oracle": "Oracle",
+    "sglang_mc": "SGLang(MC)",
+    "round_robin": "Round robin",
+    "least_loaded": "Least loaded",
+    "dualpath_split": "DualPath + split read",
+}
+SYSTEM_COLORS = {
+    "basic": "#7f7f7f",
+    "dualpath": "#d62728",
+    "oracle": "#2ca02c",
+    "sglang_mc": "#1f77b4",
+    "round_robin": "#9467bd",
+    "least_loaded": "#8c564b",
+    "dualpath_split": "#ff7f0e",
+    "+layerwise": "#bcbd22",
+    "+dualpath": "#17becf",
+    "+scheduling": "#d62728",
+}
 MARKERS = {"basic": "o", "dualpath": "s", "oracle": "^", "sglang_mc": "D"}
 
 
@@ -43,8 +59,10 @@ def cluster_name(name: str) -> str:
 
 def title_of(cfg: dict) -> str:
     """'DS 660B, 2P4D, MAL 64k' from a results file's config."""
-    return (f"{model_name(cfg['model']['name'])}, {cluster_name(cfg['cluster']['name'])}, "
-            f"MAL {cfg['workload']['mal_label']}")
+    return (
+        f"{model_name(cfg['model']['name'])}, {cluster_name(cfg['cluster']['name'])}, "
+        f"MAL {cfg['workload']['mal_label']}"
+    )
 
 
 def online_note(cfg: dict) -> str:
@@ -53,22 +71,35 @@ def online_note(cfg: dict) -> str:
 
 
 def style() -> None:
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "font.size": 10, "axes.titlesize": 10,
-                         "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8.5,
-                         "axes.spines.top": False, "axes.spines.right": False})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "savefig.dpi": 130,
+            "font.size": 10,
+            "axes.titlesize": 10,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "legend.fontsize": 8.5,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
-    p.add_argument("--results-dir", default=None,
-                   help=f"where cells are read and written (default {results_root(None)})")
+    p.add_argument(
+        "--results-dir", default=None, help=f"where cells are read and written (default {results_root(None)})"
+    )
     return p
 
 
 def figure_main(doc: str | None, make):
     """The `main(argv)` of a figure module whose only option is --results-dir."""
+
     def main(argv=None):
         return make(parser(doc).parse_args(argv).results_dir)
+
     return main
 
 
@@ -107,8 +138,15 @@ def save(fig, rows: list[dict], name: str, results_dir=None) -> tuple[Path, Path
 
 def bar_labels(ax, bars, labels, fontsize=8) -> None:
     for b, text in zip(bars, labels):
-        ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), xytext=(0, 2),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=fontsize)
+        ax.annotate(
+            text,
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=fontsize,
+        )
     ax.margins(y=0.15)  # room for the labels
 
 

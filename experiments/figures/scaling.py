@@ -3,6 +3,7 @@
 
 Cells: results/offline/ds660b_2p4d/agents1024_len64k[_append<x>_gen<x>].json for x in SCALES.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -18,8 +19,12 @@ SCALES = (1.0, 1.5, 2.0, 3.0)
 
 
 def specs(model=MODEL, length=LENGTH, agents=AGENTS, scales=SCALES, extra=()) -> list[tuple]:
-    return [cells.offline_cell(model, agents, length, "paper", f"++workload.append_scale={x:g}",
-                               f"++workload.gen_scale={x:g}", *extra) for x in scales]
+    return [
+        cells.offline_cell(
+            model, agents, length, "paper", f"++workload.append_scale={x:g}", f"++workload.gen_scale={x:g}", *extra
+        )
+        for x in scales
+    ]
 
 
 def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, scales=SCALES, extra=()):
@@ -27,10 +32,17 @@ def make(results_dir=None, model=MODEL, length=LENGTH, agents=AGENTS, scales=SCA
     rows = []
     for x, d in zip(scales, data):
         for s, m in d["systems"].items():
-            rows.append({"scale": x, "system": s, "jct_s": m["jct_s"],
-                         "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
-                         "gap_to_oracle": d["comparison"][s].get("gap_to_oracle"),
-                         "tokens_generated": m.get("tokens_generated"), "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "scale": x,
+                    "system": s,
+                    "jct_s": m["jct_s"],
+                    "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
+                    "gap_to_oracle": d["comparison"][s].get("gap_to_oracle"),
+                    "tokens_generated": m.get("tokens_generated"),
+                    "file": rel(d["_path"]),
+                }
+            )
     systems = list(dict.fromkeys(r["system"] for r in rows))
     style()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -3,6 +3,7 @@ per system at a few arrival rates of the online_latency figure (same cells); DS 
 
 Cells: results/online/ds660b_2p4d/aps<r>_len64k.json for r in APS (a subset of online_latency.APS).
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -24,9 +25,16 @@ def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LEN
     for d in data:
         for s, r in d["systems"].items():
             br = r["ttft_breakdown_s"]
-            rows.append({"aps": d["config"]["online"]["aps"], "system": s,
-                         **{f"{k}_s": br[k] for k in PARTS}, "total_s": sum(br[k] for k in PARTS),
-                         "ttft_mean_s": r["latency"]["ttft_s"]["mean"], "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "aps": d["config"]["online"]["aps"],
+                    "system": s,
+                    **{f"{k}_s": br[k] for k in PARTS},
+                    "total_s": sum(br[k] for k in PARTS),
+                    "ttft_mean_s": r["latency"]["ttft_s"]["mean"],
+                    "file": rel(d["_path"]),
+                }
+            )
     systems = list(dict.fromkeys(r["system"] for r in rows))
     style()
     fig, axes = plt.subplots(1, len(aps), figsize=(4.2 * len(aps), 3.9), squeeze=False, sharey=False)

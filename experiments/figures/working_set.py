@@ -6,13 +6,26 @@ capacity of Basic and DualPath vs the think time.
 Cells: the online_latency aps cells; results/online/ds27b_1p1d/aps<THINK_APS>_len32k[_thinkfixed<t>].json
 and capacity_len32k_paper_no_oracle[_thinkfixed<t>].json for t in THINK_S (t = 0: no think time).
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells, online_latency
-from .plot import figure_main, MARKERS, bytes_unit, color, model_name, online_note, rel, save, style, system_name, title_of
+from .plot import (
+    figure_main,
+    MARKERS,
+    bytes_unit,
+    color,
+    model_name,
+    online_note,
+    rel,
+    save,
+    style,
+    system_name,
+    title_of,
+)
 
 NAME = "working_set"
 THINK_MODEL = "ds27b"
@@ -41,26 +54,50 @@ def think_specs(think=THINK_S, aps=THINK_APS, extra=(), with_capacity=True) -> l
     return out
 
 
-def make(results_dir=None, aps=online_latency.APS, think=THINK_S, think_aps=THINK_APS, extra=(),
-         think_extra=(), with_capacity=True):
+def make(
+    results_dir=None,
+    aps=online_latency.APS,
+    think=THINK_S,
+    think_aps=THINK_APS,
+    extra=(),
+    think_extra=(),
+    with_capacity=True,
+):
     load = cells.fetch(online_latency.specs(extra=extra, aps=aps, with_capacity=False), NAME, results_dir)
-    tcells = cells.fetch(think_specs(think, think_aps, think_extra, with_capacity), NAME + " (think)",
-                         results_dir)
+    tcells = cells.fetch(think_specs(think, think_aps, think_extra, with_capacity), NAME + " (think)", results_dir)
     rows = []
     for d in load:
         for s, r in d["systems"].items():
             ws = r["working_set_bytes"]
-            rows.append({"panel": "aps", "aps": d["config"]["online"]["aps"], "think_s": 0, "system": s,
-                         "ws_mean_bytes": ws["mean"], "ws_max_bytes": ws["max"], "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "panel": "aps",
+                    "aps": d["config"]["online"]["aps"],
+                    "think_s": 0,
+                    "system": s,
+                    "ws_mean_bytes": ws["mean"],
+                    "ws_max_bytes": ws["max"],
+                    "file": rel(d["_path"]),
+                }
+            )
     step = 2 if with_capacity else 1
     for t, i in zip(think, range(0, len(tcells), step)):
         d = tcells[i]
         cap = tcells[i + 1]["systems"] if with_capacity else {}
         for s, r in d["systems"].items():
             ws = r["working_set_bytes"]
-            rows.append({"panel": "think", "aps": d["config"]["online"]["aps"], "think_s": t, "system": s,
-                         "ws_mean_bytes": ws["mean"], "ws_max_bytes": ws["max"],
-                         "capacity_aps": cap.get(s, {}).get("capacity_aps"), "file": rel(d["_path"])})
+            rows.append(
+                {
+                    "panel": "think",
+                    "aps": d["config"]["online"]["aps"],
+                    "think_s": t,
+                    "system": s,
+                    "ws_mean_bytes": ws["mean"],
+                    "ws_max_bytes": ws["max"],
+                    "capacity_aps": cap.get(s, {}).get("capacity_aps"),
+                    "file": rel(d["_path"]),
+                }
+            )
     style()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
     arows = [r for r in rows if r["panel"] == "aps"]
@@ -68,10 +105,22 @@ def make(results_dir=None, aps=online_latency.APS, think=THINK_S, think_aps=THIN
     for k, s in enumerate(dict.fromkeys(r["system"] for r in arows)):
         pts = [r for r in arows if r["system"] == s]
         x = [r["aps"] for r in pts]
-        a1.plot(x, [r["ws_mean_bytes"] / div for r in pts], marker=MARKERS.get(s, "o"), color=color(s, k),
-                label=f"{system_name(s)} mean")
-        a1.plot(x, [r["ws_max_bytes"] / div for r in pts], ls="--", marker=MARKERS.get(s, "o"), mfc="none",
-                color=color(s, k), label=f"{system_name(s)} max")
+        a1.plot(
+            x,
+            [r["ws_mean_bytes"] / div for r in pts],
+            marker=MARKERS.get(s, "o"),
+            color=color(s, k),
+            label=f"{system_name(s)} mean",
+        )
+        a1.plot(
+            x,
+            [r["ws_max_bytes"] / div for r in pts],
+            ls="--",
+            marker=MARKERS.get(s, "o"),
+            mfc="none",
+            color=color(s, k),
+            label=f"{system_name(s)} max",
+        )
     a1.set_xlabel("arrival rate (agents/s)")
     a1.set_ylabel(f"working set ({unit})")
     a1.set_ylim(bottom=0)
@@ -86,15 +135,23 @@ def make(results_dir=None, aps=online_latency.APS, think=THINK_S, think_aps=THIN
     a2.set_xlabel("think time between turns")
     a2.set_ylabel(f"working set at {think_aps:g} agents/s ({unit})")
     cfg = tcells[0]["config"]
-    a2.set_title(f"{model_name(cfg['model']['name'])}, {cfg['cluster']['name'].upper()}, "
-                 f"MAL {cfg['workload']['mal_label']}\n({online_note(cfg)})")
+    a2.set_title(
+        f"{model_name(cfg['model']['name'])}, {cfg['cluster']['name'].upper()}, "
+        f"MAL {cfg['workload']['mal_label']}\n({online_note(cfg)})"
+    )
     handles, labels = a2.get_legend_handles_labels()
     if with_capacity:
         tw = a2.twinx()
         for k, s in enumerate(["basic", "dualpath"]):
             caps = [r["capacity_aps"] for r in rows if r["panel"] == "think" and r["system"] == s]
-            tw.plot(x, caps, marker="o", ls="-" if s == "dualpath" else "--", color=color(s, k),
-                    label=f"{system_name(s)} capacity")
+            tw.plot(
+                x,
+                caps,
+                marker="o",
+                ls="-" if s == "dualpath" else "--",
+                color=color(s, k),
+                label=f"{system_name(s)} capacity",
+            )
         tw.set_ylabel("SLO capacity (agents/s)")
         tw.set_ylim(bottom=0)
         tw.grid(False)

@@ -4,14 +4,20 @@ A change that moves any number changes one of these files and fails `tests/test_
 change is meant, bump `dualpath_jax.results.provenance.SIM_SEMANTICS`, regenerate them with
 `python -m tests.golden.regenerate`, and say in the commit why the numbers moved.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TINY = ["workload.trajectories=12", "+agents=12", "+len=32k"]
-ONLINE = ["workload.trajectories=12", "+len=32k", "online.duration_s=120", "online.warmup_s=20",
-          "online.capacity_max_probes=4"]
+ONLINE = [
+    "workload.trajectories=12",
+    "+len=32k",
+    "online.duration_s=120",
+    "online.warmup_s=20",
+    "online.capacity_max_probes=4",
+]
 # name -> cell spec (experiments.figures.cells): every system set, both batchings, a DRAM tier,
 # split reads, tensor parallelism, the Mooncake import, online latency with think time, and the
 # capacity search.
@@ -20,10 +26,15 @@ CELLS = {
     "offline_ds660b_2p4d_ablation": ("offline", ["model=ds660b", "system=ablation", *TINY]),
     "offline_ds660b_2p4d_schedulers": ("offline", ["model=ds660b", "system=schedulers", *TINY]),
     "offline_qwen32b_1p2d_all": ("offline", ["model=qwen32b", "system=all", *TINY]),
-    "offline_ds27b_1p1d_mooncake": ("offline", ["model=ds27b", "cluster=1p1d", "workload=mooncake",
-                                                "+agents=40", "+len=32k"]),
-    "online_ds27b_1p1d_think": ("online", ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential",
-                                           "online.think.mean_s=5", *ONLINE], 0.5),
+    "offline_ds27b_1p1d_mooncake": (
+        "offline",
+        ["model=ds27b", "cluster=1p1d", "workload=mooncake", "+agents=40", "+len=32k"],
+    ),
+    "online_ds27b_1p1d_think": (
+        "online",
+        ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential", "online.think.mean_s=5", *ONLINE],
+        0.5,
+    ),
     "capacity_ds27b_1p1d": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", *ONLINE]),
 }
 

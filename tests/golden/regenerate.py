@@ -1,4 +1,5 @@
 """Rewrite the golden results files: `python -m tests.golden.regenerate` (after a SIM_SEMANTICS bump)."""
+
 from dualpath_jax.atomic import atomic_write
 
 from . import CELLS, path_of, render

@@ -4,6 +4,7 @@ usage: python kvstore_crash_writer.py STORE_DIR FIRST_SEQ
 Prints "C <seq> <first_block> <n>" after each write's future resolved (block durable and indexed).
 The data of (seq, block) is a pure function of both, so a checker can regenerate it.
 """
+
 import sys
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Shared helpers for the KV store tests (stores live under pytest's tmp_path, never the repo)."""
+
 import numpy as np
 
 from dualpath_jax.kvstore import BlockLayout

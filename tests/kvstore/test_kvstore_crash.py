@@ -1,6 +1,7 @@
 """A writer killed with SIGKILL mid-write leaves a store that opens, serves every committed block,
 and shows no torn block. The kill points are random: the seed is printed and named in every
 assertion message; KVSTORE_CRASH_SEED=<seed> replays a run."""
+
 import os
 import random
 import signal
@@ -19,11 +20,15 @@ sys.path.insert(0, str(HERE))
 import kvstore_crash_writer as W  # noqa: E402
 
 
-def run_writer_and_kill(path: Path, first_seq: int, rng: random.Random,
-                        where: str) -> list[tuple[int, int, int]]:
+def run_writer_and_kill(path: Path, first_seq: int, rng: random.Random, where: str) -> list[tuple[int, int, int]]:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.Popen([sys.executable, str(HERE / "kvstore_crash_writer.py"), str(path), str(first_seq)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(HERE / "kvstore_crash_writer.py"), str(path), str(first_seq)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     commits: list[tuple[int, int, int]] = []
     target = rng.randint(2, 30)
     try:
@@ -51,7 +56,7 @@ def check_store(path: Path, last_seq: int, commits, where: str) -> int:
     for s in range(last_seq + 2):
         for b, k in enumerate(block_keys(W.seq_tokens(s), W.LAYOUT.tokens_per_block)):
             expected[k] = (s, b)
-    with KVStore.open(path) as st:   # opens as writer: marks any torn log tail, truncates nothing
+    with KVStore.open(path) as st:  # opens as writer: marks any torn log tail, truncates nothing
         # a kill can only cut the last append short: nothing else may be reported as damaged
         assert all("torn tail" in m for m in st.recovery), f"{where}: {st.recovery}"
         keys = st.keys()
@@ -71,11 +76,11 @@ def check_store(path: Path, last_seq: int, commits, where: str) -> int:
 
 def test_sigkill_mid_write_leaves_consistent_store(tmp_path):
     seed = int(os.environ.get("KVSTORE_CRASH_SEED") or int.from_bytes(os.urandom(4), "little"))
-    print(f"KVSTORE_CRASH_SEED={seed}")   # shown with a failure; set it to replay the kill points
+    print(f"KVSTORE_CRASH_SEED={seed}")  # shown with a failure; set it to replay the kill points
     rng = random.Random(seed)
     path = tmp_path / "store"
     first = 0
-    for r in range(3):   # kill, check, and let the next writer continue on the recovered store
+    for r in range(3):  # kill, check, and let the next writer continue on the recovered store
         where = f"KVSTORE_CRASH_SEED={seed}, round {r}"
         commits = run_writer_and_kill(path, first, rng, where)
         last = max(s for s, _, _ in commits)

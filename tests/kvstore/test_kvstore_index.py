@@ -1,4 +1,5 @@
 """Prefix index: longest-prefix lookup on branching sequences, persistence, LRU eviction with pins."""
+
 import numpy as np
 import pytest
 
@@ -40,7 +41,7 @@ def test_longest_prefix_on_branching_sequences(tmp_path):
         assert st.lookup(a).num_blocks == 4
         assert st.lookup(b).num_blocks == 3
         assert st.lookup(seq(4, 2, 3)).num_blocks == 0
-        assert st.lookup(seq(1, 2, 5, 9, 9)).num_blocks == 3          # diverges after 3 blocks
+        assert st.lookup(seq(1, 2, 5, 9, 9)).num_blocks == 3  # diverges after 3 blocks
         assert st.lookup(seq(1, 2, 3)[: 2 * T + 5]).num_tokens == 2 * T  # partial block not counted
         # block 3 of (1,2,9,6) has the same tokens as a's block 3 but another prefix: no hit
         assert st.lookup(seq(1, 2, 9, 6)).num_blocks == 2
@@ -68,11 +69,11 @@ def test_lru_eviction_skips_pinned_blocks():
         for i in range(4):
             st.write(seqs[i], rand_blocks(SMALL, 1, i)).result()
         k = [st.block_keys(s)[0] for s in seqs]
-        with st.lookup(seqs[0], pin=True) as hit:   # oldest, but held by a running request
+        with st.lookup(seqs[0], pin=True) as hit:  # oldest, but held by a running request
             assert hit.num_blocks == 1 and st.pins(k[0]) == 1
             st.write(seqs[4], rand_blocks(SMALL, 1, 4)).result()
-            assert k[0] in st and k[1] not in st      # evicted the LRU *unpinned* block
-            st.lookup(seqs[2])                        # touch 2: now 3 is the LRU unpinned block
+            assert k[0] in st and k[1] not in st  # evicted the LRU *unpinned* block
+            st.lookup(seqs[2])  # touch 2: now 3 is the LRU unpinned block
             st.write(seqs[5], rand_blocks(SMALL, 1, 5)).result()
             assert k[3] not in st and k[2] in st and k[0] in st
         assert st.pins(k[0]) == 0
@@ -83,7 +84,7 @@ def test_lru_eviction_skips_pinned_blocks():
             assert k[0] not in st
             with st.hold([k[1]]):
                 with pytest.raises(StoreFullError, match="full.*4 pinned"):
-                    st.write(seqs[3], rand_blocks(SMALL, 1, 3))   # every cached block is held
+                    st.write(seqs[3], rand_blocks(SMALL, 1, 3))  # every cached block is held
             assert len(st) == 4
         with pytest.raises(BlockNotFoundError, match="not in the index"):
             st.read_blocks([k[0]])
@@ -109,14 +110,14 @@ def test_reads_and_lookups_without_pin_do_not_pin():
         st.write(seq(1), blocks).result()
         k = st.block_keys(seq(1))
         assert st.lookup(seq(1)).num_blocks == 1 and st.pins(k[0]) == 0
-        slow = Throttle(SMALL.full_block_nbytes / 0.3)   # the read takes 0.3 s of link time
+        slow = Throttle(SMALL.full_block_nbytes / 0.3)  # the read takes 0.3 s of link time
         fut = st.read_blocks(k, throttle=slow)
         assert st.pins(k[0]) == 1 and st.evict(1) == []  # held mid-read
         assert np.array_equal(fut.result(), blocks)
         assert st.pins(k[0]) == 0
         assert np.array_equal(st.read_layer(k, 2).result()[0], blocks[0, 2])
         assert st.pins(k[0]) == 0
-        assert st.evict(1) == k                           # nothing left a pin behind
+        assert st.evict(1) == k  # nothing left a pin behind
 
 
 def test_index_unit_victim_order():
@@ -124,20 +125,19 @@ def test_index_unit_victim_order():
     ix.insert(Entry("a", "root", 0, ()))
     ix.insert(Entry("b", "a", 1, ()))
     ix.insert(Entry("c", "root", 2, ()))
-    assert ix.victim().key == "b"       # a is older but has a child
+    assert ix.victim().key == "b"  # a is older but has a child
     ix.pin(["b"])
     assert ix.victim().key == "c"
     ix.remove("c")
-    assert ix.victim() is None          # a has a child, b is pinned
+    assert ix.victim() is None  # a has a child, b is pinned
     ix.unpin(["b"])
     ix.remove("b")
     assert ix.victim().key == "a"
 
 
 def test_index_log_compaction_and_torn_tail(tmp_path):
-    with KVStore.open(tmp_path / "s", SMALL, capacity_blocks=6, create=True,
-                      compact_min_records=5) as st:
-        for i in range(12):                       # forces evictions and several snapshots
+    with KVStore.open(tmp_path / "s", SMALL, capacity_blocks=6, create=True, compact_min_records=5) as st:
+        for i in range(12):  # forces evictions and several snapshots
             st.write(seq(i, i + 100), rand_blocks(SMALL, 2, i)).result()
         live = set(st.keys())
         assert st._journal.generation >= 1
@@ -145,15 +145,14 @@ def test_index_log_compaction_and_torn_tail(tmp_path):
     assert "index.json" in files and len([f for f in files if f.endswith(".log")]) == 1
     log = next((tmp_path / "s").glob("index.*.log"))
     with open(log, "ab") as f:
-        f.write(b"0badc0de {\"op\":\"put\",\"k\":\"zz")  # a torn append
+        f.write(b'0badc0de {"op":"put","k":"zz')  # a torn append
     with pytest.warns(RuntimeWarning, match="torn"):
         st = KVStore.open(tmp_path / "s")
     with st:
         assert set(st.keys()) == live
         for i in range(9, 12):
-            assert np.array_equal(st.read_blocks(st.lookup(seq(i, i + 100)).keys).result(),
-                                  rand_blocks(SMALL, 2, i))
-        st.write(seq(50), rand_blocks(SMALL, 1, 50)).result()   # appends on a fresh line after it
+            assert np.array_equal(st.read_blocks(st.lookup(seq(i, i + 100)).keys).result(), rand_blocks(SMALL, 2, i))
+        st.write(seq(50), rand_blocks(SMALL, 1, 50)).result()  # appends on a fresh line after it
     assert b'0badc0de {"op":"put","k":"zz' in log.read_bytes()  # never truncated
     with KVStore.open(tmp_path / "s", read_only=True) as st:
         assert st.lookup(seq(50)).num_blocks == 1 and st.recovery == []

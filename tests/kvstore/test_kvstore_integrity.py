@@ -1,12 +1,21 @@
 """Corruption is detected and named; bad store paths give errors that name the path."""
+
 import os
 import stat
 
 import numpy as np
 import pytest
 
-from dualpath_jax.kvstore import (BlockCorruptionError, KVStore, KVStoreError, LayoutError,
-                                  StoreLockedError, StoreNotFoundError, StoreReadOnlyError, shard_file)
+from dualpath_jax.kvstore import (
+    BlockCorruptionError,
+    KVStore,
+    KVStoreError,
+    LayoutError,
+    StoreLockedError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+    shard_file,
+)
 
 from kvstore_testutil import SMALL, rand_blocks
 
@@ -59,7 +68,7 @@ def test_corrupt_shard_index_is_reported_with_the_block(tmp_path):
     st, toks = _store_with_blocks(tmp_path / "s")
     key = st.lookup(toks).keys[0]
     f = shard_file(tmp_path / "s", st._index.get(key).slot)
-    _flip(f, os.path.getsize(f) - 10)   # inside the shard index (protected by crc32c)
+    _flip(f, os.path.getsize(f) - 10)  # inside the shard index (protected by crc32c)
     with pytest.raises(KVStoreError, match=f"KV block {key}"):
         st.read_blocks([key]).result()
     st.close()
@@ -90,7 +99,7 @@ def test_read_only_store_path_names_the_path(tmp_path):
     try:
         with pytest.raises(StoreReadOnlyError, match=str(path)):
             KVStore.open(path)
-        with KVStore.open(path, read_only=True) as ro:   # reading still works
+        with KVStore.open(path, read_only=True) as ro:  # reading still works
             assert ro.lookup(toks).num_blocks == 3
             assert np.array_equal(ro.read_blocks(ro.lookup(toks).keys).result(), rand_blocks(SMALL, 3))
             with pytest.raises(StoreReadOnlyError, match="read_only"):
@@ -102,8 +111,9 @@ def test_read_only_store_path_names_the_path(tmp_path):
     os.chmod(parent, 0o555)
     try:
         with pytest.raises(StoreReadOnlyError, match=str(parent)):
-            KVStore.open(parent / "new", SMALL, capacity_blocks=2, create=True) if os.geteuid() else \
-                KVStore.open(parent, SMALL, capacity_blocks=2, create=True)
+            KVStore.open(parent / "new", SMALL, capacity_blocks=2, create=True) if os.geteuid() else KVStore.open(
+                parent, SMALL, capacity_blocks=2, create=True
+            )
     finally:
         os.chmod(parent, 0o755)
 
@@ -118,6 +128,7 @@ def test_layout_mismatch_and_second_writer(tmp_path):
     finally:
         st.close()
     from dualpath_jax.kvstore import BlockLayout
+
     with pytest.raises(LayoutError, match="layout.bytes_per_token: asked for 128"):
         KVStore.open(tmp_path / "s", BlockLayout(4, 128, 8))
     with pytest.raises(LayoutError, match="capacity_blocks: asked for 9"):

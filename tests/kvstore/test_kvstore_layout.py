@@ -1,4 +1,5 @@
 """Bit-exact round trips and the Full Block / Layer Block relation."""
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -87,6 +88,7 @@ def test_layer_block_equals_slice_of_full_block(tmp_path, driver):
 def test_layer_read_reads_only_that_layer(tmp_path):
     """On disk a Layer Block is a contiguous byte range of its shard file (zarr3 sharding)."""
     from dualpath_jax.kvstore import shard_file
+
     blocks = rand_blocks(SMALL, 1, seed=5)
     with KVStore.open(tmp_path / "s", SMALL, capacity_blocks=2, create=True) as st:
         st.write(np.arange(8), blocks).result()
@@ -94,7 +96,7 @@ def test_layer_read_reads_only_that_layer(tmp_path):
         data = shard_file(tmp_path / "s", slot).read_bytes()
     nb = SMALL.layer_block_nbytes
     for l in range(SMALL.layers):
-        assert data[l * nb:(l + 1) * nb] == blocks[0, l].tobytes()
+        assert data[l * nb : (l + 1) * nb] == blocks[0, l].tobytes()
     assert len(data) == SMALL.full_block_nbytes + 16 * SMALL.layers + 4  # + shard index + crc32c
 
 

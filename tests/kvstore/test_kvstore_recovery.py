@@ -1,5 +1,6 @@
 """Index recovery: a damaged snapshot or log record loses only itself, is reported with its file
 and byte offset, and no block is ever served with wrong bytes (docs/kvstore.md, Index recovery)."""
+
 import json
 import os
 import random
@@ -15,8 +16,8 @@ from dualpath_jax.kvstore.journal import split_lines
 from kvstore_testutil import SMALL, rand_blocks
 
 T = SMALL.tokens_per_block
-SNAP_SEQS = (3, 2)   # sequences 0 and 1 end up in the snapshot
-LOG_SEQ = 2          # sequence 2 (4 blocks) is written one block per record, into the log
+SNAP_SEQS = (3, 2)  # sequences 0 and 1 end up in the snapshot
+LOG_SEQ = 2  # sequence 2 (4 blocks) is written one block per record, into the log
 
 
 def tokens(i, n):
@@ -35,7 +36,7 @@ def build(path):
         st.compact()
         blocks = rand_blocks(SMALL, 4, LOG_SEQ)
         for b in range(4):
-            r = st.write(tokens(LOG_SEQ, 4), blocks[b:b + 1], first_block=b).result()
+            r = st.write(tokens(LOG_SEQ, 4), blocks[b : b + 1], first_block=b).result()
             expected[r.keys[0]] = blocks[b]
         log_keys = st.block_keys(tokens(LOG_SEQ, 4))
         log = path / f"index.{st._journal.generation}.log"
@@ -83,7 +84,7 @@ def test_flipped_log_record_loses_only_itself(tmp_path, which):
     expected, log_keys, log = build(path)
     offsets = [o for o, _ in split_lines(log.read_bytes())]
     i = {"first": 0, "middle": 2, "last": 3}[which]
-    flip(log, offsets[i] + 20)   # inside the record's JSON
+    flip(log, offsets[i] + 20)  # inside the record's JSON
     damaged = log.read_bytes()
     before = files(path)
     # read-only: reported, recovered in memory, nothing on disk touched
@@ -109,7 +110,7 @@ def test_flipped_log_record_loses_only_itself(tmp_path, which):
 def test_torn_tail_then_appends_and_reopen(tmp_path):
     path = tmp_path / "s"
     expected, _, log = build(path)
-    fragment = b'0badc0de {"op":"put","k":"zz'   # an append cut off by a crash
+    fragment = b'0badc0de {"op":"put","k":"zz'  # an append cut off by a crash
     with open(log, "ab") as f:
         f.write(fragment)
     with pytest.warns(IndexRecoveryWarning, match=f"{log}: ignored a torn tail"):
@@ -117,11 +118,11 @@ def test_torn_tail_then_appends_and_reopen(tmp_path):
     with st:
         assert survivors(st, expected) == set(expected)
         blocks = rand_blocks(SMALL, 2, 9)
-        r = st.write(tokens(9, 2), blocks).result()       # appends after the torn fragment
+        r = st.write(tokens(9, 2), blocks).result()  # appends after the torn fragment
         expected.update(zip(r.keys, blocks))
     assert fragment in log.read_bytes(), "the torn tail was truncated"
     for _ in range(2):
-        with open_clean(path) as st:                      # the marked fragment is not reported again
+        with open_clean(path) as st:  # the marked fragment is not reported again
             assert survivors(st, expected) == set(expected)
             assert st.lookup(tokens(9, 2)).num_blocks == 2
 
@@ -143,7 +144,7 @@ def _evicting_store(path):
 def test_skipped_del_whose_slot_a_later_put_reused(tmp_path):
     path = tmp_path / "s"
     expected, keys, log, offsets = _evicting_store(path)
-    flip(log, offsets[3] + 20)                            # the "del x0" record
+    flip(log, offsets[3] + 20)  # the "del x0" record
     st, msgs = open_recorded(path)
     with st:
         # x0 and x3 both claim slot 0: the later claim (x3, whose bytes are in the slot) wins
@@ -155,8 +156,8 @@ def test_skipped_del_whose_slot_a_later_put_reused(tmp_path):
 def test_skipped_del_and_put_unproven_entry_is_verified(tmp_path):
     path = tmp_path / "s"
     expected, keys, log, offsets = _evicting_store(path)
-    flip(log, offsets[3] + 20)                            # "del x0" ...
-    flip(log, offsets[4] + 20)                            # ... and "put x3 -> slot 0" are lost
+    flip(log, offsets[3] + 20)  # "del x0" ...
+    flip(log, offsets[4] + 20)  # ... and "put x3 -> slot 0" are lost
     st, msgs = open_recorded(path, read_only=True)
     with st:
         # nothing claims slot 0 but x0, whose del may be lost: its bytes (x3's now) do not verify
@@ -187,10 +188,10 @@ def test_snapshot_bit_flips_never_serve_wrong_bytes(tmp_path):
         lost = set(expected) - got
         # one flip damages at most two lines (a flipped newline joins two); log blocks all survive
         assert len(lost) <= 2 and not lost & set(log_keys), f"{case}: lost {len(lost)}: {msgs}"
-        st, _ = open_recorded(path)                       # the writer rebuilds the same index
+        st, _ = open_recorded(path)  # the writer rebuilds the same index
         with st:
             assert survivors(st, expected) == got, case
-        with open_clean(path) as st:                      # ... and the next open is clean
+        with open_clean(path) as st:  # ... and the next open is clean
             assert survivors(st, expected) == got, case
         shutil.rmtree(path)
 
@@ -204,7 +205,7 @@ def test_snapshot_header_and_trailer_lost_generation_from_the_log(tmp_path):
     st, msgs = open_recorded(path)
     assert any("generation 1 taken from the newest log" in m for m in msgs), msgs
     with st:
-        assert survivors(st, expected) == set(expected)   # snapshot entries verified, log replayed
+        assert survivors(st, expected) == set(expected)  # snapshot entries verified, log replayed
     with open_clean(path) as st:
         assert survivors(st, expected) == set(expected)
 
@@ -215,12 +216,21 @@ def test_version_1_snapshot_is_read_and_verified(tmp_path):
     snap = path / "index.json"
     lines = [json.loads(line[9:]) for _, line in split_lines(snap.read_bytes())]
     entries = lines[1:-1]
-    entries[0][2] = 15                                    # v1 has no checksum: a silently wrong slot
-    snap.write_text(json.dumps({"format": "dualpath-kvstore-index", "version": 1, "generation": 1,
-                                "checksum": lines[0]["checksum"], "entries": entries}))
+    entries[0][2] = 15  # v1 has no checksum: a silently wrong slot
+    snap.write_text(
+        json.dumps(
+            {
+                "format": "dualpath-kvstore-index",
+                "version": 1,
+                "generation": 1,
+                "checksum": lines[0]["checksum"],
+                "entries": entries,
+            }
+        )
+    )
     st, msgs = open_recorded(path)
     with st:
         assert survivors(st, expected) == set(expected) - {entries[0][0]}
-    assert not snap.read_bytes().startswith(b"{")         # the writer rewrote it as version 2
+    assert not snap.read_bytes().startswith(b"{")  # the writer rewrote it as version 2
     with open_clean(path) as st:
         assert survivors(st, expected) == set(expected) - {entries[0][0]}

@@ -1,5 +1,6 @@
 """Host copies through pinned memory (serving/hostcopy.py) and the GPU-side copy figures read from
 a profiler trace (benchmarks/gpu_trace.py)."""
+
 import jax
 import numpy as np
 import pytest
@@ -23,13 +24,22 @@ def _ev(name, nbytes, us):
 
 
 def test_hops_are_set_against_the_median_plain_copy_of_their_size():
-    run = [_ev("MemcpyP2P", 100, 2.0), _ev("MemcpyP2P", 100, 4.0), _ev("MemcpyP2P", 300, 3.0),
-           _ev("MemcpyH2D", 100, 50.0),  # not a device-to-device copy
-           _ev("MemcpyD2D", 7, 1.0)]  # not a hop size
-    copies = [_ev("MemcpyP2P", 100, 1.0), _ev("MemcpyP2P", 100, 2.0), _ev("MemcpyP2P", 100, 9.0),
-              _ev("MemcpyD2D", 300, 3.0)]
-    r = gpu_trace.hop_vs_copy(gpu_trace.device_copies(run, ["100", "300"]),
-                              gpu_trace.device_copies(copies, ["100", "300"]))
+    run = [
+        _ev("MemcpyP2P", 100, 2.0),
+        _ev("MemcpyP2P", 100, 4.0),
+        _ev("MemcpyP2P", 300, 3.0),
+        _ev("MemcpyH2D", 100, 50.0),  # not a device-to-device copy
+        _ev("MemcpyD2D", 7, 1.0),
+    ]  # not a hop size
+    copies = [
+        _ev("MemcpyP2P", 100, 1.0),
+        _ev("MemcpyP2P", 100, 2.0),
+        _ev("MemcpyP2P", 100, 9.0),
+        _ev("MemcpyD2D", 300, 3.0),
+    ]
+    r = gpu_trace.hop_vs_copy(
+        gpu_trace.device_copies(run, ["100", "300"]), gpu_trace.device_copies(copies, ["100", "300"])
+    )
     assert r["hops"] == 3 and r["bytes"] == 500
     # hops: 9 us for 500 B; the same sizes as copies: 2 x median(1, 2, 9) + 3 = 7 us
     assert r["hop_GBps"] == pytest.approx(500 / 9e-6 / 1e9)

@@ -1,6 +1,7 @@
 """The real testbed on CPU devices (tiny model, fp32): every turn's first-token logits, with the
 prefix KV moved through the PE path, the DE path, Basic's whole-prefix load and the oracle's
 staged KV, equal a full recompute of that prompt; bytes per link match the data-path plan."""
+
 from dataclasses import replace
 
 import jax
@@ -40,9 +41,13 @@ def runs():
     tb = Testbed(cfg, spec, agents())
     by = {s.name: s for s in systems()}
     out = {}
-    for name, system, side in (("basic", by["basic"], ""), ("pe_path", by["dualpath"], "pe"),
-                               ("de_path", by["dualpath"], "de"), ("dualpath", by["dualpath"], ""),
-                               ("oracle", by["oracle"], "")):
+    for name, system, side in (
+        ("basic", by["basic"], ""),
+        ("pe_path", by["dualpath"], "pe"),
+        ("de_path", by["dualpath"], "de"),
+        ("dualpath", by["dualpath"], ""),
+        ("oracle", by["oracle"], ""),
+    ):
         tb.spec = replace(spec, force_read_side=side)
         m = tb.run_system(system)
         out[name] = (m, list(tb.finished))
@@ -64,13 +69,18 @@ def test_first_token_logits_equal_full_recompute(runs):
     ref = {}
     for k, ids in enumerate(tb.ids):
         for t in tb.agents[k].turns:
-            logits, _, _ = lw(jax.device_put(ids[None, :t.input], dev))
+            logits, _, _ = lw(jax.device_put(ids[None, : t.input], dev))
             ref[(k, t.input)] = np.asarray(logits[0, -1])
     for name, (m, reqs) in out.items():
         for r in reqs:
             want = ref[(r.agent, r.input)]
-            np.testing.assert_allclose(r.first_logits, want, rtol=1e-4, atol=1e-4,
-                                       err_msg=f"{name} agent {r.agent} turn {r.index} (hit {r.hit})")
+            np.testing.assert_allclose(
+                r.first_logits,
+                want,
+                rtol=1e-4,
+                atol=1e-4,
+                err_msg=f"{name} agent {r.agent} turn {r.index} (hit {r.hit})",
+            )
             if r.index > 0:
                 assert r.hit > 0 and r.hit % BT == 0
 
@@ -133,8 +143,17 @@ def test_each_turn_passes_its_stages_in_order(runs):
     from dualpath_jax.serving.report import STAGES
 
     _, out = runs
-    order = ["arrive", "placed", "read_done", "queued", "prefill_start", "first_token", "joined",
-             "finished", "persisted"]
+    order = [
+        "arrive",
+        "placed",
+        "read_done",
+        "queued",
+        "prefill_start",
+        "first_token",
+        "joined",
+        "finished",
+        "persisted",
+    ]
     for name, (m, reqs) in out.items():
         for r in reqs:
             ts = [getattr(r, k) for k in order]

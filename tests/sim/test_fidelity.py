@@ -1,5 +1,6 @@
 """The simulator's mechanisms: traffic manager, DP-attention barrier, chunked prefill, layerwise,
 split reads, the DRAM store tier, tensor-parallel engines, the ablation ladder."""
+
 from collections import deque
 from dataclasses import replace
 
@@ -37,9 +38,15 @@ def test_dp_attention_barrier_leaves_bubbles_with_uneven_batches():
     cfg = small_config(agents=16)
     agents = growing_agents(16, turns=2, first=300, append=100, preloaded=0)
     # uneven: half the agents carry a long cached prefix (costly attention), half do not
-    agents = [replace(a, turns=tuple(replace(t, input=t.input + 30000 * (i % 2), cached=t.cached +
-                                             30000 * (i % 2)) for t in a.turns))
-              for i, a in enumerate(agents)]
+    agents = [
+        replace(
+            a,
+            turns=tuple(
+                replace(t, input=t.input + 30000 * (i % 2), cached=t.cached + 30000 * (i % 2)) for t in a.turns
+            ),
+        )
+        for i, a in enumerate(agents)
+    ]
     m = run(cfg, system("dp"), agents)
     assert m.prefill_barrier_idle > 0 and m.attn_max_avg > 1.0
 
@@ -80,8 +87,11 @@ def test_split_read_uses_both_nodes_for_one_request():
 def test_dram_tier_serves_repeat_turns_from_memory():
     cfg = small_config(agents=8)
     agents = growing_agents(8, turns=4, first=2000)
-    m = run(cfg, system("sgl", layerwise=False, dual_path=False, scheduler="round_robin",
-                        batching="tokens", dram_tier_tb=1.0), agents)
+    m = run(
+        cfg,
+        system("sgl", layerwise=False, dual_path=False, scheduler="round_robin", batching="tokens", dram_tier_tb=1.0),
+        agents,
+    )
     assert m.tier_hit_bytes > 0
     assert m.bytes_read + m.tier_hit_bytes == pytest.approx(m.hit_bytes)
     assert m.bytes_read_de_nodes == 0
@@ -99,8 +109,10 @@ def test_tensor_parallel_engines_for_dense_models_only():
 def test_ablation_ladder_rungs():
     cfg = small_config(agents=48)
     agents = growing_agents(48, turns=4, first=300, preloaded=20000)
-    ladder = {name: run(cfg, SystemSpec(name=name, **spec), agents)
-              for name, spec in load("system", "ablation")["system"].items()}
+    ladder = {
+        name: run(cfg, SystemSpec(name=name, **spec), agents)
+        for name, spec in load("system", "ablation")["system"].items()
+    }
     assert list(ladder) == ["basic", "+layerwise", "+dualpath", "+scheduling"]
     assert ladder["+layerwise"].bytes_read_de_nodes == 0 < ladder["+dualpath"].bytes_read_de_nodes
     assert ladder["+dualpath"].jct_s < ladder["basic"].jct_s

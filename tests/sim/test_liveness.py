@@ -1,4 +1,5 @@
 """The event loop refuses to spin: virtual time must advance, and a violation names the component."""
+
 import math
 
 import pytest

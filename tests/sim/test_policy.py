@@ -1,16 +1,25 @@
 """Policy unit tests: exact picks on small hand-made states."""
+
 import pytest
 
 from dualpath_jax.datapath import plan_turn
-from dualpath_jax.scheduling import (DualPathScheduler, EngineLoad, GroupLoad, LeastLoadedScheduler,
-                                     RequestView, RoundRobinScheduler, SchedContext, largest_chunk,
-                                     pack_quota, split_fraction)
+from dualpath_jax.scheduling import (
+    DualPathScheduler,
+    EngineLoad,
+    GroupLoad,
+    LeastLoadedScheduler,
+    RequestView,
+    RoundRobinScheduler,
+    SchedContext,
+    largest_chunk,
+    pack_quota,
+    split_fraction,
+)
 from dualpath_jax.scheduling.dualpath import choose_pe
 
 
 def group(node, role, *engines):
-    es = [EngineLoad(id=i, node=node, role=role, tok=tok, seq=seq, free_kv=free)
-          for i, tok, seq, free in engines]
+    es = [EngineLoad(id=i, node=node, role=role, tok=tok, seq=seq, free_kv=free) for i, tok, seq, free in engines]
     return GroupLoad(node=node, engines=es, tok=sum(e.tok for e in es), free_kv=sum(e.free_kv for e in es))
 
 
@@ -36,8 +45,7 @@ def req(tokens=30, kv=5.0, hit_bytes=0.0):
 
 # ---- PE choice (paper) --------------------------------------------------------------------------
 def pe_groups():
-    return [group(0, "prefill", (0, 100, 1, 0), (1, 900, 1, 0)),
-            group(1, "prefill", (2, 50, 1, 0), (3, 700, 1, 0))]
+    return [group(0, "prefill", (0, 100, 1, 0), (1, 900, 1, 0)), group(1, "prefill", (2, 50, 1, 0), (3, 700, 1, 0))]
 
 
 def test_pe_prefers_short_read_queue_nodes_and_skips_overloaded():
@@ -50,45 +58,73 @@ def test_pe_prefers_short_read_queue_nodes_and_skips_overloaded():
 
 # ---- DE choice (paper, two phases) ----------------------------------------------------------------
 def de_groups():
-    return [group(2, "decode", (8, 100, 3, 10.0), (9, 50, 1, 2.0)),
-            group(3, "decode", (10, 80, 1, 6.0), (11, 40, 2, 6.0))]
+    return [
+        group(2, "decode", (8, 100, 3, 10.0), (9, 50, 1, 2.0)),
+        group(3, "decode", (10, 80, 1, 6.0), (11, 40, 2, 6.0)),
+    ]
 
 
 def test_dualpath_de_two_phase_exact_picks():
     waiting = [req(kv=5.0), req(kv=5.0), req(kv=3.0)]
-    out = drive(DualPathScheduler(dual_path=False), waiting, pe_groups(), de_groups(),
-                ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))
+    out = drive(
+        DualPathScheduler(dual_path=False), waiting, pe_groups(), de_groups(), ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0})
+    )
     # phase 1 -> node 3 (120 < 150); R = first two (5 + 5 <= 12); Z = 1.05 * (60 + 120) / 2 = 94.5
     # r1: d11 (40 + 30 <= Z); r2: only d10 has room, over Z -> fewest tok; r3: node 2 (150 < 180), d8
     assert [p.de for p in out] == [11, 10, 8]
 
 
 def test_dualpath_stops_when_no_group_has_room():
-    out = drive(DualPathScheduler(dual_path=False), [req(kv=13.0), req(kv=1.0)], pe_groups(),
-                de_groups(), ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))
+    out = drive(
+        DualPathScheduler(dual_path=False),
+        [req(kv=13.0), req(kv=1.0)],
+        pe_groups(),
+        de_groups(),
+        ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}),
+    )
     assert out == []  # FIFO: the head does not fit the chosen group, nothing overtakes it
 
 
 def test_dualpath_read_side_is_shorter_queue():
-    out = drive(DualPathScheduler(dual_path=True), [req(hit_bytes=1.0)], pe_groups(), de_groups(),
-                ctx({0: 1.0, 1: 2.0, 2: 0.5, 3: 0.5}))
+    out = drive(
+        DualPathScheduler(dual_path=True),
+        [req(hit_bytes=1.0)],
+        pe_groups(),
+        de_groups(),
+        ctx({0: 1.0, 1: 2.0, 2: 0.5, 3: 0.5}),
+    )
     assert (out[0].pe, out[0].de, out[0].de_read_fraction) == (2, 11, 1.0)  # node 3 shorter than 1
-    out = drive(DualPathScheduler(dual_path=True), [req(hit_bytes=1.0)], pe_groups(), de_groups(),
-                ctx({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}))
+    out = drive(
+        DualPathScheduler(dual_path=True),
+        [req(hit_bytes=1.0)],
+        pe_groups(),
+        de_groups(),
+        ctx({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}),
+    )
     assert out[0].de_read_fraction == 0.0  # tie goes to the PE node
 
 
 # ---- baselines ----------------------------------------------------------------------------------
 def test_least_loaded_exact_picks():
-    out = drive(LeastLoadedScheduler(dual_path=True), [req(kv=5.0), req(kv=5.0)], pe_groups(),
-                de_groups(), ctx({0: 5.0, 1: 9.0, 2: 1.0, 3: 0.0}))
+    out = drive(
+        LeastLoadedScheduler(dual_path=True),
+        [req(kv=5.0), req(kv=5.0)],
+        pe_groups(),
+        de_groups(),
+        ctx({0: 5.0, 1: 9.0, 2: 1.0, 3: 0.0}),
+    )
     assert [(p.pe, p.de) for p in out] == [(2, 11), (2, 10)]
     assert out[0].de_read_fraction == 1.0
 
 
 def test_round_robin_cycles_and_skips_full_decode_engines():
-    out = drive(RoundRobinScheduler(dual_path=False), [req(kv=5.0)] * 4, pe_groups(), de_groups(),
-                ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))
+    out = drive(
+        RoundRobinScheduler(dual_path=False),
+        [req(kv=5.0)] * 4,
+        pe_groups(),
+        de_groups(),
+        ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}),
+    )
     # DE order 8, 9 (no room for 5), 10, 11, then 8 again
     assert [p.de for p in out] == [8, 10, 11, 8]
     assert [p.pe for p in out] == [0, 1, 2, 3]
@@ -103,8 +139,13 @@ def test_split_read_finishes_both_queues_together():
     assert 2.0 + (1 - x) * 3.0 == pytest.approx(0.5 + x * 3.0)
     assert split_fraction(0, 2, r, ctx({0: 0.0, 2: 10.0}, bw=1e9)) == 0.0
     assert split_fraction(0, 2, r, ctx({0: 10.0, 2: 0.0}, bw=1e9)) == 1.0
-    out = drive(LeastLoadedScheduler(dual_path=True, split_read=True), [r], pe_groups(), de_groups(),
-                ctx({0: 2.0, 1: 2.0, 2: 0.5, 3: 0.5}, bw=1e9))
+    out = drive(
+        LeastLoadedScheduler(dual_path=True, split_read=True),
+        [r],
+        pe_groups(),
+        de_groups(),
+        ctx({0: 2.0, 1: 2.0, 2: 0.5, 3: 0.5}, bw=1e9),
+    )
     assert out[0].de_read_fraction == pytest.approx(0.75)
 
 
@@ -113,8 +154,10 @@ def predict(cached, new):  # toy curve in exact binary fractions, growing with b
     return new * (1 + cached / 1024) / 1024
 
 
-@pytest.mark.parametrize("cached, new, budget", [(0, 1000, 0.3), (500, 1000, 0.3), (0, 10, 5.0),
-                                                 (2000, 400, 0.0009), (0, 1, 0.001), (0, 3, 0.0)])
+@pytest.mark.parametrize(
+    "cached, new, budget",
+    [(0, 1000, 0.3), (500, 1000, 0.3), (0, 10, 5.0), (2000, 400, 0.0009), (0, 1, 0.001), (0, 3, 0.0)],
+)
 def test_largest_chunk_matches_brute_force(cached, new, budget):
     brute = max([k for k in range(0, new + 1) if k == 0 or predict(cached, k) <= budget])
     assert largest_chunk(cached, new, budget, predict) == brute
@@ -134,10 +177,21 @@ def test_plans_put_bytes_on_the_right_links():
     kw = dict(cached=100, new=10, output=5, kv_bytes_per_token=2.0)
     pe = plan_turn(de_read_fraction=0.0, free_io=False, **kw)
     de = plan_turn(de_read_fraction=1.0, free_io=False, **kw)
-    assert (pe.read_pe_bytes, pe.read_de_bytes, pe.pe_in_bytes, pe.pe_out_bytes, pe.de_h2d_bytes,
-            pe.write_bytes) == (200, 0, 200, 220, 220, 30)
-    assert (de.read_pe_bytes, de.read_de_bytes, de.pe_in_bytes, de.pe_out_bytes, de.de_h2d_bytes) == \
-        (0, 200, 200, 20, 220)
+    assert (pe.read_pe_bytes, pe.read_de_bytes, pe.pe_in_bytes, pe.pe_out_bytes, pe.de_h2d_bytes, pe.write_bytes) == (
+        200,
+        0,
+        200,
+        220,
+        220,
+        30,
+    )
+    assert (de.read_pe_bytes, de.read_de_bytes, de.pe_in_bytes, de.pe_out_bytes, de.de_h2d_bytes) == (
+        0,
+        200,
+        200,
+        20,
+        220,
+    )
     assert not pe.read_on_de and de.read_on_de
     assert sum(plan_turn(de_read_fraction=1.0, free_io=True, **kw).bytes_on().values()) == 0
     # a split read, 40 of the 200 hit bytes already in a DRAM tier: 160 from storage, 1/4 via the DE

@@ -106,7 +106,9 @@ def test_pd_bound_warning_names_term():
     with pytest.warns(UserWarning) as record:
         check_pd_ratio(cfg.cluster)
     messages = [str(w.message) for w in record]
-    assert "cluster 8p1d: P/D = 8.000 breaks upper: (g-2s)/s (DE CNICs carry DE-path reads) = 6.000" \
-        in messages and len(messages) == 3
+    assert (
+        "cluster 8p1d: P/D = 8.000 breaks upper: (g-2s)/s (DE CNICs carry DE-path reads) = 6.000" in messages
+        and len(messages) == 3
+    )
     cfg = small_config(cluster="1p1d", prefill_nodes=1, decode_nodes=8, name="1p8d")
     assert any("lower: s/(g-s)" in w for w in check_pd_ratio(cfg.cluster, warn=False))
