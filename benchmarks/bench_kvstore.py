@@ -34,7 +34,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import write_json  # noqa: E402
 from dualpath_jax.atomic import atomic_write  # noqa: E402
-from dualpath_jax.kvstore import hashing  # noqa: E402
 from dualpath_jax.kvstore import (
     DEFAULT_IO_WINDOW,
     DEFAULT_TOKENS_PER_BLOCK,
@@ -42,6 +41,7 @@ from dualpath_jax.kvstore import (
     KVStore,
     StoreContext,
     Throttle,
+    hashing,  # noqa: E402
 )
 
 MB = 1e6
@@ -187,12 +187,14 @@ def read_layers(st: KVStore, reqs: list[list[str]]) -> float:
     """Layerwise path: every request reads layer 0, 1, ... of its blocks (requests concurrent)."""
     # one buffer per (request, layer): concurrent reads must never share an output buffer
     outs = {
-        (i, l): BUFS.get((i, l), (len(r),) + st.layout.layer_block_shape)
+        (i, layer): BUFS.get((i, layer), (len(r),) + st.layout.layer_block_shape)
         for i, r in enumerate(reqs)
-        for l in range(st.layout.layers)
+        for layer in range(st.layout.layers)
     }
     t0 = time.perf_counter()
-    futs = [st.read_layer(r, l, out=outs[i, l]) for l in range(st.layout.layers) for i, r in enumerate(reqs)]
+    futs = [
+        st.read_layer(r, layer, out=outs[i, layer]) for layer in range(st.layout.layers) for i, r in enumerate(reqs)
+    ]
     for f in futs:
         f.result()
     return time.perf_counter() - t0

@@ -84,7 +84,7 @@ def bench_matmul(n: int = 8192, reps: int = 10, inner: int = 10):
     # Check one product against float32 (bf16 operands, f32 accumulation).
     ref = jnp.dot(mats[0].astype(jnp.float32), mats[1].astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
     err = float(jnp.linalg.norm(f(mats[0], mats[1]).astype(jnp.float32) - ref) / jnp.linalg.norm(ref))
-    del mats
+    mats = None  # free the device buffers (the closure above names it, so rebind, not del)
     return {"n": n, "tflops": flops * inner / t / 1e12, "sec_per_matmul": t / inner, "rel_err_vs_f32": err}
 
 
@@ -99,7 +99,7 @@ def bench_hbm(gib: float = 4.0, reps: int = 10):
         return f(xs[state["i"]])
 
     t, _ = time_calls(run, 2, reps)
-    del xs
+    xs = None  # free the device buffers
     return {"bytes_per_copy": 2 * n * 2, "tb_per_s": 2 * n * 2 / t / 1e12, "sec": t}
 
 
@@ -158,7 +158,10 @@ def check_attention(cfg, t: int = 1024, p: int = 3072):
         return jnp.einsum("bhts,bshv->bthv", pr, vv, precision="highest")
 
     attn_mod.LAST_ATTN_IMPL.clear()
-    bf = lambda x: x.astype(jnp.bfloat16)
+
+    def bf(x):
+        return x.astype(jnp.bfloat16)
+
     out = fast(bf(q), bf(k), bf(vv)).astype(jnp.float32)
     r = ref(bf(q).astype(jnp.float32), bf(k).astype(jnp.float32), bf(vv).astype(jnp.float32))
     err = float(jnp.linalg.norm(out - r) / jnp.linalg.norm(r))
@@ -169,7 +172,7 @@ def check_attention(cfg, t: int = 1024, p: int = 3072):
 
 
 def bench_moe(cfg, model, t: int, reps: int):
-    layer = next(l for l in model.layers if l.is_moe)
+    layer = next(lyr for lyr in model.layers if lyr.is_moe)
     moe = layer.ffn
     x = jax.random.normal(jax.random.key(1), (t, cfg.d_model), cfg.jdtype)
     w, idx = jax.jit(lambda m, x: m.router(x))(moe, x)
@@ -204,7 +207,7 @@ def bench_moe(cfg, model, t: int, reps: int):
             f"  moe {name:6s}: {sec * 1e3:8.3f} ms  {useful / sec / 1e12:6.1f} TF/s useful  "
             f"temp {temp / 2**20 if temp else float('nan'):9.1f} MiB  err {err:.2e}"
         )
-        del compiled, y
+        compiled = y = None  # free the device buffers
     return {
         "tokens": t,
         "capacity": cap,
@@ -265,7 +268,7 @@ def bench_prefill(cfg, model, t: int, prefixes, reps: int, peak_tflops: float):
             f"{achieved / 1e12:6.1f} TF/s  MFU {row['mfu']:.3f}  attn {row['attn_impl']}  "
             f"(first call {first:.1f}s)"
         )
-        del lat, rop, logits
+        lat = rop = logits = None  # free the device buffers
         gc.collect()
     return rows
 
@@ -302,7 +305,7 @@ def bench_decode(cfg, model, batch: int, ctx: int, layout: str, reps: int, hbm_t
     step = jit_decode_step(graphdef)
     tokens = jax.random.randint(jax.random.key(3), (batch,), 0, cfg.vocab_size)
     box = {"cache": cache}
-    del cache, lat, rop
+    cache = lat = rop = None  # free the device buffers
 
     def run():
         logits, box["cache"] = step(state, tokens, box["cache"])
@@ -338,7 +341,7 @@ def bench_decode(cfg, model, batch: int, ctx: int, layout: str, reps: int, hbm_t
         f"  {(wb + cb) / 1e9:.1f} GB/step  roofline {roof * 1e3:.2f} ms  "
         f"fraction {roof / sec:.3f}  (first call {first:.1f}s)"
     )
-    del box, state
+    box = state = None  # free the device buffers
     gc.collect()
     return row
 

@@ -18,12 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine, write_report  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from benchmarks.report import machine, write_report  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
-from dualpath_jax.experiment import ROOT as PROJECT, anchor_model, build_config  # noqa: E402
+from dualpath_jax.experiment import ROOT as PROJECT  # noqa: E402
+from dualpath_jax.experiment import anchor_model, build_config  # noqa: E402
 from dualpath_jax.results import cell_of  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402

@@ -35,11 +35,10 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.report import write_report  # noqa: E402
-
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.report import write_report  # noqa: E402
 from dualpath_jax.config import (
     ClusterSpec,
     ExperimentConfig,
@@ -53,8 +52,11 @@ from dualpath_jax.config import (
     to_dict,
 )
 from dualpath_jax.kvstore import KVStore  # noqa: E402
-from dualpath_jax.serving import Testbed, TestbedSpec  # noqa: E402
-from dualpath_jax.serving import kvcodec  # noqa: E402
+from dualpath_jax.serving import (  # noqa: E402
+    Testbed,
+    TestbedSpec,
+    kvcodec,  # noqa: E402
+)
 from dualpath_jax.serving.simcheck import simulate  # noqa: E402
 from dualpath_jax.workload import Trajectory, Turn  # noqa: E402
 

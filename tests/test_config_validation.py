@@ -11,7 +11,8 @@ import typing
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from experiments.figures import cells, pd_ratio
-from experiments.figures.__main__ import FIGURES, main as figures_main
+from experiments.figures.__main__ import FIGURES
+from experiments.figures.__main__ import main as figures_main
 
 TINY = ["model=ds27b", "cluster=1p1d", "+agents=8", "+len=32k", "workload.trajectories=8"]
 

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from dualpath_jax.workload import TraceError, Trajectory, Turn, read_trace, write_trace
 from dualpath_jax.workload.mooncake import import_mooncake

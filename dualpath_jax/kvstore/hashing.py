@@ -98,7 +98,7 @@ def checksum_fn(name: str) -> Callable[[memoryview], int]:
 
 def layer_checksums(fn: Callable[[memoryview], int], block_u8: np.ndarray) -> list[int]:
     """One checksum per Layer Block of a Full Block [L, T, B] uint8."""
-    return [fn(memoryview(np.ascontiguousarray(block_u8[l])).cast("B")) for l in range(block_u8.shape[0])]
+    return [fn(memoryview(np.ascontiguousarray(block_u8[layer])).cast("B")) for layer in range(block_u8.shape[0])]
 
 
 def pack_checksums(values: Sequence[int], name: str) -> str:

@@ -697,8 +697,8 @@ class KVStore:
             except Exception as ex:
                 raise KVStoreError(f"reading KV block {e.key} (slot {e.slot}) from {self._where} failed: {ex}") from ex
             if verify:
-                for l in range(self.layout.layers):
-                    self._verify(e, l, out[i, l])
+                for layer in range(self.layout.layers):
+                    self._verify(e, layer, out[i, layer])
             if deadline is not None:
                 throttle.settle(deadline)
 

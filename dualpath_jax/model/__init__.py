@@ -1,6 +1,7 @@
 """Flax NNX DeepSeek-style MoE model (MLA with a latent cache, DeepSeekMoE). See docs/model.md."""
 
 from .config import ModelConfig, get_config, known_configs
+from .layerwise import LayerwisePrefill
 from .model import (
     KVCache,
     Transformer,
@@ -13,7 +14,6 @@ from .model import (
     make_model_fast,
     prefill,
 )
-from .layerwise import LayerwisePrefill
 
 __all__ = [
     "ModelConfig",

@@ -8,7 +8,6 @@ V2-Lite shape).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax.numpy as jnp
 

@@ -12,7 +12,6 @@ from typing import Iterable, Iterator, Sequence
 from .readside import read_fraction
 from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, load_key
 
-
 _group_key = attrgetter("least_key")
 
 

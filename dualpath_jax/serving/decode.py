@@ -17,6 +17,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ..model import KVCache
 from . import kvcodec
 from .hostcopy import start_to_host, to_numpy
@@ -27,7 +28,8 @@ def _insert(latent, rope, slot, kv):
     """Write kv [Y, n, C+R] into every layer's cache at [slot, :n]."""
     c = latent[0].shape[-1]
     lat = tuple(
-        jax.lax.dynamic_update_slice(l, kv[i, None, :, :c].astype(l.dtype), (slot, 0, 0)) for i, l in enumerate(latent)
+        jax.lax.dynamic_update_slice(layer, kv[i, None, :, :c].astype(layer.dtype), (slot, 0, 0))
+        for i, layer in enumerate(latent)
     )
     rop = tuple(
         jax.lax.dynamic_update_slice(r, kv[i, None, :, c:].astype(r.dtype), (slot, 0, 0)) for i, r in enumerate(rope)
@@ -39,8 +41,8 @@ def _insert(latent, rope, slot, kv):
 def _extract(latent, rope, slot, start, n):
     """KV [Y, n, C+R] of cache slot `slot`, tokens start .. start+n."""
     out = []
-    for l, r in zip(latent, rope):
-        a = jax.lax.dynamic_slice(l, (slot, start, 0), (1, n, l.shape[-1]))[0]
+    for layer, r in zip(latent, rope):
+        a = jax.lax.dynamic_slice(layer, (slot, start, 0), (1, n, layer.shape[-1]))[0]
         b = jax.lax.dynamic_slice(r, (slot, start, 0), (1, n, r.shape[-1]))[0]
         out.append(jnp.concatenate([a, b.astype(a.dtype)], axis=-1))
     return jnp.stack(out)

@@ -112,7 +112,7 @@ class Testbed:
             out = []
             for ids in self.ids:
                 _, lat, rope = lw(jax.device_put(ids[None], dev))
-                kv = np.stack([np.asarray(jax.device_get(kvcodec.join_kv(l, r)))[0] for l, r in zip(lat, rope)])
+                kv = np.stack([np.asarray(jax.device_get(kvcodec.join_kv(lat, r)))[0] for lat, r in zip(lat, rope)])
                 out.append(kv)
             self.full_kv = out
         return self.full_kv

@@ -27,7 +27,6 @@ from .events import EventLoop
 from .links import FifoLink
 from .tier import DramTier
 
-
 # Liveness bounds (sim/events.py): far above what a run needs, far below an endless loop.
 EVENTS_PER_TURN = 64
 EVENT_SLACK = 100_000

@@ -22,9 +22,9 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 
 from ..atomic import atomic_write
 

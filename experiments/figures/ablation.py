@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells
-from .plot import figure_main, bar_labels, color, rel, save, style, system_name, title_of
+from .plot import bar_labels, color, figure_main, rel, save, style, system_name, title_of
 
 NAME = "ablation"
 MODEL = "ds660b"

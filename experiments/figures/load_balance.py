@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells
-from .plot import figure_main, color, finish, rel, save, style, system_name, title_of
+from .plot import color, figure_main, finish, rel, save, style, system_name, title_of
 
 NAME = "load_balance"
 MODEL = "ds660b"

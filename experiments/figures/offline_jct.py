@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from . import cells
-from .plot import figure_main, MARKERS, color, finish, rel, save, style, system_name, title_of
+from .plot import MARKERS, color, figure_main, finish, rel, save, style, system_name, title_of
 
 NAME = "offline_jct"
 MODELS = ("ds660b", "ds27b", "qwen32b")

@@ -13,7 +13,7 @@ import math
 import matplotlib.pyplot as plt
 
 from . import cells
-from .plot import figure_main, MARKERS, bar_labels, color, online_note, rel, save, style, system_name, title_of
+from .plot import MARKERS, bar_labels, color, figure_main, online_note, rel, save, style, system_name, title_of
 
 NAME = "online_latency"
 MODEL = "ds660b"

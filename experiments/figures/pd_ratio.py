@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import cells
-from .plot import figure_main, bar_labels, cluster_name, color, finish, model_name, rel, save, style, system_name
+from .plot import bar_labels, cluster_name, color, figure_main, finish, model_name, rel, save, style, system_name
 
 NAME = "pd_ratio"
 MODEL = "ds27b"

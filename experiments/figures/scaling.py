@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from . import cells
-from .plot import figure_main, MARKERS, color, rel, save, style, system_name, title_of
+from .plot import MARKERS, color, figure_main, rel, save, style, system_name, title_of
 
 NAME = "scaling"
 MODEL = "ds660b"

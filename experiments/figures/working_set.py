@@ -14,10 +14,10 @@ import numpy as np
 
 from . import cells, online_latency
 from .plot import (
-    figure_main,
     MARKERS,
     bytes_unit,
     color,
+    figure_main,
     model_name,
     online_note,
     rel,

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from kvstore_testutil import SMALL, rand_blocks
 
 from dualpath_jax.kvstore import BlockNotFoundError, KVStore, StoreFullError, Throttle, block_keys
 from dualpath_jax.kvstore.index import Entry, PrefixIndex
-
-from kvstore_testutil import SMALL, rand_blocks
 
 T = SMALL.tokens_per_block
 

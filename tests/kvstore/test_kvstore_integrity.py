@@ -5,6 +5,7 @@ import stat
 
 import numpy as np
 import pytest
+from kvstore_testutil import SMALL, rand_blocks
 
 from dualpath_jax.kvstore import (
     BlockCorruptionError,
@@ -16,8 +17,6 @@ from dualpath_jax.kvstore import (
     StoreReadOnlyError,
     shard_file,
 )
-
-from kvstore_testutil import SMALL, rand_blocks
 
 
 def _store_with_blocks(path, n=3, checksum="auto"):

@@ -3,10 +3,9 @@
 import ml_dtypes
 import numpy as np
 import pytest
+from kvstore_testutil import SMALL, rand_blocks
 
 from dualpath_jax.kvstore import BlockLayout, KVStore, LayoutError, mla_bytes_per_token, view_as
-
-from kvstore_testutil import SMALL, rand_blocks
 
 
 def test_mla_sizes():
@@ -77,11 +76,11 @@ def test_layer_block_equals_slice_of_full_block(tmp_path, driver):
         # a subset, out of order
         sub = [keys[4], keys[1], keys[5]]
         full_sub = st.read_blocks(sub).result()
-        for l in range(SMALL.layers):
-            lb = st.read_layer(keys, l).result()
+        for layer in range(SMALL.layers):
+            lb = st.read_layer(keys, layer).result()
             assert lb.shape == (6, 8, 64)
-            assert np.array_equal(lb, full[:, l])
-            assert np.array_equal(st.read_layer(sub, l).result(), full_sub[:, l])
+            assert np.array_equal(lb, full[:, layer])
+            assert np.array_equal(st.read_layer(sub, layer).result(), full_sub[:, layer])
         assert np.array_equal(full, blocks)
 
 
@@ -95,8 +94,8 @@ def test_layer_read_reads_only_that_layer(tmp_path):
         slot = 0
         data = shard_file(tmp_path / "s", slot).read_bytes()
     nb = SMALL.layer_block_nbytes
-    for l in range(SMALL.layers):
-        assert data[l * nb : (l + 1) * nb] == blocks[0, l].tobytes()
+    for layer in range(SMALL.layers):
+        assert data[layer * nb : (layer + 1) * nb] == blocks[0, layer].tobytes()
     assert len(data) == SMALL.full_block_nbytes + 16 * SMALL.layers + 4  # + shard index + crc32c
 
 

@@ -9,11 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
+from kvstore_testutil import SMALL, rand_blocks
 
 from dualpath_jax.kvstore import IndexRecoveryWarning, KVStore
 from dualpath_jax.kvstore.journal import split_lines
-
-from kvstore_testutil import SMALL, rand_blocks
 
 T = SMALL.tokens_per_block
 SNAP_SEQS = (3, 2)  # sequences 0 and 1 end up in the snapshot

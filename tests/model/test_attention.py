@@ -8,16 +8,16 @@ from dualpath_jax.model.attention import absorbed_attention, expanded_attention,
 
 
 def test_absorbed_equals_expanded():
-    b, l, h, c, k, r, v = 3, 20, 4, 32, 16, 8, 12
+    b, n, h, c, k, r, v = 3, 20, 4, 32, 16, 8, 12
     keys = jax.random.split(jax.random.key(7), 6)
     q_nope = jax.random.normal(keys[0], (b, h, k))
     q_rope = jax.random.normal(keys[1], (b, h, r))
-    latent = jax.random.normal(keys[2], (b, l, c))
-    rope = jax.random.normal(keys[3], (b, l, r))
+    latent = jax.random.normal(keys[2], (b, n, c))
+    rope = jax.random.normal(keys[3], (b, n, r))
     w_uk = jax.random.normal(keys[4], (c, h, k)) * 0.2
     w_uv = jax.random.normal(keys[5], (c, h, v)) * 0.2
     lengths = jnp.array([1, 13, 20])
-    valid = jnp.arange(l)[None] < lengths[:, None]
+    valid = jnp.arange(n)[None] < lengths[:, None]
     a = absorbed_attention(q_nope, q_rope, latent, rope, valid, w_uk, w_uv, 0.2)
     e = expanded_attention(q_nope, q_rope, latent, rope, valid, w_uk, w_uv, 0.2)
     assert float(jnp.linalg.norm(a - e) / jnp.linalg.norm(e)) < 1e-5
