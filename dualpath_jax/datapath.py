@@ -7,6 +7,9 @@ network (PE CNIC in), compute, only the new KV back to DE DRAM (PE CNIC out).
 Both: once before decoding DE DRAM -> DE GPU (DE CNIC in); after decoding, the turn's new KV
 (new prompt tokens + generated tokens) is persisted through the DE node's SNIC.
 Oracle (free I/O): nothing crosses any link.
+
+`TurnPlan` is the one source of a turn's bytes: per link (`bytes_on`, the names below, which the
+simulator's links and the testbed's counters use), per node's DRAM, and per prefill chunk.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 SNIC_READ, SNIC_WRITE = "snic_read", "snic_write"  # a node's storage NIC, per direction
 PE_CNIC_IN, PE_CNIC_OUT = "pe_cnic_in", "pe_cnic_out"  # the prefill GPU's compute NIC
 DE_CNIC_IN = "de_cnic_in"  # the decode GPU's compute NIC (the H2D into the DE GPU)
+DRAM = "dram"  # a node's host memory
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,9 @@ class TurnPlan:
     pe_out_bytes: float  # out of the PE GPU to the DE buffer during/after prefill
     de_h2d_bytes: float  # DE DRAM -> DE GPU before decoding
     write_bytes: float  # new KV persisted after decoding
-
-    @property
-    def read_on_de(self) -> bool:
-        return self.de_read_fraction >= 0.5
+    new_bytes: float = 0.0  # KV of the newly computed prompt tokens
+    hit_tokens: int = 0  # cached prompt tokens the prefill reads
+    kv_bytes_per_token: float = 0.0  # 0 when I/O is free (the oracle): every chunk moves nothing
 
     @property
     def read_bytes(self) -> float:
@@ -46,6 +49,26 @@ class TurnPlan:
             DE_CNIC_IN: self.de_h2d_bytes,
             SNIC_WRITE: self.write_bytes,
         }
+
+    @property
+    def dram_pe_bytes(self) -> float:
+        """Through the PE node's DRAM: what it read, in from the SNIC and out to the PE GPU."""
+        return 2 * self.read_pe_bytes
+
+    @property
+    def dram_de_bytes(self) -> float:
+        """Through the DE node's DRAM: what it read (in and out), the PE's KV in, and the DE GPU's
+        H2D out. (Summed in this order since before plan_turn existed: the same floats.)"""
+        return 2 * self.read_de_bytes + self.new_bytes + self.pe_hit_out_bytes + self.de_h2d_bytes
+
+    def chunk_in_bytes(self, done: int) -> float:
+        """Into the PE GPU for a prefill chunk after `done` new tokens: the KV of all before it."""
+        return (self.hit_tokens + done) * self.kv_bytes_per_token
+
+    def chunk_out_bytes(self, done: int, tokens: int) -> float:
+        """Out of the PE GPU for a chunk of `tokens`: their KV, and with the first chunk the hit KV
+        the DE buffer needs from the PE."""
+        return tokens * self.kv_bytes_per_token + (self.pe_hit_out_bytes if done == 0 else 0.0)
 
 
 def plan_turn(
@@ -64,7 +87,7 @@ def plan_turn(
     if not 0.0 <= de_read_fraction <= 1.0:
         raise ValueError(f"de_read_fraction must be in [0, 1], got {de_read_fraction!r}")
     if free_io:
-        return TurnPlan(de_read_fraction, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return TurnPlan(de_read_fraction, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, hit_tokens=cached)
     f = de_read_fraction
     hit = cached * kv_bytes_per_token
     fresh = new * kv_bytes_per_token
@@ -79,4 +102,7 @@ def plan_turn(
         pe_out_bytes=fresh + pe_hit_out,
         de_h2d_bytes=(cached + new) * kv_bytes_per_token,
         write_bytes=(new + output) * kv_bytes_per_token,
+        new_bytes=fresh,
+        hit_tokens=cached,
+        kv_bytes_per_token=kv_bytes_per_token,
     )

@@ -5,13 +5,16 @@ reserves n / rate seconds of the link, starting when the link is next free (or n
 whatever burst credit idle time has built up, at most `burst_bytes`). `acquire(n)` blocks until the
 reservation ends, i.e. until the last byte would have crossed the emulated link. For overlap with
 real I/O, call `reserve(n)` before the I/O and `wait(deadline)` after it: the transfer then takes
-max(real time, link time), as a pipelined NIC would.
+max(real time, link time), as a pipelined NIC would. The link itself is the simulator's
+`dualpath_jax.link.FluidLink`, on the wall clock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+
+from ..link import FluidLink
 
 
 class Throttle:
@@ -21,11 +24,9 @@ class Throttle:
         if burst_bytes < 0:
             raise ValueError(f"burst_bytes: must be >= 0, got {burst_bytes!r}")
         self.rate = float(bytes_per_s)
-        self.burst_s = float(burst_bytes) / self.rate
         self.name = name
         self._lock = threading.Lock()
-        self._free_at = time.perf_counter()  # when the emulated link is next idle
-        self.total_bytes = 0
+        self._link = FluidLink(name, self.rate, time.perf_counter, burst_s=float(burst_bytes) / self.rate)
         # Transfers that ended after their link time (the real I/O, not this link, set the pace)
         # and by how much in total: see `settle`.
         self.transfers = 0
@@ -42,11 +43,11 @@ class Throttle:
         if nbytes < 0:
             raise ValueError(f"nbytes: must be >= 0, got {nbytes}")
         with self._lock:
-            now = time.perf_counter()
-            start = max(self._free_at, now - self.burst_s)
-            self._free_at = start + nbytes / self.rate
-            self.total_bytes += nbytes
-            return self._free_at
+            return self._link.transfer(nbytes)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self._link.bytes)
 
     @staticmethod
     def wait(deadline: float) -> None:

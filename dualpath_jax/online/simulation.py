@@ -1,8 +1,9 @@
 """The cluster simulation with agents arriving over time (online serving).
 
-Extends the offline simulation: agents start at given times, an agent waits a tool/think time between
-turns (or replays its trace timestamps), every finished turn leaves a timeline record, and the
-working set (KV bytes held in storage for live agents) is sampled over time.
+The offline `Simulation` with two of its arguments filled in: `TimedArrivals` starts each agent at
+its arrival time and waits a tool/think time between its turns (or replays its trace timestamps),
+and `OnlineRecorder` (a turn observer) keeps every finished turn's timeline and samples the working
+set (KV bytes held in storage for live agents) over time. Nothing of the run itself changes.
 """
 
 from __future__ import annotations
@@ -15,11 +16,88 @@ import numpy as np
 from ..config import ExperimentConfig, SystemSpec
 from ..costmodel import CostModel
 from ..metrics import percentiles
-from ..sim.simulator import Request, Simulation
+from ..sim.simulator import Arrivals, Simulation, TurnObserver
+from ..sim.turn import SimTurn
 from ..workload.trace import Trajectory
 from .latency import request_latencies, slo_met, summarize_latencies
 
 FIELDS = ("arrive", "first", "second", "joined", "finished", "output", "sched", "alloc", "read", "prefill")
+
+
+class TimedArrivals(Arrivals):
+    """Agent k starts at `starts[k]`; its next turn comes `think()` seconds after the last ends, or,
+    replaying a trace, at its timestamp (relative to the agent's first turn) if that is later."""
+
+    def __init__(self, agents: list[Trajectory], starts: Sequence[float], think: Callable[[], float], replay: bool):
+        self.agents, self.starts, self.think, self.replay = agents, list(starts), think, replay
+
+    def start(self, agent: int) -> float:
+        return self.starts[agent]
+
+    def gap(self, agent: int, index: int, now: float) -> float:
+        turns = self.agents[agent].turns
+        if self.replay and turns[index].t is not None:
+            return max(0.0, turns[index].t - turns[0].t + self.starts[agent] - now)
+        return self.think()
+
+
+class OnlineRecorder(TurnObserver):
+    """Every finished turn's timeline, and the working set sampled every `online.sample_s`."""
+
+    def __init__(self, agents: int, kv_bytes_per_token: float, sample_s: float):
+        self.kvb, self.sample_s = kv_bytes_per_token, sample_s
+        self.rec = {k: array("d") for k in FIELDS}
+        self.working_set = 0.0
+        self.agent_bytes = [0.0] * agents
+        self.series: list[tuple[float, float]] = []
+        self.active = agents
+
+    def attach(self, sim: Simulation) -> None:
+        sim.loop.at(0.0, self._sample, sim.loop)
+
+    def _sample(self, loop) -> None:
+        self.series.append((loop.now, self.working_set))
+        if self.active > 0:
+            loop.allow(1)  # a sample advances time by sample_s > 0: outside the turns' budget
+            loop.at(loop.now + self.sample_s, self._sample, loop)
+
+    def scheduled(self, sim: Simulation) -> None:
+        """Note when the head of the queue starts waiting for decode HBM (the TTFT breakdown's
+        allocation wait)."""
+        if sim.waiting:
+            head = sim.waiting[0]
+            if head.waits_hbm < 0 and not any(
+                e.free_kv >= head.kv_bytes
+                for g in sim.dispatcher.de_groups
+                if g.free_kv >= head.kv_bytes
+                for e in g.engines
+            ):
+                head.waits_hbm = sim.loop.now
+
+    def turn_done(self, sim: Simulation, turn: SimTurn) -> None:
+        r = self.rec
+        alloc = turn.placed - turn.waits_hbm if turn.waits_hbm >= 0 else 0.0
+        for key, value in (
+            ("arrive", turn.arrive),
+            ("first", turn.first_token),
+            ("second", turn.second_token),
+            ("joined", turn.joined),
+            ("finished", turn.finished),
+            ("output", turn.output),
+            ("sched", turn.placed - turn.arrive - alloc),
+            ("alloc", alloc),
+            ("read", turn.ready - turn.placed),
+            ("prefill", turn.first_token - turn.ready),
+        ):
+            r[key].append(value)
+        grown = (turn.new + turn.output) * self.kvb  # KV this turn adds to the agent's stored context
+        self.working_set += grown
+        self.agent_bytes[turn.agent] += grown
+
+    def agent_done(self, sim: Simulation, agent: int) -> None:
+        self.active -= 1
+        self.working_set -= self.agent_bytes[agent]  # a finished agent's KV is dropped
+        self.agent_bytes[agent] = 0.0
 
 
 class OnlineSimulation(Simulation):
@@ -34,78 +112,15 @@ class OnlineSimulation(Simulation):
         replay_timestamps: bool = False,
         on_turn: Callable[[], None] | None = None,
     ):
-        super().__init__(cfg, system, agents, cost, on_turn)
-        self.starts, self.think, self.replay = list(starts), think, replay_timestamps
-        self.rec = {k: array("d") for k in FIELDS}
-        self.working_set = 0.0
-        self.agent_bytes = [0.0] * len(agents)
-        self.ws_series: list[tuple[float, float]] = []
-        self.active = 0
-
-    def _start_agents(self) -> None:
-        for a, t in enumerate(self.starts):
-            self.loop.at(t, self._arrive, a, 0)
-        self.active = len(self.starts)
-        self.loop.at(0.0, self._sample)
-
-    def _sample(self) -> None:
-        self.ws_series.append((self.loop.now, self.working_set))
-        if self.active > 0:
-            self.loop.allow(1)  # a sample advances time by sample_s > 0: outside the turns' budget
-            self.loop.at(self.loop.now + self.cfg.online.sample_s, self._sample)
-
-    def _schedule(self) -> None:
-        super()._schedule()
-        if self.waiting:  # note when the head starts waiting for decode HBM (allocation)
-            head = self.waiting[0]
-            if head.alloc_since < 0 and not any(
-                e.free_kv >= head.kv_bytes for g in self.de_groups if g.free_kv >= head.kv_bytes for e in g.engines
-            ):
-                head.alloc_since = self.loop.now
-
-    def _persisted(self, req: Request) -> None:
-        r = self.rec
-        alloc = req.placed - req.alloc_since if req.alloc_since >= 0 else 0.0
-        for key, value in (
-            ("arrive", req.arrive),
-            ("first", req.first_token),
-            ("second", req.second_token),
-            ("joined", req.joined),
-            ("finished", req.finished),
-            ("output", req.output),
-            ("sched", req.placed - req.arrive - alloc),
-            ("alloc", alloc),
-            ("read", req.ready - req.placed),
-            ("prefill", req.first_token - req.ready),
-        ):
-            r[key].append(value)
-        grown = (req.new + req.output) * self.kvb  # KV this turn adds to the agent's stored context
-        self.working_set += grown
-        self.agent_bytes[req.agent] += grown
-        super()._persisted(req)
-
-    def _next_turn(self, req: Request) -> None:
-        turns = self.agents[req.agent].turns
-        if req.index + 1 < len(turns):
-            nxt = turns[req.index + 1]
-            if self.replay and nxt.t is not None:
-                delay = max(0.0, nxt.t - turns[0].t + self.starts[req.agent] - self.loop.now)
-            else:
-                delay = self.think()
-            if delay > 0:
-                self.loop.at(self.loop.now + delay, self._arrive, req.agent, req.index + 1)
-            else:
-                self._arrive(req.agent, req.index + 1)
-        else:
-            self.agent_done[req.agent] = self.loop.now
-            self.active -= 1
-            self.working_set -= self.agent_bytes[req.agent]  # a finished agent's KV is dropped
-            self.agent_bytes[req.agent] = 0.0
+        self.starts = list(starts)
+        self.recorder = OnlineRecorder(len(agents), cost.kv_bytes_per_token, cfg.online.sample_s)
+        arrivals = TimedArrivals(agents, starts, think, replay_timestamps)
+        super().__init__(cfg, system, agents, cost, on_turn, arrivals=arrivals, observer=self.recorder)
 
     def summary(self) -> dict:
         """Online metrics over the requests that arrived inside the measurement window."""
-        o = self.cfg.online
-        rec = {k: np.frombuffer(v, dtype=float) if len(v) else np.zeros(0) for k, v in self.rec.items()}
+        o, rec = self.cfg.online, self.recorder
+        rec = {k: np.frombuffer(v, dtype=float) if len(v) else np.zeros(0) for k, v in rec.rec.items()}
         window = (rec["arrive"] >= o.warmup_s) & (rec["arrive"] < o.duration_s)
         sel = {k: v[window] for k, v in rec.items()}
         lat = request_latencies(
@@ -115,7 +130,7 @@ class OnlineSimulation(Simulation):
         starts = np.asarray(self.starts)
         done = np.asarray(self.agent_done)
         judged = (starts >= o.warmup_s) & (starts < o.duration_s)
-        series = self.ws_series
+        series = self.recorder.series
         step = max(1, len(series) // 200)
         ws = np.array([b for _, b in series]) if series else np.zeros(1)
         return {

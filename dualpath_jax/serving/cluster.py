@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import jax
@@ -20,6 +19,7 @@ import numpy as np
 from ..cluster import Topology
 from ..config import ClusterSpec
 from ..kvstore import Throttle
+from ..link import DrainSeconds, FluidLink
 from ..scheduling import EngineLoad, GroupLoad
 
 
@@ -75,24 +75,8 @@ class Node:
     snic_read: Throttle
     snic_write: Throttle
     buffer: DramBuffer
-    read_free_at: float = 0.0  # perf_counter time the node's read queue drains (scheduler's view)
+    read_queue: FluidLink  # the reads booked on the node at placement (the scheduler's read_q)
     engines: list[int] = field(default_factory=list)
-
-
-class ReadQueueSeconds(Mapping):
-    """node -> seconds until its storage NIC drains the reads booked on it (the scheduler's read_q)."""
-
-    def __init__(self, nodes: list[Node]):
-        self._nodes = nodes
-
-    def __getitem__(self, node: int) -> float:
-        return max(0.0, self._nodes[node].read_free_at - time.perf_counter())
-
-    def __iter__(self):
-        return iter(range(len(self._nodes)))
-
-    def __len__(self) -> int:
-        return len(self._nodes)
 
 
 class EmulatedCluster:
@@ -118,6 +102,7 @@ class EmulatedCluster:
                 Throttle(rate, name=f"snic_read[{n}]"),
                 Throttle(rate, name=f"snic_write[{n}]"),
                 DramBuffer(n, dram_buffer_gb * 1e9),
+                FluidLink(f"read_queue[{n}]", rate, time.perf_counter),
                 engines=list(range(n * g, (n + 1) * g)),
             )
             for n in range(self.topo.nodes)
@@ -127,7 +112,7 @@ class EmulatedCluster:
         self.link_s = LinkBytes()  # seconds spent in timed transfers, per link (DE->PE hops)
         self.hop_s = LinkBytes()  # DE->PE device-to-device hops: seconds per hop size (str bytes)
         self.hop_n = LinkBytes()  # ... and how many hops of that size
-        self.read_queue_s = ReadQueueSeconds(self.nodes)
+        self.read_queue_s = DrainSeconds([n.read_queue for n in self.nodes])
 
     def device(self, engine: int):
         return self.devices[engine]
@@ -137,9 +122,7 @@ class EmulatedCluster:
 
     def book_read(self, node: int, nbytes: float) -> None:
         """Book a read on the node's queue (what the scheduler sees as its read queue)."""
-        n = self.nodes[node]
-        now = time.perf_counter()
-        n.read_free_at = max(n.read_free_at, now) + nbytes / self.spec.snic_bytes_per_s
+        self.nodes[node].read_queue.transfer(nbytes)
 
     def load_groups(self, de_room_bytes: float) -> tuple[list[GroupLoad], list[GroupLoad], dict[int, EngineLoad]]:
         pes, des = self.topo.engines()

@@ -28,9 +28,9 @@ from ..scheduling.intra import pack_quota
 
 if TYPE_CHECKING:
     from ..config import SimSpec, SystemSpec
+    from ..link import FluidLink
     from .events import EventLoop
-    from .links import FifoLink
-    from .simulator import Request
+    from .turn import SimTurn
 
 
 def lane_share(kv_active: bool, qos: bool, weight: float) -> float:
@@ -51,7 +51,7 @@ class PrefillNode:
         sim: "SimSpec",
         kv_room: float,
         cnic_bw: float,
-        on_done: Callable[["Request"], None],
+        on_done: Callable[["SimTurn"], None],
     ):
         self.node, self.loop, self.cost, self.system, self.sim = node, loop, cost, system, sim
         self.kv_room, self.bw, self.on_done = kv_room, cnic_bw, on_done
@@ -69,7 +69,7 @@ class PrefillNode:
         self.step_s = 0.0
         self.steps = 0
 
-    def submit(self, req: "Request") -> None:
+    def submit(self, req: "SimTurn") -> None:
         self.queues[req.pe].append(req)
         if not self.running:
             self._start()
@@ -87,11 +87,12 @@ class PrefillNode:
         a, lin = self._times(cached, new)
         return a + lin
 
-    def _pack(self, queue: deque) -> list[tuple["Request", int]]:
+    def pack(self, queue: deque) -> list[tuple["SimTurn", int]]:
+        """The next batch an engine forms from its ready queue: (turn, new tokens to prefill)."""
         if self.system.batching == "quota":
             items = []
             for r in queue:  # only as many as could possibly fit: quota-packing stops early
-                items.append((r.cached + r.done, r.new - r.done))
+                items.append((r.hit + r.done, r.new - r.done))
                 if len(items) > 64:
                     break
             chunks = pack_quota(items, self.quota, self._predict, self.sim.min_chunk_tokens)
@@ -110,7 +111,7 @@ class PrefillNode:
 
     # ---- one lockstep step over the node's engines ------------------------------------------
     def _start(self) -> None:
-        batches = {e: self._pack(q) for e, q in self.queues.items() if q}
+        batches = {e: self.pack(q) for e, q in self.queues.items() if q}
         if not batches:
             self.running = False
             return
@@ -120,13 +121,13 @@ class PrefillNode:
         for e, batch in batches.items():
             a = tok = b_in = b_out = 0.0
             for r, k in batch:
-                ra, rl = self._times(r.cached + r.done, k)
+                ra, rl = self._times(r.hit + r.done, k)
                 a += ra
                 lin_total += rl
                 tok += k
                 if not free_io:
-                    b_in += (r.cached + r.done) * self.kvb
-                    b_out += k * self.kvb + (r.pe_hit_out if r.done == 0 else 0.0)
+                    b_in += r.plan.chunk_in_bytes(r.done)
+                    b_out += r.plan.chunk_out_bytes(r.done, k)
             attn[e], io_in[e], io_out[e], model[e] = a, b_in, b_out, tok * self.ep_bytes
         n = len(self.queues)
         lin = lin_total / n  # the MoE work is shared by every GPU of the node (EP)
@@ -173,10 +174,10 @@ class DecodeEngine:
         node: int,
         loop: "EventLoop",
         cost: CostModel,
-        h2d: "FifoLink",
+        h2d: "FluidLink",
         qos: bool,
         qos_weight: float,
-        on_done: Callable[["Request"], None],
+        on_done: Callable[["SimTurn"], None],
     ):
         self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
         self.qos, self.qos_weight = qos, qos_weight
@@ -202,7 +203,7 @@ class DecodeEngine:
             self.batch_area += dt * len(self.due)
         self.t_last = now
 
-    def join(self, req: "Request") -> None:
+    def join(self, req: "SimTurn") -> None:
         self._advance()
         req.joined = self.loop.now
         self.keys += req.decode_keys

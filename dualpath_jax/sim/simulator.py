@@ -11,88 +11,52 @@ from __future__ import annotations
 
 import gc
 from array import array
-from collections import deque
-from collections.abc import Mapping
 from typing import Callable
 
 from ..cluster import Topology
 from ..config import ExperimentConfig, SystemSpec
 from ..costmodel import CostModel
-from ..datapath import plan_turn
+from ..link import DrainSeconds, FluidLink
 from ..metrics import SystemMetrics, summarize
 from ..scheduling import GroupLoad, SchedContext, make_scheduler
+from ..scheduling.dispatch import Dispatcher
 from ..workload.trace import Trajectory
 from .engines import DecodeEngine, PrefillNode
 from .events import EventLoop
-from .links import FifoLink
 from .tier import DramTier
+from .turn import SimTurn
 
 # Liveness bounds (sim/events.py): far above what a run needs, far below an endless loop.
 EVENTS_PER_TURN = 64
 EVENT_SLACK = 100_000
 
 
-class Request:
-    """One turn of one agent in flight; also the scheduler's RequestView (same attribute names)."""
+class Arrivals:
+    """When turns arrive. Offline (this class): every agent starts at time 0 and runs its turns
+    back to back. The online experiment passes its own (arrival times, think time)."""
 
-    __slots__ = (
-        "agent",
-        "index",
-        "input",
-        "cached",
-        "new",
-        "output",
-        "tokens",
-        "hit_tokens",
-        "kv_bytes",
-        "hit_bytes",
-        "decode_keys",
-        "arrive",
-        "pe",
-        "de",
-        "pe_hit_out",
-        "h2d_bytes",
-        "write_bytes",
-        "done",
-        "placed",
-        "ready",
-        "first_token",
-        "joined",
-        "second_token",
-        "finished",
-        "alloc_since",
-    )
+    def start(self, agent: int) -> float:
+        return 0.0
 
-    def __init__(self, agent: int, index: int, turn, arrive: float, kvb: float, decode_keys: int):
-        self.agent, self.index, self.arrive = agent, index, arrive
-        self.input, self.cached, self.output = turn.input, turn.cached, turn.output
-        self.new = turn.input - turn.cached
-        self.tokens = turn.input + turn.output
-        self.hit_tokens = turn.cached
-        self.kv_bytes = self.tokens * kvb
-        self.hit_bytes = turn.cached * kvb
-        self.decode_keys = decode_keys
-        self.pe = self.de = -1
-        self.pe_hit_out = self.h2d_bytes = self.write_bytes = 0.0
-        self.done = 0
-        self.placed = self.ready = self.first_token = self.joined = self.second_token = -1.0
-        self.finished = self.alloc_since = -1.0
+    def gap(self, agent: int, index: int, now: float) -> float:
+        """Seconds from the end of turn index-1 of `agent` until turn `index` arrives."""
+        return 0.0
 
 
-class _ReadQueueSeconds(Mapping):
-    """Seconds until each node's SNIC drains its read queue, evaluated lazily at the current time."""
+class TurnObserver:
+    """Watches a run (no effect on it): the online experiment records timelines through one."""
 
-    def __init__(self, links: list[FifoLink], loop: EventLoop):
-        self._links, self._loop = links, loop
+    def attach(self, sim: "Simulation") -> None:
+        """Called once before the run starts (e.g. to schedule periodic samples)."""
 
-    def __getitem__(self, node: int) -> float:
-        return max(0.0, self._links[node].free_at - self._loop.now)
+    def scheduled(self, sim: "Simulation") -> None:
+        """After each scheduling pass."""
 
-    def __iter__(self):
-        return iter(range(len(self._links)))
+    def turn_done(self, sim: "Simulation", turn: SimTurn) -> None:
+        """A turn's last token is out (before its agent's next turn is asked for)."""
 
-    def __len__(self) -> int:
-        return len(self._links)
+    def agent_done(self, sim: "Simulation", agent: int) -> None:
+        """An agent's last turn is done."""
 
 
 class Simulation:
@@ -103,31 +67,42 @@ class Simulation:
         agents: list[Trajectory],
         cost: CostModel,
         on_turn: Callable[[], None] | None = None,
+        arrivals: Arrivals | None = None,
+        observer: TurnObserver | None = None,
     ):
         self.cfg, self.system, self.agents, self.cost = cfg, system, agents, cost
         self.on_turn = on_turn or (lambda: None)
+        self.arrivals, self.observer = arrivals or Arrivals(), observer or TurnObserver()
         spec, sim = cfg.cluster, cfg.sim
         self.topo = Topology(spec)
         self.loop = loop = EventLoop(*self._event_budget(agents, sim.min_chunk_tokens))
+        clock = self._clock
         self.kvb = cost.kv_bytes_per_token
         pes, des = self.topo.engines()
-        self.loads = {e.id: e for e in pes + des}
         de_room = cost.kv_room_bytes("decode")
         for e in des:
             e.free_kv = de_room
-        self.pe_groups = self._groups(pes)
-        self.de_groups = self._groups(des)
-        self.group_of = {e.id: g for g in self.pe_groups + self.de_groups for e in g.engines}
         nodes = range(self.topo.nodes)
-        self.snic_read = [FifoLink(f"snic_read[{n}]", spec.snic_bytes_per_s) for n in nodes]
-        self.snic_write = [FifoLink(f"snic_write[{n}]", spec.snic_bytes_per_s) for n in nodes]
-        self.dram = [FifoLink(f"dram[{n}]", spec.dram_gbps * 1e9 / 8) for n in nodes]
-        self.de_h2d = {e.id: FifoLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s) for e in des}
-        self.ctx = SchedContext(
-            read_queue_s=_ReadQueueSeconds(self.snic_read, loop),
+        self.snic_read = [FluidLink(f"snic_read[{n}]", spec.snic_bytes_per_s, clock) for n in nodes]
+        self.snic_write = [FluidLink(f"snic_write[{n}]", spec.snic_bytes_per_s, clock) for n in nodes]
+        self.dram = [FluidLink(f"dram[{n}]", spec.dram_gbps * 1e9 / 8, clock) for n in nodes]
+        self.de_h2d = {e.id: FluidLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s, clock) for e in des}
+        # beta: the policy's overload threshold, in tokens of one PE GPU's beta_s of prefill work
+        ctx = SchedContext(
+            read_queue_s=DrainSeconds(self.snic_read),
             snic_bytes_per_s=spec.snic_bytes_per_s,
             alpha_s=sim.alpha_s,
             beta_tokens=sim.beta_s * self._prefill_tokens_per_s(),
+        )
+        self.dispatcher = Dispatcher(
+            make_scheduler(system.scheduler, system.dual_path, system.split_read),
+            self._groups(pes),
+            self._groups(des),
+            ctx,
+            kv_bytes_per_token=self.kvb,
+            free_io=system.free_io,
+            on_placed=self._placed,
+            clock=clock,
         )
         room_pe = cost.kv_room_bytes("prefill")
         self.pe_nodes = {
@@ -142,16 +117,14 @@ class Simulation:
                 spec.cnic_bytes_per_s,
                 self._prefilled,
             )
-            for g in self.pe_groups
+            for g in self.dispatcher.pe_groups
         }
         self.de = {
             e.id: DecodeEngine(e.id, e.node, loop, cost, self.de_h2d[e.id], system.qos, sim.qos_weight, self._decoded)
             for e in des
         }
-        self.scheduler = make_scheduler(system.scheduler, system.dual_path, system.split_read)
         self.tier = DramTier(system.dram_tier_tb * 1e12 * self.topo.nodes) if system.dram_tier_tb else None
-        self.waiting: deque[Request] = deque()
-        self.finished: list[Request] = []  # only with sim.record_turns
+        self.finished: list[SimTurn] = []  # only with sim.record_turns
         self.ttft, self.tpot = array("d"), array("d")
         self.turns = self.tokens_new = self.tokens_cached = self.tokens_out = 0
         self.agent_done = [0.0] * len(agents)
@@ -163,6 +136,16 @@ class Simulation:
                 f"a turn needs {largest / 1e9:.1f} GB of KV but a decode GPU has "
                 f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})"
             )
+
+    def _clock(self) -> float:
+        return self.loop.now
+
+    def node_of(self, engine: int) -> int:
+        return self.dispatcher.loads[engine].node
+
+    @property
+    def waiting(self):
+        return self.dispatcher.waiting
 
     @staticmethod
     def _event_budget(agents: list[Trajectory], min_chunk_tokens: int) -> tuple[int, int]:
@@ -187,104 +170,86 @@ class Simulation:
         new = sum(t.new for t in turns) / len(turns)
         return (cached + new) / self.cost.prefill_time(self.cost.counts.prefill_flops(round(cached), round(new)))
 
-    # ---- a turn's life -------------------------------------------------------------------------
+    # ---- a turn's life (docs/simulator.md, "A turn's life") ---------------------------------------
     def _arrive(self, agent: int, index: int) -> None:
         turn = self.agents[agent].turns[index]
         keys = self._keys.get(turn.input)
         if keys is None:
             keys = self._keys[turn.input] = self.cost.counts.decode_keys(turn.input)
-        self.waiting.append(Request(agent, index, turn, self.loop.now, self.kvb, keys))
+        self.dispatcher.enqueue(SimTurn(agent, index, turn, self.loop.now, self.kvb, keys))
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self.waiting:
-            return
-        placed = 0
-        for p in self.scheduler.place(self.waiting, self.pe_groups, self.de_groups, self.ctx):
-            self._dispatch(self.waiting[placed], p)
-            placed += 1
-        for _ in range(placed):
-            self.waiting.popleft()
+        self.dispatcher.schedule()
+        self.observer.scheduled(self)
 
-    def _dispatch(self, req: Request, p) -> None:
+    def _placed(self, turn: SimTurn) -> None:
+        """The dispatcher placed `turn` (loads applied): book its reads, then it joins its PE's queue."""
         now, free_io = self.loop.now, self.system.free_io
-        req.pe, req.de, req.placed = p.pe, p.de, now
-        de, pe = self.loads[p.de], self.loads[p.pe]
-        self.group_of[p.de].add(de, req.tokens, req.kv_bytes)
-        self.group_of[p.pe].add(pe, req.input)
         ready = now
-        if not free_io:
-            tier = self.tier.lookup(req.agent, req.hit_bytes) if self.tier is not None else 0.0
-            plan = plan_turn(
-                cached=req.cached,
-                new=req.new,
-                output=req.output,
-                kv_bytes_per_token=self.kvb,
-                de_read_fraction=p.de_read_fraction,
-                free_io=False,
-                tier_hit_bytes=tier,
-            )
-            req.pe_hit_out, req.h2d_bytes, req.write_bytes = plan.pe_hit_out_bytes, plan.de_h2d_bytes, plan.write_bytes
-            start = max(now, self.persisted_at[req.agent])  # read what the last turn wrote
-            # DRAM: what the reading node stages (in and out); the DE buffer receives the PE's KV and
-            # feeds the DE GPU. (Summed term by term as before plan_turn existed: same floats, same results.)
-            de_dram = 2 * plan.read_de_bytes + req.new * self.kvb + plan.pe_hit_out_bytes + plan.de_h2d_bytes
+        if free_io:
+            self.dispatcher.plan(turn)
+        else:
+            tier = self.tier.lookup(turn.agent, turn.hit_bytes) if self.tier is not None else 0.0
+            plan = self.dispatcher.plan(turn, tier)
+            pe, de = self.node_of(turn.pe), self.node_of(turn.de)
+            start = max(now, self.persisted_at[turn.agent])  # read what the last turn wrote
             ready = max(
-                self.snic_read[pe.node].transfer(start, plan.read_pe_bytes),
-                self.snic_read[de.node].transfer(start, plan.read_de_bytes),
-                self.dram[pe.node].transfer(now, 2 * plan.read_pe_bytes),
-                self.dram[de.node].transfer(now, de_dram),
+                self.snic_read[pe].transfer(plan.read_pe_bytes, start),
+                self.snic_read[de].transfer(plan.read_de_bytes, start),
+                self.dram[pe].transfer(plan.dram_pe_bytes, now),
+                self.dram[de].transfer(plan.dram_de_bytes, now),
             )
-        req.ready = ready
-        self.loop.at(ready, self.pe_nodes[pe.node].submit, req)
+        turn.ready = ready
+        self.loop.at(ready, self.pe_nodes[self.node_of(turn.pe)].submit, turn)
 
-    def _prefilled(self, req: Request) -> None:
-        self.group_of[req.pe].add(self.loads[req.pe], -req.input, requests=-1)
-        req.first_token = self.loop.now
-        end = self.de_h2d[req.de].transfer(self.loop.now, req.h2d_bytes)
-        self.loop.at(end, self.de[req.de].join, req)
+    def _prefilled(self, turn: SimTurn) -> None:
+        self.dispatcher.prefill_done(turn)
+        turn.first_token = self.loop.now
+        end = self.de_h2d[turn.de].transfer(turn.plan.de_h2d_bytes)
+        self.loop.at(end, self.de[turn.de].join, turn)
 
-    def _decoded(self, req: Request) -> None:
-        de = self.loads[req.de]
-        self.group_of[req.de].add(de, -req.tokens, -req.kv_bytes, requests=-1)
-        req.finished = self.loop.now
+    def _decoded(self, turn: SimTurn) -> None:
+        self.dispatcher.decode_done(turn)
+        turn.finished = self.loop.now
         # The new KV is written in the background; the agent's next turn may be placed at once,
-        # but its storage read starts only once this write is done (see _dispatch).
-        self.persisted_at[req.agent] = self.snic_write[de.node].transfer(self.loop.now, req.write_bytes)
+        # but its storage read starts only once this write is done (see _placed).
+        de = self.node_of(turn.de)
+        self.persisted_at[turn.agent] = self.snic_write[de].transfer(turn.plan.write_bytes)
         if self.tier is not None:
-            self.tier.store(req.agent, req.kv_bytes)
-        self._persisted(req)
+            self.tier.store(turn.agent, turn.kv_bytes)
+        self._persisted(turn)
         self._schedule()
 
-    def _persisted(self, req: Request) -> None:
-        """The turn is done (its last token is out); account it and start the agent's next turn."""
+    def _persisted(self, turn: SimTurn) -> None:
+        """The turn is done (its last token is out); account it and ask for the agent's next turn."""
         self.turns += 1
-        self.tokens_new += req.new
-        self.tokens_cached += req.cached
-        self.tokens_out += req.output
-        self.ttft.append(req.first_token - req.arrive)
-        if req.output > 1:
-            self.tpot.append((req.finished - req.joined) / (req.output - 1))
+        self.tokens_new += turn.new
+        self.tokens_cached += turn.hit
+        self.tokens_out += turn.output
+        self.ttft.append(turn.first_token - turn.arrive)
+        if turn.output > 1:
+            self.tpot.append((turn.finished - turn.joined) / (turn.output - 1))
         if self.cfg.sim.record_turns:
-            self.finished.append(req)
+            self.finished.append(turn)
+        self.observer.turn_done(self, turn)
         self.on_turn()
-        self._next_turn(req)
-
-    def _next_turn(self, req: Request) -> None:
-        """Offline: the agent's next turn starts at once (no tool time between turns)."""
-        if req.index + 1 < len(self.agents[req.agent].turns):
-            self._arrive(req.agent, req.index + 1)
+        agent, nxt = turn.agent, turn.index + 1
+        if nxt < len(self.agents[agent].turns):
+            gap = self.arrivals.gap(agent, nxt, self.loop.now)
+            if gap > 0:
+                self.loop.at(self.loop.now + gap, self._arrive, agent, nxt)
+            else:
+                self._arrive(agent, nxt)
         else:
-            self.agent_done[req.agent] = self.loop.now
+            self.agent_done[agent] = self.loop.now
+            self.observer.agent_done(self, agent)
 
     # ---- run -------------------------------------------------------------------------------------
-    def _start_agents(self) -> None:
-        """Offline: every agent starts at time 0."""
-        for a in range(len(self.agents)):
-            self.loop.at(0.0, self._arrive, a, 0)
-
     def simulate(self) -> None:
-        self._start_agents()
+        for a in range(len(self.agents)):
+            self.loop.at(self.arrivals.start(a), self._arrive, a, 0)
+        self.observer.attach(self)
         # The run allocates millions of short-lived acyclic objects; the cyclic collector would
         # rescan every live one over and over, at a cost that grows with the agents alive.
         enabled = gc.isenabled()

@@ -9,7 +9,7 @@ import pytest
 from dualpath_jax.config import SystemSpec
 from dualpath_jax.experiment import engine_view
 from dualpath_jax.sim import Simulation
-from dualpath_jax.sim.simulator import Request
+from dualpath_jax.sim.turn import SimTurn
 
 from ..helpers import cost_for, growing_agents, load, small_config
 
@@ -67,10 +67,10 @@ def test_without_layerwise_a_prefill_batch_fits_hbm():
     sim = Simulation(cfg, system("basic", layerwise=False, batching="tokens"), agents, cost_for(cfg))
     node = next(iter(sim.pe_nodes.values()))
     node.kv_room = 2.5 * 20300 * sim.kvb  # room for two requests' KV, not three
-    queue = deque(Request(a, 0, agents[a].turns[0], 0.0, sim.kvb, 0) for a in range(4))
-    assert len(node._pack(queue)) == 2
+    queue = deque(SimTurn(a, 0, agents[a].turns[0], 0.0, sim.kvb, 0) for a in range(4))
+    assert len(node.pack(queue)) == 2
     node.system = system("lw", batching="tokens")
-    assert len(node._pack(queue)) == 4  # layerwise: only one layer's KV at a time
+    assert len(node.pack(queue)) == 4  # layerwise: only one layer's KV at a time
 
 
 def test_split_read_uses_both_nodes_for_one_request():

@@ -8,13 +8,13 @@ from dualpath_jax.scheduling import (
     EngineLoad,
     GroupLoad,
     LeastLoadedScheduler,
-    RequestView,
     RoundRobinScheduler,
     SchedContext,
     largest_chunk,
     pack_quota,
     split_fraction,
 )
+from dualpath_jax.scheduling.dispatch import Dispatcher, Turn
 from dualpath_jax.scheduling.dualpath import choose_pe
 
 
@@ -28,19 +28,33 @@ def ctx(queues, beta=float("inf"), bw=1.0):
 
 
 def drive(scheduler, waiting, pes, des, c):
-    """Consume placements the way the simulator does: apply each before asking for the next."""
-    loads = {e.id: (e, g) for g in pes + des for e in g.engines}
-    out = []
-    for req, p in zip(waiting, scheduler.place(waiting, pes, des, c)):
-        for eid, extra_kv in ((p.de, req.kv_bytes), (p.pe, 0.0)):
-            e, g = loads[eid]
-            g.add(e, req.tokens, extra_kv)
-        out.append(p)
-    return out
+    """Place `waiting` through the Dispatcher, as both worlds do: each placement's loads are applied
+    before the next is asked for. Returns the placed turns (pe, de, de_read_fraction)."""
+    placed = []
+    dispatcher = Dispatcher(
+        scheduler, pes, des, c, kv_bytes_per_token=1.0, free_io=False, on_placed=placed.append, clock=lambda: 0.0
+    )
+    for turn in waiting:
+        dispatcher.enqueue(turn)
+    dispatcher.schedule()
+    return placed
 
 
 def req(tokens=30, kv=5.0, hit_bytes=0.0):
-    return RequestView(tokens=tokens, hit_tokens=0, kv_bytes=kv, hit_bytes=hit_bytes)
+    """A turn of `tokens` prompt tokens with exactly these KV bytes (what the policy reads)."""
+    turn = Turn(agent=0, index=0, input=tokens, hit=0, output=0, kv_bytes_per_token=1.0, arrive=0.0)
+    turn.kv_bytes, turn.hit_bytes = kv, hit_bytes
+    return turn
+
+
+def test_the_dispatcher_applies_each_placement_before_the_next():
+    pes, des = pe_groups(), de_groups()
+    first = Turn(agent=0, index=0, input=500, hit=0, output=100, kv_bytes_per_token=0.0078125, arrive=0.0)
+    placed = drive(LeastLoadedScheduler(dual_path=False), [first, req(tokens=40)], pes, des,
+                   ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}))  # fmt: skip
+    assert [t.pe for t in placed] == [2, 0]  # the second sees the first's 500 prompt tokens on PE 2
+    assert (pes[1].engines[0].tok, pes[1].engines[0].seq) == (550, 2)  # a PE holds the prompt
+    assert (des[1].engines[1].tok, des[1].engines[1].free_kv) == (640, 6.0 - 600 * 0.0078125)  # a DE all
 
 
 # ---- PE choice (paper) --------------------------------------------------------------------------
@@ -120,7 +134,7 @@ def test_least_loaded_exact_picks():
 def test_round_robin_cycles_and_skips_full_decode_engines():
     out = drive(
         RoundRobinScheduler(dual_path=False),
-        [req(kv=5.0)] * 4,
+        [req(kv=5.0) for _ in range(4)],
         pe_groups(),
         de_groups(),
         ctx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}),
@@ -192,7 +206,7 @@ def test_plans_put_bytes_on_the_right_links():
         20,
         220,
     )
-    assert not pe.read_on_de and de.read_on_de
+    assert (pe.de_read_fraction, de.de_read_fraction) == (0.0, 1.0)
     assert sum(plan_turn(de_read_fraction=1.0, free_io=True, **kw).bytes_on().values()) == 0
     # a split read, 40 of the 200 hit bytes already in a DRAM tier: 160 from storage, 1/4 via the DE
     sp = plan_turn(de_read_fraction=0.25, free_io=False, tier_hit_bytes=40.0, **kw)

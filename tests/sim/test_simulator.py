@@ -4,6 +4,7 @@ import pytest
 
 from dualpath_jax.cluster import check_pd_ratio
 from dualpath_jax.sim import Simulation
+from dualpath_jax.sim.simulator import TurnObserver
 
 from ..helpers import cost_for, growing_agents, small_config
 
@@ -78,18 +79,16 @@ def test_decode_respects_hbm_capacity():
     # and the peak reserved KV on each DE never exceeds its room.
     cfg = small_config(agents=12, activation_reserve_gb=74.2)
     cost = cost_for(cfg)
-    sim = Simulation(cfg, cfg.systems[1], growing_agents(12, turns=3, first=8000), cost)
     room = cost.kv_room_bytes("decode")
     low = [room]
-    orig = sim._dispatch
 
-    def watch(req, placed):
-        orig(req, placed)
-        low.append(sim.loads[placed.de].free_kv)
+    class Watch(TurnObserver):
+        def scheduled(self, sim):
+            low.append(min(g.free_kv for g in sim.dispatcher.de_groups))
+            low.extend(e.free_kv for g in sim.dispatcher.de_groups for e in g.engines)
 
-    sim._dispatch = watch
-    m = sim.run()
-    assert m.turns == 36 and min(low) >= 0
+    m = Simulation(cfg, cfg.systems[1], growing_agents(12, turns=3, first=8000), cost, observer=Watch()).run()
+    assert m.turns == 36 and min(low) >= 0 and min(low) < room / 2  # it was full at times
 
 
 def test_same_inputs_same_metrics():
