@@ -32,11 +32,12 @@ from flax import nnx  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.report import write_json  # noqa: E402
 from dualpath_jax.atomic import atomic_write  # noqa: E402
-from dualpath_jax.model import (
+from dualpath_jax.model import (  # noqa: E402
     KVCache,
     LayerwisePrefill,
+    choose_attn_impl,
     get_config,
-    jit_decode_step,  # noqa: E402
+    jit_decode_step,
     make_model_fast,
 )
 from dualpath_jax.model import attention as attn_mod  # noqa: E402
@@ -135,8 +136,10 @@ def decode_bytes(cfg, batch: int, sum_lengths: int):
 
 
 def check_attention(cfg, t: int = 1024, p: int = 3072):
-    """The prefill attention kernel (auto: cuDNN on GPU) with a prefix merge, bf16, against a
-    float32 XLA softmax with an explicit offset-causal mask. Fresh random inputs."""
+    """The prefill attention kernel (the one the model is built with: cuDNN on GPU) with a prefix
+    merge, bf16, against a float32 XLA softmax with an explicit offset-causal mask. Fresh random
+    inputs."""
+    impl = choose_attn_impl(cfg)
     h, a, v = cfg.n_heads, cfg.qk_head_dim, cfg.v_head_dim
     ks = jax.random.split(jax.random.key(42), 3)
     q = jax.random.normal(ks[0], (1, t, h, a), jnp.float32)
@@ -146,8 +149,8 @@ def check_attention(cfg, t: int = 1024, p: int = 3072):
 
     @jax.jit
     def fast(q, k, vv):
-        o1, l1 = attn_mod.flash_attention(q, k[:, p:], vv[:, p:], causal=True, scale=scale)
-        o2, l2 = attn_mod.flash_attention(q, k[:, :p], vv[:, :p], causal=False, scale=scale)
+        o1, l1 = attn_mod.flash_attention(q, k[:, p:], vv[:, p:], causal=True, scale=scale, impl=impl)
+        o2, l2 = attn_mod.flash_attention(q, k[:, :p], vv[:, :p], causal=False, scale=scale, impl=impl)
         return attn_mod.merge_attention(o1, l1, o2, l2)
 
     @jax.jit
@@ -157,15 +160,13 @@ def check_attention(cfg, t: int = 1024, p: int = 3072):
         pr = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), -1)
         return jnp.einsum("bhts,bshv->bthv", pr, vv, precision="highest")
 
-    attn_mod.LAST_ATTN_IMPL.clear()
-
     def bf(x):
         return x.astype(jnp.bfloat16)
 
     out = fast(bf(q), bf(k), bf(vv)).astype(jnp.float32)
     r = ref(bf(q).astype(jnp.float32), bf(k).astype(jnp.float32), bf(vv).astype(jnp.float32))
     err = float(jnp.linalg.norm(out - r) / jnp.linalg.norm(r))
-    return {"impl": sorted(set(attn_mod.LAST_ATTN_IMPL)), "rel_err": err, "new": t, "prefix": p}
+    return {"impl": impl, "rel_err": err, "new": t, "prefix": p}
 
 
 # ---- model benchmarks ---------------------------------------------------------------------
@@ -220,14 +221,10 @@ def bench_moe(cfg, model, t: int, reps: int):
 
 
 def random_prefix(cfg, p: int, seed: int):
+    """Per layer a random cached prefix [1, P, M] (the joined latent+rope entry), or None."""
     if p == 0:
-        return None, None
-    lat, rop = [], []
-    for i in range(cfg.n_layers):
-        k1, k2 = jax.random.split(jax.random.key(seed + i))
-        lat.append(jax.random.normal(k1, (1, p, cfg.kv_lora_rank), cfg.jdtype))
-        rop.append(jax.random.normal(k2, (1, p, cfg.qk_rope_dim), cfg.jdtype))
-    return lat, rop
+        return None
+    return [jax.random.normal(jax.random.key(seed + i), (1, p, cfg.kv_width), cfg.jdtype) for i in range(cfg.n_layers)]
 
 
 def bench_prefill(cfg, model, t: int, prefixes, reps: int, peak_tflops: float):
@@ -235,14 +232,13 @@ def bench_prefill(cfg, model, t: int, prefixes, reps: int, peak_tflops: float):
     tokens = jax.random.randint(jax.random.key(2), (1, t), 0, cfg.vocab_size)
     rows = []
     for p in prefixes:
-        lat, rop = random_prefix(cfg, p, 100)
-        attn_mod.LAST_ATTN_IMPL.clear()
+        prefix = random_prefix(cfg, p, 100)
         t0 = time.perf_counter()
-        logits, _, _ = lw(tokens, lat, rop)
+        logits = lw(tokens, prefix).logits
         block(logits)
         first = time.perf_counter() - t0
         finite = bool(jnp.isfinite(logits).all())
-        sec, ts = time_calls(lambda: lw(tokens, lat, rop)[0], 1, reps)
+        sec, ts = time_calls(lambda: lw(tokens, prefix).logits, 1, reps)
         mm, at, pe = prefill_flops(cfg, t, p)
         achieved = (mm + at) / sec
         row = {
@@ -257,7 +253,7 @@ def bench_prefill(cfg, model, t: int, prefixes, reps: int, peak_tflops: float):
             "achieved_tflops": achieved / 1e12,
             "mfu": achieved / (peak_tflops * 1e12),
             "mfu_incl_prefix_expand": (mm + at + pe) / sec / (peak_tflops * 1e12),
-            "attn_impl": sorted(set(attn_mod.LAST_ATTN_IMPL)),
+            "attn_impl": lw.cfg.attn_impl,
             "first_call_sec": first,
             "logits_finite": finite,
             "all_sec": ts,
@@ -268,44 +264,25 @@ def bench_prefill(cfg, model, t: int, prefixes, reps: int, peak_tflops: float):
             f"{achieved / 1e12:6.1f} TF/s  MFU {row['mfu']:.3f}  attn {row['attn_impl']}  "
             f"(first call {first:.1f}s)"
         )
-        lat = rop = logits = None  # free the device buffers
+        prefix = logits = None  # free the device buffers
         gc.collect()
     return rows
 
 
-def bench_decode(cfg, model, batch: int, ctx: int, layout: str, reps: int, hbm_tbps: float):
+def bench_decode(cfg, model, batch: int, ctx: int, reps: int, hbm_tbps: float):
     steps = 3 + reps
     # Random cache contents (never zeros), drawn layer by layer so that no draw needs a uint32
     # temporary the size of the whole cache.
-    lat_shape = (batch, ctx, cfg.kv_lora_rank)
-    rop_shape = (batch, ctx, cfg.qk_rope_dim)
-    draw = jax.jit(lambda key, shape: jax.random.normal(key, shape, cfg.jdtype), static_argnums=1)
-    if layout == "stacked":
-
-        @partial(jax.jit, donate_argnums=(0,))
-        def fill_layer(buf, key, i):
-            return jax.lax.dynamic_update_index_in_dim(buf, jax.random.normal(key, buf.shape[1:], buf.dtype), i, 0)
-
-        cache = KVCache.init(cfg, batch, ctx, layout=layout)
-        lat, rop = cache.latent, cache.rope
-        del cache
-        for i in range(cfg.n_layers):
-            lat = fill_layer(lat, jax.random.key(1000 + i), i)
-            rop = fill_layer(rop, jax.random.key(2000 + i), i)
-    else:
-        lat, rop = [], []
-        for i in range(cfg.n_layers):
-            lat.append(block(draw(jax.random.key(1000 + i), lat_shape)))
-            rop.append(block(draw(jax.random.key(2000 + i), rop_shape)))
-        lat, rop = tuple(lat), tuple(rop)
+    draw = jax.jit(lambda key: jax.random.normal(key, (batch, ctx, cfg.kv_width), cfg.jdtype))
+    kv = tuple(block(draw(jax.random.key(1000 + i))) for i in range(cfg.n_layers))
     start = ctx - steps - 1 - jnp.arange(batch, dtype=jnp.int32) % 8  # slightly ragged lengths
-    cache = KVCache(latent=lat, rope=rop, lengths=start)
+    cache = KVCache(kv=kv, lengths=start)
     block(cache)
     graphdef, state = nnx.split(model)
     step = jit_decode_step(graphdef)
     tokens = jax.random.randint(jax.random.key(3), (batch,), 0, cfg.vocab_size)
     box = {"cache": cache}
-    cache = lat = rop = None  # free the device buffers
+    cache = kv = None  # free the device buffers
 
     def run():
         logits, box["cache"] = step(state, tokens, box["cache"])
@@ -323,7 +300,6 @@ def bench_decode(cfg, model, batch: int, ctx: int, layout: str, reps: int, hbm_t
     row = {
         "batch": batch,
         "context": ctx,
-        "layout": layout,
         "sec_per_step": sec,
         "tokens_per_s": batch / sec,
         "weight_gb": wb / 1e9,
@@ -337,7 +313,7 @@ def bench_decode(cfg, model, batch: int, ctx: int, layout: str, reps: int, hbm_t
         "all_sec": ts,
     }
     log(
-        f"  decode B={batch} ctx={ctx} [{layout}]: {sec * 1e3:7.2f} ms/step  {batch / sec:7.0f} tok/s"
+        f"  decode B={batch} ctx={ctx}: {sec * 1e3:7.2f} ms/step  {batch / sec:7.0f} tok/s"
         f"  {(wb + cb) / 1e9:.1f} GB/step  roofline {roof * 1e3:.2f} ms  "
         f"fraction {roof / sec:.3f}  (first call {first:.1f}s)"
     )
@@ -360,7 +336,7 @@ def table(res) -> str:
     c = res["ceilings"]
     ac = res["attention_check"]
     L.append(
-        f"prefill attention kernel: {','.join(ac['impl'])}; bf16 rel err vs f32 offset-causal "
+        f"prefill attention kernel: {ac['impl']}; bf16 rel err vs f32 offset-causal "
         f"softmax {ac['rel_err']:.1e} ({ac['new']} new over {ac['prefix']} cached)"
     )
     L.append(
@@ -373,13 +349,13 @@ def table(res) -> str:
         L.append(
             f"{'':31s}{r['new_tokens']:5d} {r['cached_tokens']:6d} {r['sec'] * 1e3:7.1f} "
             f"{r['tokens_per_s']:8.0f} {r['achieved_tflops']:6.1f} {r['mfu']:.3f}  "
-            f"{','.join(r['attn_impl'])}"
+            f"{r['attn_impl']}"
         )
     L.append("")
-    L.append("decode (absorbed MLA)  batch   ctx  layout    ms/step   tok/s  GB/step  roofline-ms  fraction")
+    L.append("decode (absorbed MLA)  batch   ctx    ms/step   tok/s  GB/step  roofline-ms  fraction")
     for r in res["decode"]:
         L.append(
-            f"{'':22s}{r['batch']:6d} {r['context']:5d}  {r['layout']:8s} "
+            f"{'':22s}{r['batch']:6d} {r['context']:5d} "
             f"{r['sec_per_step'] * 1e3:8.2f} {r['tokens_per_s']:7.0f} "
             f"{r['weight_gb'] + r['cache_gb']:8.1f} {r['roofline_sec'] * 1e3:12.2f}  "
             f"{r['roofline_fraction']:.3f}"
@@ -410,7 +386,6 @@ def main(argv=None):
     ap.add_argument("--prefixes", default="0,16384,32768")
     ap.add_argument("--decode-batch", type=int, default=64)
     ap.add_argument("--decode-ctx", type=int, default=16384)
-    ap.add_argument("--decode-layouts", default="layers,stacked")
     ap.add_argument(
         "--moe-backend",
         default="",
@@ -461,6 +436,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     model = make_model_fast(cfg, seed=0)
     block(nnx.state(model))
+    cfg = model.cfg  # as built: its attn_impl is the prefill kernel chosen for this device
+    res["attn_impl"] = cfg.attn_impl
     res["init_sec"] = time.perf_counter() - t0
     res["weight_bytes"] = int(sum(x.nbytes for x in jax.tree.leaves(nnx.state(model))))
     log(f"  {res['init_sec']:.1f}s, {res['weight_bytes'] / 1e9:.1f} GB of weights")
@@ -488,16 +465,12 @@ def main(argv=None):
     save_json(res)
     log("decode ...")
     res["decode"] = []
-    for layout in args.decode_layouts.split(","):
-        try:
-            res["decode"].append(
-                bench_decode(cfg, model, args.decode_batch, args.decode_ctx, layout, args.reps * 2, hbm)
-            )
-            save_json(res)
-        except Exception as e:  # noqa: BLE001  (e.g. out of memory: keep what was measured)
-            log(f"  decode [{layout}] failed: {type(e).__name__}: {str(e)[:300]}")
-            res.setdefault("errors", []).append(f"decode[{layout}]: {type(e).__name__}: {str(e)[:300]}")
-            gc.collect()
+    try:
+        res["decode"].append(bench_decode(cfg, model, args.decode_batch, args.decode_ctx, args.reps * 2, hbm))
+    except jax.errors.JaxRuntimeError as e:  # e.g. out of memory: keep what was measured
+        log(f"  decode failed: {type(e).__name__}: {str(e)[:300]}")
+        res.setdefault("errors", []).append(f"decode: {type(e).__name__}: {str(e)[:300]}")
+        gc.collect()
 
     save_json(res)
     txt = table(res)

@@ -1,13 +1,14 @@
-"""Flax NNX DeepSeek-style MoE model (MLA with a latent cache, DeepSeekMoE). See docs/model.md."""
+"""Flax NNX DeepSeek-style MoE model (MLA with a joined latent+rope cache, DeepSeekMoE). See docs/model.md."""
 
+from .attention import choose_attn_impl
+from .cache import KVCache
 from .config import ModelConfig, get_config, known_configs
 from .layerwise import LayerwisePrefill
 from .model import (
-    KVCache,
+    PrefillOutput,
     Transformer,
     abstract_model,
     decode_step,
-    insert_prefill,
     jit_decode_step,
     jit_prefill,
     make_model,
@@ -20,10 +21,11 @@ __all__ = [
     "get_config",
     "known_configs",
     "KVCache",
+    "PrefillOutput",
     "Transformer",
     "abstract_model",
+    "choose_attn_impl",
     "decode_step",
-    "insert_prefill",
     "jit_decode_step",
     "jit_prefill",
     "make_model",

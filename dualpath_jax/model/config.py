@@ -2,7 +2,8 @@
 
 Shapes follow the public DeepSeek-V2-Lite / DeepSeek-V3 configs. Where our model departs from
 them it says so in the field comment (e.g. plain RoPE instead of YaRN, V3's sigmoid router on the
-V2-Lite shape).
+V2-Lite shape). Axis letters in comments (C, R, M, ...) are the ones listed in docs/model.md
+"Axis letters".
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import dataclasses
 import jax.numpy as jnp
 
 MOE_BACKENDS = ("sort", "ragged", "dense")
+# Prefill attention kernels. "auto" is a request, resolved once when the model is built
+# (attention.choose_attn_impl); a built model's cfg.attn_impl is always one of the other three.
+ATTN_IMPLS = ("auto", "cudnn-mla", "cudnn", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +49,9 @@ class ModelConfig:
     # Sort backend: per-expert capacity = ceil(capacity_factor * tokens * top_k / n_experts),
     # clipped to tokens. 0 = never drop (capacity = tokens). Decode always uses 0 (no drop).
     capacity_factor: float = 0.0
-    # Attention kernel for prefill: "auto" (cuDNN flash attention on GPU when the shape allows,
-    # else XLA), "xla" or "cudnn".
+    # Prefill attention kernel, one of ATTN_IMPLS: "auto" probes the device when the model is built
+    # (cuDNN MLA mode, else cuDNN with V padded, else XLA); the built model's config records the
+    # kernel chosen (docs/model.md "Attention kernel").
     attn_impl: str = "auto"
     init_std: float = 0.02
     assumed: str = ""  # free text naming assumptions where we depart from the public config
@@ -63,8 +68,8 @@ class ModelConfig:
             raise ValueError(f"config {self.name!r}: topk_group > n_group")
         if self.top_k > (self.n_routed_experts // self.n_group) * self.topk_group:
             raise ValueError(f"config {self.name!r}: top_k={self.top_k} exceeds the experts in the kept groups")
-        if self.attn_impl not in ("auto", "xla", "cudnn"):
-            raise ValueError(f"config {self.name!r}: attn_impl={self.attn_impl!r}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"config {self.name!r}: attn_impl={self.attn_impl!r} is not one of {ATTN_IMPLS}")
 
     # ---- derived sizes ---------------------------------------------------------------------
     @property
@@ -74,6 +79,11 @@ class ModelConfig:
     @property
     def qk_head_dim(self) -> int:
         return self.qk_nope_dim + self.qk_rope_dim
+
+    @property
+    def kv_width(self) -> int:
+        """M: the width of one cached token's entry per layer, latent [C] then rope [R]."""
+        return self.kv_lora_rank + self.qk_rope_dim
 
     @property
     def n_moe_layers(self) -> int:
@@ -118,7 +128,7 @@ class ModelConfig:
         return self.vocab_size * self.d_model + sum(self.layer_params(i, active=True) for i in range(self.n_layers))
 
     def kv_bytes_per_token_layer(self) -> int:
-        return (self.kv_lora_rank + self.qk_rope_dim) * self.jdtype.itemsize
+        return self.kv_width * self.jdtype.itemsize
 
 
 def _tiny() -> ModelConfig:

@@ -1,7 +1,7 @@
 """Small building blocks: parameter init, RMSNorm, RoPE, SwiGLU MLP.
 
-Axis letters used in einsums here:
-  B batch, T tokens, D d_model, F FFN hidden width, R rope dims (even), H heads.
+Axis letters (capitals in the einsum strings): docs/model.md "Axis letters". Used here: D d_model,
+F FFN hidden width, R rope dims.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ def param(rngs: nnx.Rngs, shape, dtype, std: float) -> nnx.Param:
 
 
 class RMSNorm(nnx.Module):
+    """No random init, so no rngs."""
+
     def __init__(self, dim: int, eps: float, dtype):
         self.weight = nnx.Param(jnp.ones((dim,), dtype))
         self.eps = eps
@@ -51,12 +53,12 @@ def apply_rope(x, cos, sin):
 class MLP(nnx.Module):
     """SwiGLU MLP: down(silu(x W_gate) * (x W_up))."""
 
-    def __init__(self, d_model: int, ffn: int, dtype, std: float, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, ffn: int, dtype, std: float, *, rngs: nnx.Rngs):
         self.w_gate = param(rngs, (d_model, ffn), dtype, std)
         self.w_up = param(rngs, (d_model, ffn), dtype, std)
         self.w_down = param(rngs, (ffn, d_model), dtype, std)
 
     def __call__(self, x):
-        g = jnp.einsum("...d,df->...f", x, self.w_gate[...])
-        u = jnp.einsum("...d,df->...f", x, self.w_up[...])
-        return jnp.einsum("...f,fd->...d", jax.nn.silu(g) * u, self.w_down[...])
+        g = jnp.einsum("...D,DF->...F", x, self.w_gate[...])
+        u = jnp.einsum("...D,DF->...F", x, self.w_up[...])
+        return jnp.einsum("...F,FD->...D", jax.nn.silu(g) * u, self.w_down[...])

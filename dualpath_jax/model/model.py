@@ -1,142 +1,118 @@
 """DeepSeek-style transformer: embedding -> blocks (MLA + dense MLP or DeepSeekMoE) -> norm -> head.
 
-Axis letters used in einsums here:
-  B batch, T tokens, D d_model, N vocabulary, Y layers, L cache slots, C kv latent, R rope dims.
+Axis letters (capitals in the einsum strings): docs/model.md "Axis letters". Used here: B batch,
+T tokens, D d_model, N vocabulary, Y layers, L cache slots, M = C+R the cached entry.
 
-Caches are explicit pytrees (KVCache): latent [Y,B,L,C], rope [Y,B,L,R], lengths [B].
+KV in and out of the model is the joined cache entry, per layer [B, tokens, M] (cache.py); the
+prefill attention kernel is chosen once, when the Transformer is built (attention.choose_attn_impl).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .attention import MLA
+from .attention import MLA, choose_attn_impl
+from .cache import KVCache
 from .config import ModelConfig
 from .layers import MLP, RMSNorm, param
 from .moe import MoE
 
 
-@partial(jax.tree_util.register_dataclass, data_fields=["latent", "rope", "lengths"], meta_fields=[])
-@dataclasses.dataclass
-class KVCache:
-    """Decode cache; lengths [B] = valid slots per request.
+class PrefillOutput(NamedTuple):
+    """logits [B,T,N] float32; kv: Y arrays [B,T,M], the new tokens' cache entries per layer;
+    hidden [B,T,D]: the last block's output (before the final norm)."""
 
-    Two layouts of the same data: "stacked" (latent [Y,B,L,C], rope [Y,B,L,R]; one array each) or
-    "layers" (tuples of Y arrays [B,L,C] / [B,L,R]; each layer's buffer is updated in place on its
-    own, which avoids slicing one layer out of a stacked buffer on every decode step).
-    """
+    logits: jax.Array
+    kv: tuple[jax.Array, ...]
+    hidden: jax.Array
 
-    latent: Any
-    rope: Any
-    lengths: jax.Array
 
-    @staticmethod
-    def init(cfg: ModelConfig, batch: int, max_len: int, dtype=None, layout: str = "stacked") -> "KVCache":
-        dt = dtype or cfg.jdtype
-        lat = (batch, max_len, cfg.kv_lora_rank)
-        rop = (batch, max_len, cfg.qk_rope_dim)
-        if layout == "stacked":
-            return KVCache(
-                latent=jnp.zeros((cfg.n_layers,) + lat, dt),
-                rope=jnp.zeros((cfg.n_layers,) + rop, dt),
-                lengths=jnp.zeros((batch,), jnp.int32),
-            )
-        if layout == "layers":
-            return KVCache(
-                latent=tuple(jnp.zeros(lat, dt) for _ in range(cfg.n_layers)),
-                rope=tuple(jnp.zeros(rop, dt) for _ in range(cfg.n_layers)),
-                lengths=jnp.zeros((batch,), jnp.int32),
-            )
-        raise ValueError(f"unknown cache layout {layout!r}; expected 'stacked' or 'layers'")
-
-    @property
-    def stacked(self) -> bool:
-        return not isinstance(self.latent, (tuple, list))
-
-    @property
-    def max_len(self) -> int:
-        return (self.latent if self.stacked else self.latent[0]).shape[-2]
+def with_attn_impl(cfg: ModelConfig) -> ModelConfig:
+    """cfg with its prefill attention kernel chosen for the default backend (see choose_attn_impl)."""
+    impl = choose_attn_impl(cfg)
+    return cfg if impl == cfg.attn_impl else cfg.replace(attn_impl=impl)
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
         self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_eps, cfg.jdtype)
-        self.attn = MLA(cfg, rngs)
+        self.attn = MLA(cfg, rngs=rngs)
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.rms_eps, cfg.jdtype)
         self.is_moe = cfg.is_moe_layer(layer_idx)
-        self.ffn = MoE(cfg, rngs) if self.is_moe else MLP(cfg.d_model, cfg.dense_ffn, cfg.jdtype, cfg.init_std, rngs)
+        if self.is_moe:
+            self.ffn = MoE(cfg, rngs=rngs)
+        else:
+            self.ffn = MLP(cfg.d_model, cfg.dense_ffn, cfg.jdtype, cfg.init_std, rngs=rngs)
 
     def _ffn(self, x, decode: bool):
-        h = self.ffn_norm(x)
+        with jax.named_scope("ffn_norm"):
+            h = self.ffn_norm(x)
         if self.is_moe:
-            return x + self.ffn(h, capacity_factor=0.0 if decode else None)
-        return x + self.ffn(h)
+            with jax.named_scope("moe"):
+                return x + self.ffn(h, capacity_factor=0.0 if decode else None)
+        with jax.named_scope("mlp"):
+            return x + self.ffn(h)
 
-    def prefill(self, x, prefix_latent=None, prefix_rope=None):
-        """x [B,T,D] -> (x [B,T,D], latent [B,T,C], rope [B,T,R]) for the new tokens."""
-        a, latent, rope = self.attn.prefill(self.attn_norm(x), prefix_latent, prefix_rope)
-        return self._ffn(x + a, decode=False), latent, rope
+    def prefill(self, x, prefix_kv=None):
+        """x [B,T,D], prefix_kv [B,P,M] or None -> (x [B,T,D], the new tokens' kv [B,T,M])."""
+        with jax.named_scope("attn_norm"):
+            h = self.attn_norm(x)
+        with jax.named_scope("attention"):
+            a, kv = self.attn.prefill(h, prefix_kv)
+        return self._ffn(x + a, decode=False), kv
 
-    def decode(self, x, latent_cache, rope_cache, lengths):
-        """x [B,D]; caches [B,L,*] already hold this token at lengths - 1."""
-        return self._ffn(x + self.attn.decode(self.attn_norm(x), latent_cache, rope_cache, lengths), decode=True)
+    def decode(self, x, cache, positions):
+        """x [B,D] at positions [B]; cache [B,L,M] this layer's -> (x [B,D], cache with x's entry)."""
+        with jax.named_scope("attn_norm"):
+            h = self.attn_norm(x)
+        with jax.named_scope("attention"):
+            a, cache = self.attn.decode(h, cache, positions)
+        return self._ffn(x + a, decode=True), cache
+
+
+def head_logits(final_norm: RMSNorm, lm_head, x):
+    """x [..., D] -> float32 logits [..., N]."""
+    with jax.named_scope("logits"):
+        return jnp.einsum("...D,DN->...N", final_norm(x), lm_head, preferred_element_type=jnp.float32)
 
 
 class Transformer(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        cfg = with_attn_impl(cfg)  # decided here, once; self.cfg.attn_impl records the kernel
         self.cfg = cfg
         self.embed = param(rngs, (cfg.vocab_size, cfg.d_model), cfg.jdtype, 1.0)
-        self.layers = nnx.List([Block(cfg, i, rngs) for i in range(cfg.n_layers)])
+        self.layers = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.d_model, cfg.rms_eps, cfg.jdtype)
         self.lm_head = param(rngs, (cfg.d_model, cfg.vocab_size), cfg.jdtype, cfg.init_std)
 
     def embed_tokens(self, tokens):
-        return self.embed[...][tokens]
+        with jax.named_scope("embed"):
+            return self.embed[...][tokens]
 
     def logits(self, x):
         """x [..., D] -> float32 logits [..., N]."""
-        return jnp.einsum("...d,dn->...n", self.final_norm(x), self.lm_head[...], preferred_element_type=jnp.float32)
+        return head_logits(self.final_norm, self.lm_head[...], x)
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
+        """An empty decode cache for this model (KVCache.init, for callers holding only a config)."""
+        return KVCache.init(self.cfg, batch, max_len, dtype)
 
 
-def prefill(model: Transformer, tokens, prefix_latent=None, prefix_rope=None):
-    """Whole-model prefill of tokens [B,T] after an optional cached prefix
-    (prefix_latent [Y,B,P,C], prefix_rope [Y,B,P,R]).
-
-    Returns (logits [B,T,N] float32, latent [Y,B,T,C], rope [Y,B,T,R]) for the new tokens.
-    """
+def prefill(model: Transformer, tokens, prefix_kv=None) -> PrefillOutput:
+    """Whole-model prefill of tokens [B,T] after an optional cached prefix: prefix_kv indexed by
+    layer (Y arrays [B,P,M], or one [Y,B,P,M] array) or None."""
     x = model.embed_tokens(tokens)
-    lat, rop = [], []
+    kv = []
     for i, layer in enumerate(model.layers):
-        pl = None if prefix_latent is None else prefix_latent[i]
-        pr = None if prefix_rope is None else prefix_rope[i]
-        x, l_i, r_i = layer.prefill(x, pl, pr)
-        lat.append(l_i)
-        rop.append(r_i)
-    return model.logits(x), jnp.stack(lat), jnp.stack(rop)
-
-
-def insert_prefill(cache: KVCache, latent, rope, lengths) -> KVCache:
-    """Write prefill outputs (latent [Y,B,T,C], rope [Y,B,T,R], covering positions 0..T-1 of each
-    request) into a decode cache and set lengths [B] (tokens valid per request)."""
-    t = latent.shape[2]
-    lengths = jnp.asarray(lengths, jnp.int32)
-    if cache.stacked:
-        return KVCache(
-            latent=cache.latent.at[:, :, :t].set(latent.astype(cache.latent.dtype)),
-            rope=cache.rope.at[:, :, :t].set(rope.astype(cache.rope.dtype)),
-            lengths=lengths,
-        )
-    return KVCache(
-        latent=tuple(c.at[:, :t].set(latent[i].astype(c.dtype)) for i, c in enumerate(cache.latent)),
-        rope=tuple(c.at[:, :t].set(rope[i].astype(c.dtype)) for i, c in enumerate(cache.rope)),
-        lengths=lengths,
-    )
+        with jax.named_scope(f"layer_{i}"):
+            x, kv_i = layer.prefill(x, None if prefix_kv is None else prefix_kv[i])
+        kv.append(kv_i)
+    return PrefillOutput(model.logits(x), tuple(kv), x)
 
 
 def decode_step(model: Transformer, tokens, cache: KVCache):
@@ -145,52 +121,38 @@ def decode_step(model: Transformer, tokens, cache: KVCache):
     Returns (logits [B,N] float32, cache with this token written and lengths + 1). Requests whose
     cache is full (lengths == max_len) are not written; their output is meaningless.
     """
-    b = tokens.shape[0]
     pos = cache.lengths
-    new_len = pos + 1
     x = model.embed_tokens(tokens)
-    rows = jnp.arange(b)
-    if cache.stacked:
-        latent, rope = cache.latent, cache.rope
-    else:
-        latent, rope = list(cache.latent), list(cache.rope)
+    kv = list(cache.kv)
     for i, layer in enumerate(model.layers):
-        l_new, r_new = layer.attn.project_kv(layer.attn_norm(x), pos)
-        if cache.stacked:
-            latent = latent.at[i, rows, pos].set(l_new.astype(latent.dtype), mode="drop")
-            rope = rope.at[i, rows, pos].set(r_new.astype(rope.dtype), mode="drop")
-            lat_i, rope_i = latent[i], rope[i]
-        else:
-            latent[i] = latent[i].at[rows, pos].set(l_new.astype(latent[i].dtype), mode="drop")
-            rope[i] = rope[i].at[rows, pos].set(r_new.astype(rope[i].dtype), mode="drop")
-            lat_i, rope_i = latent[i], rope[i]
-        x = layer.decode(x, lat_i, rope_i, new_len)
-    if not cache.stacked:
-        latent, rope = tuple(latent), tuple(rope)
-    return model.logits(x), KVCache(latent=latent, rope=rope, lengths=new_len)
+        with jax.named_scope(f"layer_{i}"):
+            x, kv[i] = layer.decode(x, kv[i], pos)
+    return model.logits(x), KVCache(kv=tuple(kv), lengths=pos + 1)
 
 
-# ---- jitted entry points over (graphdef, state) --------------------------------------------
+# ---- building ------------------------------------------------------------------------------
 
 
 def make_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
     """Random weights from a seed, created inside jit (on the default device, in cfg.dtype)."""
-    return nnx.jit(lambda: Transformer(cfg, nnx.Rngs(seed)))()
+    cfg = with_attn_impl(cfg)  # outside the trace: the choice may compile a probe
+    return nnx.jit(lambda: Transformer(cfg, rngs=nnx.Rngs(seed)))()
 
 
 def make_model_fast(cfg: ModelConfig, seed: int = 0) -> Transformer:
     """Random weights created on device one layer at a time: one small compiled init per layer
     kind (dense / MoE) instead of one program for the whole model, which takes minutes to
     compile at ds16b size. Same distributions as make_model, different draws."""
+    cfg = with_attn_impl(cfg)
     model = abstract_model(cfg)
 
     @partial(jax.jit, static_argnums=(1,))
     def block_state(key, layer_idx):
-        return nnx.state(Block(cfg, layer_idx, nnx.Rngs(key)))
+        return nnx.state(Block(cfg, layer_idx, rngs=nnx.Rngs(key)))
 
     @jax.jit
     def top(key):
-        m = Transformer(cfg.replace(n_layers=0), nnx.Rngs(key))
+        m = Transformer(cfg.replace(n_layers=0), rngs=nnx.Rngs(key))
         return m.embed[...], m.lm_head[...], nnx.state(m.final_norm)
 
     keys = jax.random.split(jax.random.key(seed), cfg.n_layers + 1)
@@ -205,16 +167,20 @@ def make_model_fast(cfg: ModelConfig, seed: int = 0) -> Transformer:
 
 
 def abstract_model(cfg: ModelConfig) -> Transformer:
-    """Shapes and dtypes only (no memory); for restoring checkpoints."""
-    return nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0)))
+    """Shapes and dtypes only (no memory): for restoring checkpoints and full-size shape checks."""
+    cfg = with_attn_impl(cfg)
+    return nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+
+
+# ---- jitted entry points over (graphdef, state) --------------------------------------------
 
 
 def jit_prefill(graphdef):
-    """jit(prefill) over the model state: fn(state, tokens, prefix_latent, prefix_rope)."""
+    """jit(prefill) over the model state: fn(state, tokens, prefix_kv=None) -> PrefillOutput."""
 
     @jax.jit
-    def fn(state, tokens, prefix_latent=None, prefix_rope=None):
-        return prefill(nnx.merge(graphdef, state), tokens, prefix_latent, prefix_rope)
+    def fn(state, tokens, prefix_kv=None):
+        return prefill(nnx.merge(graphdef, state), tokens, prefix_kv)
 
     return fn
 

@@ -1,19 +1,19 @@
 """DeepSeekMoE: shared experts + routed experts with the DeepSeek-V3 router.
 
-Axis letters used in einsums here:
-  T tokens (batch and sequence flattened), D d_model, F expert FFN width, E routed experts,
-  K experts chosen per token (top_k), G router groups, X capacity slots per expert,
-  A token-expert assignments (T*K), sorted by expert in the sort/ragged backends.
+Axis letters (capitals in the einsum strings): docs/model.md "Axis letters". Used here: T tokens
+(batch and sequence flattened), D d_model, F expert FFN width, E routed experts, J experts chosen
+per token (top_k), G router groups, X capacity slots per expert, Z token-expert assignments (T*J),
+sorted by expert in the sort/ragged backends.
 
 Router (DeepSeek-V3): scores = sigmoid(x W_gate); a per-expert selection bias (trained by the
 auxiliary-loss-free balancer, `e_score_correction_bias`) is added ONLY for choosing experts:
 groups of E/G experts are scored by the sum of their top-2 biased scores, the best `topk_group`
-groups are kept, and the top-K biased scores inside them are chosen. The combine weights are the
+groups are kept, and the top-J biased scores inside them are chosen. The combine weights are the
 UNBIASED sigmoid scores of the chosen experts, normalised to sum 1, times routed_scaling_factor.
 
 Grouped matmul backends (cfg.moe_backend):
   sort   - sort assignments by expert, gather into a capacity-padded [E, X, D] buffer, three
-           batched einsums, gather back. Capacity X = ceil(cf * T * K / E) (cf = capacity_factor;
+           batched einsums, gather back. Capacity X = ceil(cf * T * J / E) (cf = capacity_factor;
            0 means X = T, which never drops). Assignments past an expert's capacity are dropped.
   ragged - sort assignments by expert and call jax.lax.ragged_dot with per-expert group sizes.
            Never drops.
@@ -33,7 +33,7 @@ from .layers import MLP, param
 
 
 def route(logits, bias, *, top_k: int, n_group: int, topk_group: int, scaling: float):
-    """DeepSeek-V3 routing. logits [T, E] (float32), bias [E] -> (weights [T, K] f32, idx [T, K])."""
+    """DeepSeek-V3 routing. logits [T, E] (float32), bias [E] -> (weights [T, J] f32, idx [T, J])."""
     t, e = logits.shape
     scores = jax.nn.sigmoid(logits.astype(jnp.float32))
     choice = scores + bias.astype(jnp.float32)[None, :]
@@ -59,13 +59,13 @@ def capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) 
 
 
 def _swiglu_experts_einsum(buf, wg, wu, wd):
-    g = jnp.einsum("exd,edf->exf", buf, wg)
-    u = jnp.einsum("exd,edf->exf", buf, wu)
-    return jnp.einsum("exf,efd->exd", jax.nn.silu(g) * u, wd)
+    g = jnp.einsum("EXD,EDF->EXF", buf, wg)
+    u = jnp.einsum("EXD,EDF->EXF", buf, wu)
+    return jnp.einsum("EXF,EFD->EXD", jax.nn.silu(g) * u, wd)
 
 
 def _sort_assignments(idx, n_experts: int):
-    """Sort the T*K assignments by expert. Returns (order, sorted_expert, counts, starts, inv)."""
+    """Sort the Z = T*J assignments by expert. Returns (order, sorted_expert, counts, starts, inv)."""
     flat_e = idx.reshape(-1)
     a = flat_e.shape[0]
     order = jnp.argsort(flat_e, stable=True).astype(jnp.int32)  # sorted pos -> assignment
@@ -93,8 +93,8 @@ def moe_sort(x, w, idx, wg, wu, wd, capacity_factor: float):
     # Back: sorted assignment j sits at out[sorted_e[j] * X + rank_j] if rank_j < X (else dropped).
     rank = jnp.arange(t * k, dtype=jnp.int32) - starts[sorted_e]
     fidx = jnp.where(rank < cap, sorted_e * cap + rank, e * cap)  # e*cap: out of range -> 0
-    ya = out.at[fidx[inv]].get(mode="fill", fill_value=0).reshape(t, k, d)  # [T, K, D]
-    return jnp.einsum("tkd,tk->td", ya.astype(jnp.float32), w).astype(x.dtype)
+    ya = out.at[fidx[inv]].get(mode="fill", fill_value=0).reshape(t, k, d)  # [T, J, D]
+    return jnp.einsum("TJD,TJ->TD", ya.astype(jnp.float32), w).astype(x.dtype)
 
 
 def moe_ragged(x, w, idx, wg, wu, wd):
@@ -102,26 +102,26 @@ def moe_ragged(x, w, idx, wg, wu, wd):
     k = idx.shape[1]
     e = wg.shape[0]
     order, _, counts, _, inv = _sort_assignments(idx, e)
-    xs = x[order // k]  # [A, D] sorted by expert
+    xs = x[order // k]  # [Z, D] sorted by expert
     g = jax.lax.ragged_dot(xs, wg, counts)
     u = jax.lax.ragged_dot(xs, wu, counts)
-    ys = jax.lax.ragged_dot(jax.nn.silu(g) * u, wd, counts)  # [A, D]
+    ys = jax.lax.ragged_dot(jax.nn.silu(g) * u, wd, counts)  # [Z, D]
     ya = ys[inv].reshape(t, k, d)
-    return jnp.einsum("tkd,tk->td", ya.astype(jnp.float32), w).astype(x.dtype)
+    return jnp.einsum("TJD,TJ->TD", ya.astype(jnp.float32), w).astype(x.dtype)
 
 
 def moe_dense(x, w, idx, wg, wu, wd):
     t = x.shape[0]
     e = wg.shape[0]
     combine = jnp.zeros((t, e), jnp.float32).at[jnp.arange(t)[:, None], idx].add(w)  # [T, E]
-    g = jnp.einsum("td,edf->tef", x, wg)
-    u = jnp.einsum("td,edf->tef", x, wu)
-    out = jnp.einsum("tef,efd->ted", jax.nn.silu(g) * u, wd)
-    return jnp.einsum("ted,te->td", out.astype(jnp.float32), combine).astype(x.dtype)
+    g = jnp.einsum("TD,EDF->TEF", x, wg)
+    u = jnp.einsum("TD,EDF->TEF", x, wu)
+    out = jnp.einsum("TEF,EFD->TED", jax.nn.silu(g) * u, wd)
+    return jnp.einsum("TED,TE->TD", out.astype(jnp.float32), combine).astype(x.dtype)
 
 
 class MoE(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         dt, std = cfg.jdtype, cfg.init_std
         e, d, f = cfg.n_routed_experts, cfg.d_model, cfg.expert_ffn
         self.cfg = cfg
@@ -131,11 +131,11 @@ class MoE(nnx.Module):
         self.w_gate = param(rngs, (e, d, f), dt, std)
         self.w_up = param(rngs, (e, d, f), dt, std)
         self.w_down = param(rngs, (e, f, d), dt, std)
-        self.shared = MLP(d, f * cfg.n_shared_experts, dt, std, rngs) if cfg.n_shared_experts else None
+        self.shared = MLP(d, f * cfg.n_shared_experts, dt, std, rngs=rngs) if cfg.n_shared_experts else None
 
     def router(self, x):
         cfg = self.cfg
-        logits = jnp.einsum("td,de->te", x.astype(jnp.float32), self.w_router[...])
+        logits = jnp.einsum("TD,DE->TE", x.astype(jnp.float32), self.w_router[...])
         return route(
             logits,
             self.e_bias[...],
@@ -152,16 +152,19 @@ class MoE(nnx.Module):
         cf = cfg.capacity_factor if capacity_factor is None else capacity_factor
         shape = x.shape
         xt = x.reshape(-1, shape[-1])
-        w, idx = self.router(xt)
+        with jax.named_scope("router"):
+            w, idx = self.router(xt)
         ws = (self.w_gate[...], self.w_up[...], self.w_down[...])
-        if backend == "sort":
-            y = moe_sort(xt, w, idx, *ws, capacity_factor=cf)
-        elif backend == "ragged":
-            y = moe_ragged(xt, w, idx, *ws)
-        elif backend == "dense":
-            y = moe_dense(xt, w, idx, *ws)
-        else:
-            raise ValueError(f"unknown moe backend {backend!r}; expected sort, ragged or dense")
+        with jax.named_scope(f"routed_experts_{backend}"):
+            if backend == "sort":
+                y = moe_sort(xt, w, idx, *ws, capacity_factor=cf)
+            elif backend == "ragged":
+                y = moe_ragged(xt, w, idx, *ws)
+            elif backend == "dense":
+                y = moe_dense(xt, w, idx, *ws)
+            else:
+                raise ValueError(f"unknown moe backend {backend!r}; expected sort, ragged or dense")
         if self.shared is not None:
-            y = y + self.shared(xt)
+            with jax.named_scope("shared_experts"):
+                y = y + self.shared(xt)
         return y.reshape(shape)

@@ -12,40 +12,13 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..model import KVCache
 from . import kvcodec
 from .hostcopy import start_to_host, to_numpy
-
-
-@partial(jax.jit, donate_argnums=(0, 1))
-def _insert(latent, rope, slot, kv):
-    """Write kv [Y, n, C+R] into every layer's cache at [slot, :n]."""
-    c = latent[0].shape[-1]
-    lat = tuple(
-        jax.lax.dynamic_update_slice(layer, kv[i, None, :, :c].astype(layer.dtype), (slot, 0, 0))
-        for i, layer in enumerate(latent)
-    )
-    rop = tuple(
-        jax.lax.dynamic_update_slice(r, kv[i, None, :, c:].astype(r.dtype), (slot, 0, 0)) for i, r in enumerate(rope)
-    )
-    return lat, rop
-
-
-@partial(jax.jit, static_argnums=(4,))
-def _extract(latent, rope, slot, start, n):
-    """KV [Y, n, C+R] of cache slot `slot`, tokens start .. start+n."""
-    out = []
-    for layer, r in zip(latent, rope):
-        a = jax.lax.dynamic_slice(layer, (slot, start, 0), (1, n, layer.shape[-1]))[0]
-        b = jax.lax.dynamic_slice(r, (slot, start, 0), (1, n, r.shape[-1]))[0]
-        out.append(jnp.concatenate([a, b.astype(a.dtype)], axis=-1))
-    return jnp.stack(out)
 
 
 class DecodeEngine:
@@ -59,7 +32,7 @@ class DecodeEngine:
         self.left = np.zeros(spec.max_decode_batch, np.int64)  # decode steps left per slot
         self.lengths = np.zeros(spec.max_decode_batch, np.int32)
         with jax.default_device(self.dev):
-            self.cache = KVCache.init(tb.mcfg, spec.max_decode_batch, spec.max_context, layout="layers")
+            self.cache = KVCache.init(tb.mcfg, spec.max_decode_batch, spec.max_context)
         self.joins: queue.Queue = queue.Queue()
         self.h2d = ThreadPoolExecutor(1, thread_name_prefix=f"de{engine}-h2d")
         self.writer = ThreadPoolExecutor(2, thread_name_prefix=f"de{engine}-write")
@@ -104,8 +77,7 @@ class DecodeEngine:
 
     # ---- the batch loop ----------------------------------------------------------------------
     def insert(self, s: int, kv) -> None:
-        lat, rope = _insert(self.cache.latent, self.cache.rope, np.int32(s), kv)
-        self.cache = KVCache(latent=lat, rope=rope, lengths=self.cache.lengths)
+        self.cache = self.cache.insert(np.int32(s), kv)
 
     def warmup(self, inputs, writes) -> None:
         """Compile the insert/extract shapes of this workload and one decode step (untimed)."""
@@ -113,8 +85,8 @@ class DecodeEngine:
         for n in sorted(inputs):  # committed, as the joins' device_put arrays are (a jit cache key)
             self.insert(0, jax.device_put(np.zeros((y, n, d), kvcodec.np_dtype(self.tb.mcfg)), self.dev))
         for n in sorted(writes):
-            _extract(self.cache.latent, self.cache.rope, np.int32(0), np.int32(0), n).block_until_ready()
-        cache = KVCache(latent=self.cache.latent, rope=self.cache.rope, lengths=jax.device_put(self.lengths, self.dev))
+            self.cache.extract(np.int32(0), np.int32(0), n).block_until_ready()
+        cache = self.cache.with_lengths(jax.device_put(self.lengths, self.dev))
         logits, self.cache = self.step(self.state, jax.device_put(np.zeros(len(self.slots), np.int32), self.dev), cache)
         logits.block_until_ready()
 
@@ -153,9 +125,7 @@ class DecodeEngine:
             for s in active:
                 r = self.slots[s]
                 toks[s] = r.ids[self.lengths[s]]
-            cache = KVCache(
-                latent=self.cache.latent, rope=self.cache.rope, lengths=jax.device_put(self.lengths, self.dev)
-            )
+            cache = self.cache.with_lengths(jax.device_put(self.lengths, self.dev))
             t0 = time.perf_counter()
             logits, cache = self.step(self.state, jax.device_put(toks, self.dev), cache)
             logits.block_until_ready()
@@ -179,9 +149,7 @@ class DecodeEngine:
         w0, w1 = req.hit // bt, (req.input + req.output) // bt
         kv = None
         if not self.tb.system.free_io and w1 > w0:
-            kv = start_to_host(
-                _extract(self.cache.latent, self.cache.rope, np.int32(s), np.int32(w0 * bt), (w1 - w0) * bt)
-            )
+            kv = start_to_host(self.cache.extract(np.int32(s), np.int32(w0 * bt), (w1 - w0) * bt))
         self.tb.decoded(req)
         self.writer.submit(self._guard, self._write, req, kv, w0, w1)
 

@@ -1,8 +1,10 @@
 """KV bytes between the model's arrays and the store's Full Blocks.
 
-Per token per layer the MLA cache is latent [C] + rope [R] in the model dtype; the store keeps
-them side by side as B = (C + R) * itemsize bytes (`BlockLayout(layers=Y, bytes_per_token=B)`).
-Host arrays here are `kv [Y, tokens, C+R]` in the model dtype (numpy; bfloat16 via ml_dtypes).
+Per token per layer the model's cache entry is one joined vector [M] = latent [C] then rope [R]
+in the model dtype (dualpath_jax/model/cache.py); the store keeps it as B = M * itemsize bytes
+(`BlockLayout(layers=Y, bytes_per_token=B)`). Host arrays here are `kv [Y, tokens, M]` in the
+model dtype (numpy; bfloat16 via ml_dtypes), the layout `KVCache.insert` / `extract` and
+`LayerwisePrefill.layer_kv` take and give, so nothing here splits or joins latent and rope.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def np_dtype(cfg: ModelConfig) -> np.dtype:
 
 
 def kv_width(cfg: ModelConfig) -> int:
-    return cfg.kv_lora_rank + cfg.qk_rope_dim
+    return cfg.kv_width
 
 
 def bytes_per_token_layer(cfg: ModelConfig) -> int:
@@ -42,16 +44,9 @@ def block_layout(cfg: ModelConfig, tokens_per_block: int) -> BlockLayout:
 
 
 def layer_of_blocks(blocks_u8: np.ndarray, layer: int, cfg: ModelConfig) -> np.ndarray:
-    """Full Blocks uint8 [n, Y, T, B] -> that layer's KV [n*T, C+R] (contiguous host copy)."""
+    """Full Blocks uint8 [n, Y, T, B] -> that layer's KV [n*T, M] (contiguous host copy)."""
     n, _, t, _ = blocks_u8.shape
     return np.ascontiguousarray(blocks_u8[:, layer]).view(np_dtype(cfg)).reshape(n * t, kv_width(cfg))
-
-
-def all_of_blocks(blocks_u8: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """Full Blocks uint8 [n, Y, T, B] -> kv [Y, n*T, C+R]."""
-    n, y, t, _ = blocks_u8.shape
-    kv = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, kv_width(cfg))
-    return np.ascontiguousarray(kv.transpose(1, 0, 2, 3)).reshape(y, n * t, kv_width(cfg))
 
 
 def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
@@ -59,12 +54,6 @@ def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
     y, tok, d = kv.shape
     n = tok // tokens_per_block
     return np.ascontiguousarray(kv[:, : n * tokens_per_block].reshape(y, n, tokens_per_block, d).transpose(1, 0, 2, 3))
-
-
-@jax.jit
-def join_kv(latent, rope):
-    """Device: (latent [..., C], rope [..., R]) -> kv [..., C+R]."""
-    return jnp.concatenate([latent, rope.astype(latent.dtype)], axis=-1)
 
 
 @partial(jax.jit, static_argnums=(2,))
@@ -83,7 +72,7 @@ def prefix(kv, n: int):
 def stage_blocks(blocks_u8, dtype: str, d: int):
     """Device: Full Blocks uint8 [n, Y, T, B] -> kv [Y, n*T, D] in `dtype` (one contiguous array).
 
-    The device-side twin of `all_of_blocks`: a bitcast and a transpose at HBM speed, so the DE path
+    A bitcast and a transpose at HBM speed, so the DE path
     needs one H2D of the read blocks per request and then one device-to-device copy per layer."""
     n, y, t, b = blocks_u8.shape
     isz = b // d

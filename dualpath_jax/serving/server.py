@@ -111,8 +111,7 @@ class Testbed:
             lw, dev = self.lw[self.pe_ids[0]], self.devices[self.pe_ids[0]]
             out = []
             for ids in self.ids:
-                _, lat, rope = lw(jax.device_put(ids[None], dev))
-                kv = np.stack([np.asarray(jax.device_get(kvcodec.join_kv(lat, r)))[0] for lat, r in zip(lat, rope)])
+                kv = np.stack([np.asarray(jax.device_get(k))[0] for k in lw(jax.device_put(ids[None], dev)).kv])
                 out.append(kv)
             self.full_kv = out
         return self.full_kv

@@ -1,10 +1,21 @@
-"""Absorbed MLA (decode) against expanded MLA; prefix merge against one masked softmax."""
+"""Absorbed MLA (decode, as MQA over the joined cache) against expanded MLA; prefix merge against
+one masked softmax; the prefill kernel chosen once when the model is built."""
+
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from dualpath_jax.model.attention import absorbed_attention, expanded_attention, flash_attention, merge_attention
+from dualpath_jax.model import choose_attn_impl, get_config, make_model
+from dualpath_jax.model.attention import (
+    absorbed_attention,
+    expanded_attention,
+    flash_attention,
+    merge_attention,
+    probe_attn_impl,
+)
 
 
 def test_absorbed_equals_expanded():
@@ -12,18 +23,20 @@ def test_absorbed_equals_expanded():
     keys = jax.random.split(jax.random.key(7), 6)
     q_nope = jax.random.normal(keys[0], (b, h, k))
     q_rope = jax.random.normal(keys[1], (b, h, r))
-    latent = jax.random.normal(keys[2], (b, n, c))
-    rope = jax.random.normal(keys[3], (b, n, r))
+    kv = jax.random.normal(keys[2], (b, n, c + r))  # joined: latent [C] then rope [R]
     w_uk = jax.random.normal(keys[4], (c, h, k)) * 0.2
     w_uv = jax.random.normal(keys[5], (c, h, v)) * 0.2
     lengths = jnp.array([1, 13, 20])
     valid = jnp.arange(n)[None] < lengths[:, None]
-    a = absorbed_attention(q_nope, q_rope, latent, rope, valid, w_uk, w_uv, 0.2)
-    e = expanded_attention(q_nope, q_rope, latent, rope, valid, w_uk, w_uv, 0.2)
+    a = absorbed_attention(q_nope, q_rope, kv, valid, w_uk, w_uv, 0.2)
+    e = expanded_attention(q_nope, q_rope, kv, valid, w_uk, w_uv, 0.2)
     assert float(jnp.linalg.norm(a - e) / jnp.linalg.norm(e)) < 1e-5
+    # The rope part of the entry matters (it is the key's last R dims, not the value's).
+    kv_r = kv.at[..., c:].multiply(-1.0)
+    assert float(jnp.linalg.norm(absorbed_attention(q_nope, q_rope, kv_r, valid, w_uk, w_uv, 0.2) - a)) > 1e-3
     # Padding slots must not matter.
-    latent2 = jnp.where(valid[..., None], latent, 1e3)
-    a2 = absorbed_attention(q_nope, q_rope, latent2, rope, valid, w_uk, w_uv, 0.2)
+    kv2 = jnp.where(valid[..., None], kv, 1e3)
+    a2 = absorbed_attention(q_nope, q_rope, kv2, valid, w_uk, w_uv, 0.2)
     np.testing.assert_allclose(a2, a, rtol=1e-5, atol=1e-5)
 
 
@@ -40,3 +53,54 @@ def test_prefix_merge_equals_offset_causal_softmax():
     mask = jnp.arange(p + t)[None, :] <= (p + jnp.arange(t))[:, None]  # query i sees keys <= p+i
     ref = jnp.einsum("bhts,bshv->bthv", jax.nn.softmax(jnp.where(mask, s, -jnp.inf), -1), vv)
     assert float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref)) < 1e-5
+
+
+def test_kernel_is_chosen_when_the_model_is_built():
+    """On CPU "auto" becomes "xla", recorded in the built model's config; the kernel function
+    takes only a chosen kernel; a cuDNN kernel asked for where there is none fails at build time."""
+    cfg = get_config("tiny", n_layers=1)
+    assert cfg.attn_impl == "auto"
+    model = make_model(cfg)
+    assert model.cfg.attn_impl == "xla" and all(layer.attn.cfg.attn_impl == "xla" for layer in model.layers)
+    if jax.default_backend() != "gpu":
+        assert choose_attn_impl(get_config("ds16b")) == "xla"  # bf16, but no GPU
+    q = jnp.zeros((1, 4, 2, 8))
+    with pytest.raises(ValueError, match="choose_attn_impl"):
+        flash_attention(q, q, q, causal=True, scale=1.0, impl="auto")
+    for impl in ("cudnn", "cudnn-mla"):
+        with pytest.raises(ValueError, match="needs a GPU"):
+            make_model(cfg.replace(attn_impl=impl))
+    with pytest.raises(ValueError, match="attn_impl"):
+        cfg.replace(attn_impl="flash")
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="a GPU has cuDNN: the next test")
+def test_the_gpu_probe_falls_back_to_xla_where_cudnn_cannot_compile(caplog):
+    """The probe that picks the kernel on a GPU, run here on CPU: each cuDNN kernel fails with an
+    exception the probe names and logs, and the choice is XLA (no exception escapes)."""
+    cfg = get_config("ds16b", n_layers=1, n_heads=3)  # head count of its own: a fresh probe, not a cached one
+    with caplog.at_level(logging.INFO, logger="dualpath_jax.model.attention"):
+        assert probe_attn_impl(cfg) == "xla"
+    assert [r.getMessage().split(" unavailable")[0] for r in caplog.records] == [
+        "attention kernel cudnn-mla",
+        "attention kernel cudnn",
+    ]
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU (Hopper, cuDNN >= 9.10)")
+def test_on_a_hopper_gpu_the_mla_kernel_is_chosen_and_agrees_with_xla():
+    cfg = get_config("ds16b", n_layers=1)
+    assert choose_attn_impl(cfg) == "cudnn-mla"
+    keys = jax.random.split(jax.random.key(3), 3)
+    q = jax.random.normal(keys[0], (1, 256, 16, 192), jnp.bfloat16)
+    k = jax.random.normal(keys[1], (1, 640, 16, 192), jnp.bfloat16)
+    v = jax.random.normal(keys[2], (1, 640, 16, 128), jnp.bfloat16)
+
+    def both(impl):
+        o1, l1 = flash_attention(q, k[:, 384:], v[:, 384:], causal=True, scale=0.07, impl=impl)
+        o2, l2 = flash_attention(q, k[:, :384], v[:, :384], causal=False, scale=0.07, impl=impl)
+        return merge_attention(o1, l1, o2, l2).astype(jnp.float32)
+
+    ref = both("xla")
+    for impl in ("cudnn-mla", "cudnn"):
+        assert float(jnp.linalg.norm(both(impl) - ref) / jnp.linalg.norm(ref)) < 1e-2, impl

@@ -13,7 +13,7 @@ from dualpath_jax.model.moe import MoE, capacity, moe_dense, moe_ragged, moe_sor
 @pytest.fixture(scope="module")
 def moe_and_input():
     cfg = get_config("tiny")
-    moe = MoE(cfg, nnx.Rngs(3))
+    moe = MoE(cfg, rngs=nnx.Rngs(3))
     moe.e_bias[...] = jax.random.normal(jax.random.key(4), (cfg.n_routed_experts,)) * 0.3
     x = jax.random.normal(jax.random.key(5), (48, cfg.d_model), jnp.float32)
     w, idx = moe.router(x)
