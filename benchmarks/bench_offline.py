@@ -18,16 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.report, run as a script
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from benchmarks.report import machine, write_report  # noqa: E402
+from dualpath_jax.configure import anchor_model, build_config  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
-from dualpath_jax.experiment import ROOT as PROJECT  # noqa: E402
-from dualpath_jax.experiment import anchor_model, build_config  # noqa: E402
+from dualpath_jax.paths import ROOT  # noqa: E402
 from dualpath_jax.results import cell_of  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
@@ -41,12 +40,12 @@ def main() -> None:
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args()
     overrides = [f"+agents={args.agents}", f"+len={args.len}", "tracking.wandb=false", "sim.progress=false"]
-    with initialize_config_dir(config_dir=str(PROJECT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
     t0 = time.perf_counter()
     anchor = anchor_model(cfg)
     cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
-    agents = assign_agents(load_trajectories(cfg.workload, PROJECT), cfg.workload.agents)
+    agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
     setup_s = time.perf_counter() - t0
     rows = []
     for system in cfg.systems:

@@ -15,16 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.report, run as a script
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from benchmarks.report import machine, write_report  # noqa: E402
+from dualpath_jax.configure import anchor_model, build_config  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
-from dualpath_jax.experiment import ROOT as PROJECT  # noqa: E402
-from dualpath_jax.experiment import anchor_model, build_config  # noqa: E402
+from dualpath_jax.paths import ROOT  # noqa: E402
 from dualpath_jax.results import cell_of  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
@@ -50,11 +49,11 @@ def main() -> None:
         "tracking.wandb=false",
         "sim.progress=false",
     ]
-    with initialize_config_dir(config_dir=str(PROJECT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
     anchor = anchor_model(cfg)
     cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
-    agents = assign_agents(load_trajectories(cfg.workload, PROJECT), cfg.workload.agents)
+    agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
     rows = []
     for name in args.systems:
         system = next(s for s in cfg.systems if s.name == name)

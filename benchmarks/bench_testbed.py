@@ -52,6 +52,7 @@ from dualpath_jax.config import (
     to_dict,
 )
 from dualpath_jax.kvstore import KVStore  # noqa: E402
+from dualpath_jax.paths import load_named  # noqa: E402
 from dualpath_jax.serving import (  # noqa: E402
     Testbed,
     TestbedSpec,
@@ -59,14 +60,6 @@ from dualpath_jax.serving import (  # noqa: E402
 )
 from dualpath_jax.serving.simcheck import simulate  # noqa: E402
 from dualpath_jax.workload import Trajectory, Turn  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def yaml_load(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
 
 
 def workload(agents: int, turns: int, preload: int, append: int, gen: int) -> list[Trajectory]:
@@ -338,15 +331,15 @@ def main(argv=None):
     tag = args.tag or ("h200x2" if devs[0].platform == "gpu" and "H200" in devs[0].device_kind else devs[0].platform)
     print(f"devices: {devs}", flush=True)
 
-    cluster = from_dict(ClusterSpec, yaml_load(ROOT / "configs/cluster/testbed_1p1d.yaml"))
-    sysyaml = yaml_load(ROOT / "configs/system/paper.yaml")["system"]
+    cluster = from_dict(ClusterSpec, load_named("cluster", "testbed_1p1d"))
+    sysyaml = load_named("system", "paper")["system"]
     systems = tuple(SystemSpec(name=k, **v) for k, v in sysyaml.items())
     agents = workload(args.agents, args.turns, args.preload, args.append, args.gen)
     final = args.preload + args.turns * (args.append + args.gen)
     cfg = ExperimentConfig(
-        model=from_dict(ModelSpec, yaml_load(ROOT / "configs/model/ds27b.yaml")),  # unused by the testbed
+        model=from_dict(ModelSpec, load_named("model", "ds27b")),  # unused by the testbed
         cluster=cluster,
-        hardware=from_dict(HardwareSpec, yaml_load(ROOT / "configs/hardware/h800.yaml")),
+        hardware=from_dict(HardwareSpec, load_named("hardware", "h800")),
         workload=WorkloadSpec(source="synthetic", agents=args.agents, mal=final, mal_label=str(final)),
         systems=systems,
         sim=SimSpec(progress=False, prefill_batch_tokens=args.append),

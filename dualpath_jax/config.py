@@ -524,7 +524,7 @@ class ExperimentConfig:
         )
         if self.backend == "sim" and self.model.routed_experts == 0:
             g = self.cluster.gpus_per_node
-            for s in self.systems:  # dense models: an engine is tp_dense GPUs (experiment.engine_view)
+            for s in self.systems:  # dense models: an engine is tp_dense GPUs (costmodel.deploy.engine_view)
                 _need(
                     g % s.tp_dense == 0,
                     f"{where}.system.{s.name}.tp_dense",

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dualpath_jax.config import to_dict
-from dualpath_jax.experiment import anchor_model, build_config, run_offline
+from dualpath_jax.configure import anchor_model, build_config
+from dualpath_jax.experiment import run_offline
 from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, prepare, write_cell
 from dualpath_jax.tracking import track
 

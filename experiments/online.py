@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from dualpath_jax.config import to_dict
-from dualpath_jax.experiment import anchor_model, build_config
+from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.online.run import run_capacity, run_online
 from dualpath_jax.results import as_text, capacity_table, cell_of, online_table, prepare, write_cell
 from dualpath_jax.tracking import track

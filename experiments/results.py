@@ -19,9 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from dualpath_jax.paths import ROOT
 from dualpath_jax.results.store import identity_of, results_files, staleness
 
-ROOT = Path(__file__).resolve().parents[1]
 SHORTCUTS = {
     "model": "model.name",
     "cluster": "cluster.name",

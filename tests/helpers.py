@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from dualpath_jax.config import (
     ClusterSpec,
     ExperimentConfig,
@@ -21,13 +19,10 @@ from dualpath_jax.config import (
     from_dict,
 )
 from dualpath_jax.costmodel import CostModel, calibrate
+from dualpath_jax.paths import ROOT, load_named
 from dualpath_jax.workload import Trajectory, Turn
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(group: str, name: str) -> dict:
-    return yaml.safe_load((ROOT / "configs" / group / f"{name}.yaml").read_text())
+load = load_named
 
 
 def systems() -> tuple[SystemSpec, ...]:

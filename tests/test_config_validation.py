@@ -18,15 +18,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dualpath_jax import config as C
 from dualpath_jax.config import ConfigError, ExperimentConfig, ModelSpec, TraceStats, from_dict, to_dict
-from dualpath_jax.experiment import (
-    BACKENDS,
-    build_config,
-    load_named,
-    run_offline,
-    synthetic_mal_problem,
-    synthetic_mal_range,
-)
-from dualpath_jax.workload.synthetic import generate
+from dualpath_jax.configure import MAX_LEN, MIN_LEN, build_config
+from dualpath_jax.experiment import BACKENDS, run_offline
+from dualpath_jax.paths import load_named
+from dualpath_jax.workload.synthetic import generate, mal_problem, supported_mal_range
 
 from .helpers import ROOT, project_workdir, run_cli
 
@@ -233,13 +228,13 @@ def _table():
 
 def test_supported_len_range_is_the_generators():
     table = _table()
-    lo, hi = synthetic_mal_range(table)
+    lo, hi = supported_mal_range(table, MIN_LEN, MAX_LEN)
     assert (lo, hi) == SUPPORTED_MAL
     for mal in (lo, hi):
-        assert synthetic_mal_problem(table, mal) is None
+        assert mal_problem(table, mal) is None
         build_config(offline_raw([f"+len={mal}"]))
     for mal in (lo - 1, hi + 1):
-        assert synthetic_mal_problem(table, mal) is not None
+        assert mal_problem(table, mal) is not None
         with pytest.raises(ConfigError, match=rf"^\+len={mal}: workload=synthetic supports MALs from {lo} to "):
             build_config(offline_raw([f"+len={mal}"]))
 
@@ -281,7 +276,7 @@ def test_literals_match_the_code():
     assert set(typing.get_args(C.Source)) == set(SOURCES)
     assert set(typing.get_args(C.TestbedModel)) == set(known_configs())
     assert set(typing.get_args(C.MoeBackend)) == {"", *MOE_BACKENDS}
-    assert BACKENDS == ("sim", "real")
+    assert tuple(BACKENDS) == typing.get_args(C.Backend) == ("sim", "real")
 
 
 # ---- every shipped config still builds ----------------------------------------------------------

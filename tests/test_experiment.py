@@ -8,7 +8,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dualpath_jax.config import ConfigError, ModelSpec, from_dict
-from dualpath_jax.experiment import build_config, load_named, parse_len, run_offline
+from dualpath_jax.configure import build_config, parse_len
+from dualpath_jax.experiment import run_offline
+from dualpath_jax.paths import load_named
 from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, write_cell
 
 from .helpers import ROOT, run_cli

@@ -6,9 +6,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dualpath_jax.config import ConfigError, ModelSpec, SLOSpec, ThinkSpec, from_dict
-from dualpath_jax.experiment import build_config, load_named
+from dualpath_jax.configure import build_config
 from dualpath_jax.online import find_capacity, poisson_arrivals, request_latencies, slo_met, think_sampler
 from dualpath_jax.online.run import run_online
+from dualpath_jax.paths import load_named
 
 from .helpers import ROOT
 

@@ -8,7 +8,8 @@ from typing import Callable
 from ..cluster import check_pd_ratio
 from ..config import ConfigError, ExperimentConfig, ModelSpec
 from ..costmodel import calibrate
-from ..experiment import ROOT, deployed
+from ..costmodel.deploy import deployed
+from ..paths import ROOT
 from ..workload import load_trajectories
 from .arrivals import poisson_arrivals, think_sampler
 from .capacity import find_capacity

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError, ExperimentConfig, to_dict
+from ..paths import repo_path
 
 KINDS = ("offline", "online", "capacity")
 ALWAYS_IGNORED = ("results_dir", "tracking")
 HASH_CHARS = 8
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_name(cfg: ExperimentConfig) -> str:
@@ -54,8 +54,7 @@ def workload_file(cfg: ExperimentConfig) -> Path | None:
     """The trace file the workload reads (relative paths are from the repository root)."""
     if cfg.workload.source == "synthetic":
         return None
-    path = Path(cfg.workload.path)
-    return path if path.is_absolute() else ROOT / path
+    return repo_path(cfg.workload.path)
 
 
 def file_sha256(path: Path) -> str:

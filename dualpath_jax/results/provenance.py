@@ -14,12 +14,12 @@ from __future__ import annotations
 import functools
 import subprocess
 from importlib import metadata
-from pathlib import Path
+
+from ..paths import ROOT
 
 RESULTS_SCHEMA = 2  # 1: files without "cell"/"code" (before cell identities)
 SIM_SEMANTICS = 1  # bump whenever a change moves numbers (see the module docstring)
 
-ROOT = Path(__file__).resolve().parents[2]
 # What makes numbers: a checkout with changes here is "dirty"; results/ and docs/ are not code.
 CODE_PATHS = ("dualpath_jax", "experiments", "configs", "pyproject.toml")
 

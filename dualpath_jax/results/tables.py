@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from ..experiment import OfflineResult
 from .identity import model_name
+from .result import OfflineResult
 
 
 def offline_payload(res: OfflineResult) -> dict:

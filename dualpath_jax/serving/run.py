@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import ExperimentConfig
-from ..experiment import ROOT, OfflineResult
+from ..paths import ROOT
+from ..results.result import OfflineResult
 from ..workload import assign_agents, load_trajectories
 from ..workload.trace import Trajectory
 from .server import Testbed

@@ -134,3 +134,64 @@ def trajectory_stats(trajs: list[Trajectory]) -> dict[str, float]:
         "final_length": float(np.mean([t.final_length for t in trajs])),
         "prompt_context": float(np.mean([np.mean([u.input for u in t.turns]) for t in trajs])),
     }
+
+
+# `generate` gives each of a trajectory's t turns >= 1 generated token and needs >= t - 1 appended
+# ones out of a body of >= 3t tokens: with more than 2/3 of the body generated, some trajectories
+# get turns with no new tokens (cached > input), as seen from MAL ~170k with the shipped table.
+GEN_SHARE_MAX = 2 / 3
+
+
+def mal_problem(table: tuple[TraceStats, ...], mal: int) -> str | None:
+    """Why the synthetic generator cannot make trajectories of MAL `mal` from `table`, or None.
+
+    `stats_for_mal` interpolates (or extends) the table's rows to `mal` and `_derive` fits the
+    generator's parameters to them. On top of `_derive`'s own checks every interpolated mean must be
+    positive, and at most GEN_SHARE_MAX of the tokens after the first prompt may be generated."""
+    if not table:
+        return "the table is empty"
+    if len(table) == 1 and table[0].mal != mal:
+        return f"a one-row table supports only its own MAL, {table[0].mal}"
+    try:
+        s = stats_for_mal(table, mal)
+        bad = [n for n in ("turns", "append", "generated", "final_length", "prompt_context") if not getattr(s, n) > 0]
+        if bad:
+            return f"the statistics extended to MAL {mal} have {', '.join(bad)} <= 0"
+        p = _derive(s)
+    except (ValueError, ArithmeticError) as e:
+        return str(e)
+    if not 0 < p.gen_share <= GEN_SHARE_MAX:
+        return (
+            f"the generated share of a trajectory's tokens after its first prompt would be "
+            f"{p.gen_share:.2f}, above 2/3, which leaves some turns no appended tokens"
+        )
+    return None
+
+
+def supported_mal_range(table: tuple[TraceStats, ...], lo_mal: int, hi_mal: int) -> tuple[int, int] | None:
+    """(lowest, highest) MAL that `mal_problem` accepts around the table's accepted rows,
+    by bisection within [lo_mal, hi_mal]; None if it accepts no row's MAL. (Every MAL is checked
+    exactly when it is asked for; the range is for messages.)"""
+
+    def ok(m: int) -> bool:
+        return mal_problem(table, m) is None
+
+    rows = sorted(r.mal for r in table if lo_mal <= r.mal <= hi_mal and ok(r.mal))
+    if not rows:
+        return None
+    lo, hi = rows[0], rows[-1]
+    if ok(lo_mal):
+        lo = lo_mal
+    else:
+        bad = lo_mal  # invariant: ok(lo), not ok(bad)
+        while lo - bad > 1:
+            mid = (lo + bad) // 2
+            lo, bad = (mid, bad) if ok(mid) else (lo, mid)
+    if ok(hi_mal):
+        hi = hi_mal
+    else:
+        bad = hi_mal
+        while bad - hi > 1:
+            mid = (hi + bad) // 2
+            hi, bad = (mid, bad) if ok(mid) else (hi, mid)
+    return lo, hi

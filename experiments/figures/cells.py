@@ -20,7 +20,8 @@ from typing import Callable
 
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parents[2]
+from dualpath_jax.paths import ROOT
+
 RESULTS = ROOT / "results"
 # Every cell runs without W&B; the figures draw their own progress bars (cells and turns).
 QUIET = ("tracking.wandb=false", "sim.progress=false")
@@ -88,13 +89,13 @@ def offline_cell(model: str, agents: int, length: str, system: str, *more: str) 
 
 
 def offline_config(overrides):
-    from dualpath_jax.experiment import build_config
+    from dualpath_jax.configure import build_config
 
     return build_config(compose("offline", [*QUIET, *overrides]))
 
 
 def online_config(overrides, aps: float | None = None):
-    from dualpath_jax.experiment import build_config
+    from dualpath_jax.configure import build_config
 
     extra = [f"+aps={aps:g}"] if aps is not None else ["+capacity=true"]
     return build_config(compose("online", [*QUIET, *ONLINE, *overrides, *extra]), online=True)
@@ -142,7 +143,8 @@ def _reusable(cell) -> dict | None:
 
 def compute(cell) -> tuple[dict, str]:
     """Run a cell: (the numbers for its results file, its table as text)."""
-    from dualpath_jax.experiment import anchor_model, run_offline
+    from dualpath_jax.configure import anchor_model
+    from dualpath_jax.experiment import run_offline
     from dualpath_jax.online.run import run_capacity, run_online
     from dualpath_jax.results import as_text, capacity_table, comparison_table, offline_payload, online_table
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from dualpath_jax.config import SystemSpec
-from dualpath_jax.experiment import engine_view
+from dualpath_jax.costmodel.deploy import engine_view
 from dualpath_jax.sim import Simulation
 from dualpath_jax.sim.turn import SimTurn
 

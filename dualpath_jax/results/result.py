@@ -1,0 +1,28 @@
+"""The result of an offline run: every system's metrics on the same agents, and the comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import ExperimentConfig
+from ..costmodel import Efficiency
+from ..metrics import SystemMetrics
+
+
+@dataclass
+class OfflineResult:
+    cfg: ExperimentConfig
+    efficiency: Efficiency
+    systems: dict[str, SystemMetrics] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def comparison(self) -> dict[str, dict[str, float]]:
+        base = self.systems["basic"].jct_s
+        oracle = self.systems.get("oracle")
+        out = {}
+        for name, m in self.systems.items():
+            row = {"speedup_vs_basic": base / m.jct_s}
+            if oracle is not None:
+                row["gap_to_oracle"] = m.jct_s / oracle.jct_s - 1.0
+            out[name] = row
+        return out
