@@ -43,7 +43,6 @@ from dualpath_jax.config import (
     ClusterSpec,
     ExperimentConfig,
     HardwareSpec,
-    ModelSpec,
     SimSpec,  # noqa: E402
     SystemSpec,
     TrackingSpec,
@@ -337,7 +336,7 @@ def main(argv=None):
     agents = workload(args.agents, args.turns, args.preload, args.append, args.gen)
     final = args.preload + args.turns * (args.append + args.gen)
     cfg = ExperimentConfig(
-        model=from_dict(ModelSpec, load_named("model", "ds27b")),  # unused by the testbed
+        model=None,  # the testbed serves testbed.model
         cluster=cluster,
         hardware=from_dict(HardwareSpec, load_named("hardware", "h800")),
         workload=WorkloadSpec(source="synthetic", agents=args.agents, mal=final, mal_label=str(final)),

@@ -489,7 +489,7 @@ class TrackingSpec:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    model: ModelSpec
+    model: ModelSpec | None  # the simulator's model; None with backend=real (it serves testbed.model)
     cluster: ClusterSpec
     hardware: HardwareSpec
     workload: WorkloadSpec
@@ -504,14 +504,17 @@ class ExperimentConfig:
     seed: Seed = 0
 
     def _validate(self, where: str) -> None:
-        check_kv_format(self.model, f"{where}.model")
-        peaks = self.hardware.gpu.peak_tflops
-        _need(
-            self.model.compute_dtype in peaks,
-            f"{where}.model.compute_dtype",
-            f"{self.model.compute_dtype!r} has no peak rate in {where}.hardware.gpu.peak_tflops "
-            f"(known: {', '.join(sorted(peaks))})",
-        )
+        if self.model is None:
+            _need(self.backend == "real", f"{where}.model", "the simulator needs a model (model=<name>)")
+        else:
+            check_kv_format(self.model, f"{where}.model")
+            peaks = self.hardware.gpu.peak_tflops
+            _need(
+                self.model.compute_dtype in peaks,
+                f"{where}.model.compute_dtype",
+                f"{self.model.compute_dtype!r} has no peak rate in {where}.hardware.gpu.peak_tflops "
+                f"(known: {', '.join(sorted(peaks))})",
+            )
         _need(bool(self.systems), f"{where}.system", "needs at least one system")
         names = [s.name for s in self.systems]
         dup = sorted({n for n in names if names.count(n) > 1})

@@ -155,6 +155,8 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
         )
     raw["systems"] = _systems(raw.pop("system", None))
     _paper_cluster(raw)
+    if raw.get("backend") == "real":
+        raw["model"] = None  # the testbed serves testbed.model; the simulator's model would change nothing
     cfg = from_dict(ExperimentConfig, raw, "config")
     _check_no_effect(cfg, online, capacity)
     _check_workload(cfg)

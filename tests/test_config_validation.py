@@ -221,6 +221,15 @@ def test_good_inputs_next_to_the_bad_ones_build():
     build_config(offline_raw(["workload.seed=4294967295", "model.d_model=2560.0"]))
 
 
+def test_the_testbed_needs_no_simulator_model():
+    cfg = build_config(offline_raw(["backend=real", "cluster=testbed_1p1d"]))
+    assert cfg.model is None and cfg.testbed.model == "tiny"
+    raw = to_dict(cfg)
+    from_dict(ExperimentConfig, raw, "config")  # a testbed config round-trips without one
+    with pytest.raises(ConfigError, match=r"^config\.model: the simulator needs a model"):
+        from_dict(ExperimentConfig, dict(raw, backend="sim", testbed={}), "config")
+
+
 # ---- +len: exactly what the synthetic generator supports -----------------------------------------
 def _table():
     return tuple(TraceStats(**r) for r in load_named("workload", "synthetic")["table"])

@@ -62,9 +62,6 @@ class PrefixIndex:
             del self._children[e.parent]
         return e
 
-    def children(self, key: str) -> int:
-        return self._children.get(key, 0)
-
     # --- prefix lookup and recency ------------------------------------------------------------
     def longest_prefix(self, keys: Sequence[str]) -> int:
         """Number of leading keys of one sequence that are cached (the trie walk)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 from ..cluster import check_pd_ratio
@@ -83,7 +82,3 @@ def run_capacity(cfg: ExperimentConfig, anchor: ModelSpec, log: Callable[[str], 
         )
         out[system.name] = {"capacity_aps": cap, "probes": [[a, ok] for a, ok in probes]}
     return out
-
-
-def with_aps(cfg: ExperimentConfig, aps: float) -> ExperimentConfig:
-    return replace(cfg, online=replace(cfg.online, aps=aps))

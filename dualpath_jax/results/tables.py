@@ -102,7 +102,7 @@ def capacity_table(cfg, systems: dict) -> Table:
     slo = cfg.online.slo
     table = Table(
         title=f"capacity (P{slo.percentile:g} TTFT <= {slo.ttft_s} s, TPOT <= {1e3 * slo.tpot_s:g} ms): "
-        f"{cfg.model.name} on {cfg.cluster.name}, MAL {cfg.workload.mal_label}"
+        f"{model_name(cfg)} on {cfg.cluster.name}, MAL {cfg.workload.mal_label}"
     )
     for col in ("system", "capacity APS", "vs basic", "probes"):
         table.add_column(col)

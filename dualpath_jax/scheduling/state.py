@@ -65,9 +65,6 @@ class GroupLoad:
         elif key < self.least_key:
             self.least, self.least_key = e, key
 
-    def least_loaded(self) -> EngineLoad:
-        return self.least
-
 
 @dataclass(frozen=True)
 class RequestView:
@@ -94,7 +91,3 @@ class Placement:
     pe: int  # engine id
     de: int  # engine id
     de_read_fraction: float  # share of the hit KV read through the DE node (0: all via PE node)
-
-    @property
-    def read_on_de(self) -> bool:
-        return self.de_read_fraction > 0.5

@@ -20,7 +20,7 @@ from ..cluster import Topology
 from ..config import ClusterSpec
 from ..kvstore import Throttle
 from ..link import DrainSeconds, FluidLink
-from ..scheduling import EngineLoad, GroupLoad
+from ..scheduling import GroupLoad
 
 
 class LinkBytes:
@@ -124,7 +124,8 @@ class EmulatedCluster:
         """Book a read on the node's queue (what the scheduler sees as its read queue)."""
         self.nodes[node].read_queue.transfer(nbytes)
 
-    def load_groups(self, de_room_bytes: float) -> tuple[list[GroupLoad], list[GroupLoad], dict[int, EngineLoad]]:
+    def load_groups(self, de_room_bytes: float) -> tuple[list[GroupLoad], list[GroupLoad]]:
+        """The scheduler's view of the engines, one group per node; each DE has `de_room_bytes` for KV."""
         pes, des = self.topo.engines()
         for e in des:
             e.free_kv = de_room_bytes
@@ -135,4 +136,4 @@ class EmulatedCluster:
                 by.setdefault(e.node, []).append(e)
             return [GroupLoad(node=n, engines=es, free_kv=sum(e.free_kv for e in es)) for n, es in sorted(by.items())]
 
-        return groups(pes), groups(des), {e.id: e for e in pes + des}
+        return groups(pes), groups(des)

@@ -1,6 +1,6 @@
-"""A decode engine (DE) on one JAX device: one H2D of each joining request's KV (DE buffer ->
-DE GPU), a continuous batch of `max_decode_batch` slots over one `KVCache`, and the turn's new KV
-written back to the store through the DE node's SNIC once the request finishes.
+"""A decode engine (DE) on one JAX device: each joining turn's KV onto the device (`KVSource.decode_in`:
+one H2D from the DE buffer), a continuous batch of `max_decode_batch` slots over one `KVCache`, and
+the turn's new KV written back once it finishes (`KVSource.decode_out` / `write_back`).
 
 Decode feeds the trace's tokens (see requests.py): `output` steps, the first fed token being the
 one the prefill produced, so the cache ends holding KV for every prompt and generated token.
@@ -18,21 +18,21 @@ import numpy as np
 
 from ..model import KVCache
 from . import kvcodec
-from .hostcopy import start_to_host, to_numpy
+from .context import EngineContext
 
 
 class DecodeEngine:
-    def __init__(self, tb, engine: int, state, step):
-        self.tb, self.id = tb, engine
-        self.dev = tb.cluster.device(engine)
-        self.node = tb.cluster.node_of(engine)
+    def __init__(self, ctx: EngineContext, engine: int, state, step, on_decoded, on_persisted):
+        self.ctx, self.id = ctx, engine
+        self.dev = ctx.cluster.device(engine)
         self.state, self.step = state, step  # model state on this device, jit_decode_step
-        spec = tb.spec
+        self.on_decoded, self.on_persisted = on_decoded, on_persisted  # (turn): its last token; written back
+        spec = ctx.spec
         self.slots: list = [None] * spec.max_decode_batch
         self.left = np.zeros(spec.max_decode_batch, np.int64)  # decode steps left per slot
         self.lengths = np.zeros(spec.max_decode_batch, np.int32)
         with jax.default_device(self.dev):
-            self.cache = KVCache.init(tb.mcfg, spec.max_decode_batch, spec.max_context)
+            self.cache = KVCache.init(ctx.mcfg, spec.max_decode_batch, spec.max_context)
         self.joins: queue.Queue = queue.Queue()
         self.h2d = ThreadPoolExecutor(1, thread_name_prefix=f"de{engine}-h2d")
         self.writer = ThreadPoolExecutor(2, thread_name_prefix=f"de{engine}-write")
@@ -60,20 +60,11 @@ class DecodeEngine:
         try:
             fn(*a)
         except BaseException as e:
-            self.tb.fail(e)
+            self.ctx.fail(e)
 
-    def _h2d(self, req) -> None:
-        if self.tb.system.free_io:
-            kv = kvcodec.prefix(self.tb.oracle_kv[req.agent][self.id], req.input)
-        else:
-            buf = self.node.buffer
-            host = buf.get(("kv", req.rid))
-            kv = jax.device_put(host, self.dev)
-            kv.block_until_ready()
-            self.tb.cluster.links.add(f"de_cnic_in[{self.id}]", host.nbytes)
-            buf.free(("kv", req.rid))
-        req._kv = kv
-        self.joins.put(req)
+    def _h2d(self, turn) -> None:
+        turn.decode_kv = self.ctx.kv.decode_in(turn, self.id)
+        self.joins.put(turn)
 
     # ---- the batch loop ----------------------------------------------------------------------
     def insert(self, s: int, kv) -> None:
@@ -81,9 +72,10 @@ class DecodeEngine:
 
     def warmup(self, inputs, writes) -> None:
         """Compile the insert/extract shapes of this workload and one decode step (untimed)."""
-        y, d = self.tb.mcfg.n_layers, kvcodec.kv_width(self.tb.mcfg)
+        mcfg = self.ctx.mcfg
+        y, d = mcfg.n_layers, kvcodec.kv_width(mcfg)
         for n in sorted(inputs):  # committed, as the joins' device_put arrays are (a jit cache key)
-            self.insert(0, jax.device_put(np.zeros((y, n, d), kvcodec.np_dtype(self.tb.mcfg)), self.dev))
+            self.insert(0, jax.device_put(np.zeros((y, n, d), kvcodec.np_dtype(mcfg)), self.dev))
         for n in sorted(writes):
             self.cache.extract(np.int32(0), np.int32(0), n).block_until_ready()
         cache = self.cache.with_lengths(jax.device_put(self.lengths, self.dev))
@@ -92,8 +84,8 @@ class DecodeEngine:
 
     def _admit(self, req) -> None:
         s = self.slots.index(None)
-        self.insert(s, req._kv)
-        req._kv = None
+        self.insert(s, req.decode_kv)
+        req.decode_kv = None
         self.slots[s] = req
         self.lengths[s] = req.input
         self.left[s] = req.output
@@ -103,7 +95,7 @@ class DecodeEngine:
         try:
             self._run()
         except BaseException as e:
-            self.tb.fail(e)
+            self.ctx.fail(e)
 
     def _run(self):
         while not self._stop:
@@ -141,25 +133,14 @@ class DecodeEngine:
                     self._finish(s)
 
     def _finish(self, s: int) -> None:
-        req = self.slots[s]
+        turn = self.slots[s]
         self.slots[s] = None
         self.lengths[s] = 0
-        req.finished = time.perf_counter()
-        bt = self.tb.spec.tokens_per_block
-        w0, w1 = req.hit // bt, (req.input + req.output) // bt
-        kv = None
-        if not self.tb.system.free_io and w1 > w0:
-            kv = start_to_host(self.cache.extract(np.int32(s), np.int32(w0 * bt), (w1 - w0) * bt))
-        self.tb.decoded(req)
-        self.writer.submit(self._guard, self._write, req, kv, w0, w1)
+        turn.finished = time.perf_counter()
+        kv_out = self.ctx.kv.decode_out(turn, self.cache, s)
+        self.on_decoded(turn)
+        self.writer.submit(self._guard, self._write, turn, kv_out)
 
-    def _write(self, req, kv, w0: int, w1: int) -> None:
-        if kv is not None:
-            host = to_numpy(kv)
-            self.tb.cluster.links.add(f"de_cnic_out[{self.id}]", host.nbytes)
-            blocks = kvcodec.blocks_of(host, self.tb.spec.tokens_per_block)
-            self.tb.store.write(
-                req.ids[: w1 * self.tb.spec.tokens_per_block], blocks, first_block=w0, throttle=self.node.snic_write
-            ).result()
-            self.tb.cluster.links.add(f"snic_write[{self.node.id}]", blocks.nbytes)
-        self.tb.persisted(req)
+    def _write(self, turn, kv_out) -> None:
+        self.ctx.kv.write_back(turn, kv_out)
+        self.on_persisted(turn)

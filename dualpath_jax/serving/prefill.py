@@ -7,7 +7,7 @@ layer's device-to-device hop is issued by this engine's thread just before it di
 before it (loaders.py says why). As soon as a layer is done its outbound KV starts for the host
 (into pinned host memory, hostcopy.py), and send threads (`send_threads`) copy it into the DE
 buffers while the next layers compute; a completer thread waits for a batch's sends and hands it
-on (`prefilled`), so the PE thread starts its next batch while the previous one's KV is still
+on (`on_prefilled`), so the PE thread starts its next batch while the previous one's KV is still
 being sent. Without layerwise prefill (Basic) every layer's prefix KV is loaded before compute
 starts and all KV is sent after it ends.
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..model import LayerwisePrefill
 from ..scheduling import pack_quota
+from .context import EngineContext
 from .hostcopy import start_to_host, to_numpy
 from .loaders import LayerLoader
 
@@ -35,14 +36,15 @@ _NO_CHUNK = 1 << 60  # pack_quota's min_chunk: the testbed never splits a reques
 
 
 class PrefillEngine:
-    def __init__(self, tb, engine: int, lw: LayerwisePrefill):
-        self.tb, self.id = tb, engine
-        self.dev = tb.cluster.device(engine)
+    def __init__(self, ctx: EngineContext, engine: int, lw: LayerwisePrefill, on_prefilled):
+        self.ctx, self.id = ctx, engine
+        self.on_prefilled = on_prefilled  # (turn, now): its KV is in the DE buffer, its first token out
+        self.dev = ctx.cluster.device(engine)
         self.lw = lw
         self.n_layers = self.lw.n_layers
         self.queue: deque = deque()
         self.cv = threading.Condition()
-        self.senders = ThreadPoolExecutor(tb.spec.send_threads, thread_name_prefix=f"pe{engine}-send")
+        self.senders = ThreadPoolExecutor(ctx.spec.send_threads, thread_name_prefix=f"pe{engine}-send")
         self.completer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-done")
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-load")
         self.hop_timer = ThreadPoolExecutor(1, thread_name_prefix=f"pe{engine}-hops")
@@ -82,11 +84,11 @@ class PrefillEngine:
     def _pack(self) -> list:
         """FIFO batch of requests of the head's shape (one prefix length per batch), by the
         system's intra-engine policy: `tokens` (token budget) or `quota` (pack_quota)."""
-        system, sim = self.tb.system, self.tb.cfg.sim
+        system, sim = self.ctx.system, self.ctx.sim
         head = self.queue[0]
         same = []
         for r in self.queue:
-            if r.shape != head.shape or len(same) >= self.tb.spec.max_prefill_batch:
+            if r.shape != head.shape or len(same) >= self.ctx.spec.max_prefill_batch:
                 break
             same.append(r)
         if system.batching == "quota" and self.tokens_s > 0:
@@ -123,15 +125,15 @@ class PrefillEngine:
                     self._compute(*current)
                 current = started
             except BaseException as e:  # surfaced by the testbed's main thread
-                self.tb.fail(e)
+                self.ctx.fail(e)
                 return
 
     # ---- one batch ----------------------------------------------------------------------------
     def _start(self, batch: list) -> tuple:
         """Start loading `batch`'s prefix KV on the loader thread; returns what `_compute` needs."""
-        tb = self.tb
-        loader = LayerLoader(tb, self.id, batch, tb.system.free_io)
-        depth = tb.spec.prefetch_layers if tb.system.layerwise else self.n_layers
+        ctx = self.ctx
+        loader = LayerLoader(ctx, self.id, batch)
+        depth = ctx.spec.prefetch_layers if ctx.system.layerwise else self.n_layers
         ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
 
         def load_all():
@@ -145,8 +147,7 @@ class PrefillEngine:
         return batch, loader, ready, self.loader.submit(load_all)
 
     def _compute(self, batch: list, loader: LayerLoader, ready: queue.Queue, loading) -> None:
-        tb = self.tb
-        layerwise = tb.system.layerwise
+        layerwise = self.ctx.system.layerwise
         hit, new = batch[0].hit, batch[0].new
         ids = np.stack([r.ids[hit : r.input] for r in batch])
 
@@ -183,7 +184,7 @@ class PrefillEngine:
                 x, kv = self.lw.layer_kv(i, x, prefix)
                 x.block_until_ready()
                 busy += time.perf_counter() - t0
-                sends.append(self.senders.submit(self._send, loader, i, *loader.start_send(prefix, kv)))
+                sends.append(self.senders.submit(self._send, loader, i, loader.start_send(prefix, kv)))
                 if len(parts) == i + 1 and i + 1 < self.n_layers:
                     parts.append(take())
             logits = self.lw.head(x)
@@ -197,7 +198,7 @@ class PrefillEngine:
             logits = self.lw.head(x)
             logits.block_until_ready()
             busy = time.perf_counter() - t0
-            sends = [self.senders.submit(self._send, loader, i, *loader.start_send(*o)) for i, o in enumerate(outs)]
+            sends = [self.senders.submit(self._send, loader, i, loader.start_send(*o)) for i, o in enumerate(outs)]
         loading.result()  # every layer was taken from `ready`, so the loader is done
         self.time_s["busy"] += busy
         self.layer_busy_s += busy / self.n_layers
@@ -208,17 +209,16 @@ class PrefillEngine:
         self.tokens_s = rate if self.tokens_s == 0 else 0.8 * self.tokens_s + 0.2 * rate
         # The hand-off ends on the completer thread: it waits for this batch's layer sends and
         # calls `prefilled` (batches in order), so this thread takes its next batch at once.
-        first = start_to_host(logits[:, new - 1]) if tb.spec.keep_logits else None
+        first = start_to_host(logits[:, new - 1]) if self.ctx.spec.keep_logits else None
         self.completer.submit(self._complete, batch, sends, first)
 
-    def _send(self, loader: LayerLoader, i: int, new, pre) -> None:
+    def _send(self, loader: LayerLoader, i: int, sent) -> None:
         t0 = time.perf_counter()
-        loader.send_layer(i, new, pre)
+        loader.send_layer(i, sent)
         with self._send_lock:
             self.time_s["send"] += time.perf_counter() - t0  # summed over the send threads
 
     def _complete(self, batch: list, sends: list, first) -> None:
-        tb = self.tb
         try:
             for f in sends:
                 f.result()
@@ -227,6 +227,6 @@ class PrefillEngine:
             for b, r in enumerate(batch):
                 if first is not None:
                     r.first_logits = first[b]
-                tb.prefilled(r, now)
+                self.on_prefilled(r, now)
         except BaseException as e:  # surfaced by the testbed's main thread
-            tb.fail(e)
+            self.ctx.fail(e)

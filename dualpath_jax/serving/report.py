@@ -33,13 +33,13 @@ class TestbedMetrics(SystemMetrics):
     __test__ = False
 
 
-# stage name -> (from, to): TurnRequest timestamps. `read` is 0 without a store read; `stage` is the
+# stage name -> (from, to): TestbedTurn timestamps. `read` is 0 without a store read; `stage` is the
 # DE path's staging (the PE path goes straight to the PE queue); `prefill` ends when the first token's
 # logits are taken, after the batch's KV has been sent to the DE buffer.
 STAGES = {
     "place": ("arrive", "placed"),
-    "read": ("placed", "read_done"),
-    "stage": ("read_done", "queued"),
+    "read": ("placed", "ready"),
+    "stage": ("ready", "queued"),
     "pe_queue": ("queued", "prefill_start"),
     "prefill": ("prefill_start", "first_token"),
     "join": ("first_token", "joined"),
@@ -72,19 +72,20 @@ def timeline(reqs, t0: float) -> list[dict]:
     ]
 
 
-def summarize(tb, wall: float) -> TestbedMetrics:
-    cl, spec = tb.cluster, tb.cluster.spec
-    reqs = tb.finished
-    jct = max(tb.agent_done) if tb.agent_done else wall
+def summarize(run, wall: float) -> TestbedMetrics:
+    """The metrics of a finished `SystemRun` that took `wall` seconds."""
+    cl, spec = run.cluster, run.cluster.spec
+    reqs = run.finished
+    jct = max(run.agent_done) if run.agent_done else wall
     span = jct if jct > 0 else 1.0
     links = dict(sorted(cl.links.bytes.items()))
     pe_nodes = [n.id for n in cl.nodes if n.role == "prefill"]
     de_nodes = [n.id for n in cl.nodes if n.role == "decode"]
     read = {n.id: links.get(f"snic_read[{n.id}]", 0.0) for n in cl.nodes}
     bw = spec.snic_bytes_per_s
-    pes, des = tb.pes.values(), tb.des.values()
+    pes, des = run.pes.values(), run.des.values()
     pe_busy = sum(p.busy_s for p in pes)
-    usable = spec.prefill_nodes + (spec.decode_nodes if tb.system.dual_path else 0)
+    usable = spec.prefill_nodes + (spec.decode_nodes if run.system.dual_path else 0)
     ttft = [r.first_token - r.arrive for r in reqs]
     tpot = [(r.finished - r.joined) / (r.output - 1) for r in reqs if r.output > 1]
     batches = sum(p.batches for p in pes)
@@ -92,13 +93,13 @@ def summarize(tb, wall: float) -> TestbedMetrics:
     return TestbedMetrics(
         jct_s=jct,
         turns=len(reqs),
-        agents=len(tb.agents),
-        prefill_gpu_util=pe_busy / (len(tb.pes) * span),
+        agents=len(run.agent_done),
+        prefill_gpu_util=pe_busy / (len(run.pes) * span),
         prefill_barrier_idle=0.0,  # one device per engine: no DP-attention barrier on the testbed
         prefill_layer_ms=1e3 * sum(p.layer_busy_s for p in pes) / max(batches, 1),
         attn_max_avg=max_avg(p.busy_s for p in pes),
-        decode_gpu_busy=sum(d.busy_s for d in des) / (len(tb.des) * span),
-        decode_batch_mean=sum(d.batch_area for d in des) / (len(tb.des) * span),
+        decode_gpu_busy=sum(d.busy_s for d in des) / (len(run.des) * span),
+        decode_batch_mean=sum(d.batch_area for d in des) / (len(run.des) * span),
         snic_util_pe=sum(read[n] for n in pe_nodes) / (len(pe_nodes) * bw * span),
         snic_util_de=sum(read[n] for n in de_nodes) / (len(de_nodes) * bw * span),
         snic_read_max_avg=max_avg(read.values()),
@@ -107,19 +108,19 @@ def summarize(tb, wall: float) -> TestbedMetrics:
         bytes_read_de_nodes=float(sum(read[n] for n in de_nodes)),
         bytes_written=float(sum(v for k, v in links.items() if k.startswith("snic_write"))),
         tier_hit_bytes=0.0,
-        hit_bytes=float(sum(r.hit for r in reqs) * tb.kvb),
+        hit_bytes=float(sum(r.hit_bytes for r in reqs)),
         tokens_prefilled=sum(r.new for r in reqs),
         tokens_cached=sum(r.hit for r in reqs),
         tokens_generated=sum(r.output for r in reqs),
         ttft_s=percentiles(ttft),
         tpot_s=percentiles(tpot),
         io_bound_s=float(sum(read.values())) / (usable * bw),
-        compute_bound_s=pe_busy / len(tb.pes),
+        compute_bound_s=pe_busy / len(run.pes),
         events=len(reqs),
         wall_s=wall,
         gpu_busy={**{f"pe{p.id}": p.busy_s / span for p in pes}, **{f"de{d.id}": d.busy_s / span for d in des}},
         link_bytes=links,
-        plan_bytes=dict(sorted(tb.plan.items())),
+        plan_bytes=dict(sorted(run.plan_bytes.items())),
         link_seconds=dict(sorted(cl.link_s.bytes.items())),
         hop_sizes={k: [cl.hop_n.bytes[k], v] for k, v in sorted(cl.hop_s.bytes.items())},
         dram_peak_bytes={str(n.id): float(n.buffer.peak) for n in cl.nodes},
@@ -132,5 +133,5 @@ def summarize(tb, wall: float) -> TestbedMetrics:
         decode_step_ms=1e3 * sum(d.busy_s for d in des) / max(steps, 1),
         stages_s=stage_means(reqs),
         pe_time_s={f"pe{p.id}": dict(p.time_s) for p in pes},
-        timeline=timeline(reqs, tb.t0),
+        timeline=timeline(reqs, run.t0),
     )

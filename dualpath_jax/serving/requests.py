@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..scheduling.dispatch import Turn
 from ..workload.trace import Trajectory
 
 
@@ -20,43 +21,26 @@ def token_stream(traj: Trajectory, agent: int, vocab: int, seed: int) -> np.ndar
     return rng.integers(0, vocab, size=final, dtype=np.int32)
 
 
-class TurnRequest:
-    """One turn of one agent; also the scheduler's RequestView (same attribute names)."""
+class TestbedTurn(Turn):
+    """A turn on the testbed: the shared record (`scheduling.dispatch.Turn`: what the policy reads,
+    its placement, byte plan and stage times) plus its token ids, its store hit and the wall-clock
+    stages only the testbed has: arrive -> placed -> ready (hit KV read) -> queued (in the PE's
+    queue; after staging on the DE path) -> prefill_start -> first_token -> joined -> finished ->
+    persisted (its new KV written back)."""
 
-    def __init__(
-        self,
-        rid: int,
-        agent: int,
-        index: int,
-        turn,
-        ids: np.ndarray,
-        hit: int,
-        keys: list[str],
-        kvb: float,
-        arrive: float,
-    ):
-        self.rid, self.agent, self.index = rid, agent, index
-        self.ids = ids
-        self.input, self.cached, self.output = turn.input, turn.cached, turn.output
-        self.hit = hit  # cached tokens actually loaded (whole blocks)
-        self.new = self.input - hit
-        self.keys = keys  # store keys of the hit blocks
-        # RequestView
-        self.tokens = self.input + self.output
-        self.hit_tokens = hit
-        self.kv_bytes = self.tokens * kvb
-        self.hit_bytes = hit * kvb
-        # placement and path
-        self.pe = self.de = -1
-        self.read_on_de = False
-        self.read_node = -1
-        self.pin = None  # PrefixHit holding the blocks
-        self.staged = None  # DE path: the hit KV [Y, hit, D] staged on the DE device
-        # timing (perf_counter seconds): arrive -> placed -> read done -> in the PE queue ->
-        # prefill starts -> first token -> joins the decode batch -> last token -> persisted
-        self.arrive = arrive
-        self.placed = self.read_done = self.queued = self.prefill_start = -1.0
-        self.first_token = self.joined = self.finished = self.persisted = -1.0
+    __slots__ = ("rid", "ids", "keys", "pin", "read_node", "staged", "decode_kv", "queued", "prefill_start",
+                 "persisted", "first_logits")  # fmt: skip
+    __test__ = False
+
+    def __init__(self, rid: int, agent: int, index: int, turn, ids: np.ndarray, hit: int, keys, pin, kvb: float,
+                 arrive: float):  # fmt: skip
+        super().__init__(agent, index, turn.input, hit, turn.output, kvb, arrive)
+        self.rid, self.ids = rid, ids
+        self.keys, self.pin = keys, pin  # store keys of the hit blocks; the PrefixHit holding them
+        self.read_node = -1  # the node whose SNIC reads the hit blocks
+        self.staged = None  # DE path: the hit KV [Y, hit, M] staged on the DE device
+        self.decode_kv = None  # the whole KV on the DE device, between its H2D and the batch
+        self.queued = self.prefill_start = self.persisted = -1.0
         self.first_logits = None  # [vocab] float32 when TestbedSpec.keep_logits
 
     @property

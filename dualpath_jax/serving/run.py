@@ -12,13 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, TestbedSpec
 from ..paths import ROOT
 from ..results.result import OfflineResult
 from ..workload import assign_agents, load_trajectories
 from ..workload.trace import Trajectory
 from .server import Testbed
-from .spec import TestbedSpec
 
 
 @dataclass(frozen=True)

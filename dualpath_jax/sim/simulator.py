@@ -1,11 +1,8 @@
 """The offline cluster simulation of one system: agents, scheduler, links and engines in virtual time.
 
-A turn's life: arrives (the agent's previous turn is done) -> waits until the scheduler places it
-(a DE with HBM room, a PE, a read side) -> its hit KV crosses the read node's SNIC (and DRAM), once
-the previous turn's KV is written -> prefill on the PE node (with the data path's CNIC traffic) ->
-H2D into the DE GPU -> decode in the DE's continuous batch -> done: its new KV is written through
-the DE node's SNIC in the background, and the next turn arrives.
-"""
+A turn's life (`_arrive` -> `_schedule` -> `_placed` -> the PE -> `_prefilled` -> the DE ->
+`_decoded` -> `_persisted`) is told once, for this world and the testbed, in docs/simulator.md
+("A turn's life"); the placement itself is applied by the shared `scheduling.dispatch.Dispatcher`."""
 
 from __future__ import annotations
 

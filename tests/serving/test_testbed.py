@@ -49,8 +49,8 @@ def runs():
         ("oracle", by["oracle"], ""),
     ):
         tb.spec = replace(spec, force_read_side=side)
-        m = tb.run_system(system)
-        out[name] = (m, list(tb.finished))
+        with tb.system_run(system) as run:
+            out[name] = (run.serve(), run.finished)
     return tb, out
 
 
@@ -146,7 +146,7 @@ def test_each_turn_passes_its_stages_in_order(runs):
     order = [
         "arrive",
         "placed",
-        "read_done",
+        "ready",
         "queued",
         "prefill_start",
         "first_token",
@@ -210,17 +210,12 @@ def test_timed_serving_compiles_nothing():
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     tb = Testbed(config(), TestbedSpec(tokens_per_block=BT, max_context=256), agents(n=2, turns=2))
-    serve = tb._serve
-
-    def timed_serve(system):
-        timing[0] = True
-        try:
-            return serve(system)
-        finally:
-            timing[0] = False
-
-    tb._serve = timed_serve
     for system in systems():
         compiles.clear()
-        tb.run_system(system)
+        with tb.system_run(system) as run:  # prepared: warm-up and staging are done here
+            timing[0] = True
+            try:
+                run.serve()
+            finally:
+                timing[0] = False
         assert compiles == [], (system.name, len(compiles))

@@ -1,0 +1,252 @@
+"""Where a turn's KV comes from and goes to on the testbed: the store (every real system) or the
+oracle's staged copies. The serving loop, the loaders and the decode side call one `KVSource`
+and never ask which system they serve.
+
+`StoredKV`, the real data path, per turn:
+- at arrival, the longest stored prefix in whole Full Blocks (pinned until the turn is persisted);
+- when placed, the hit blocks are read from the TensorStore store through the read node's
+  throttled SNIC into its DRAM buffer; on the DE path they are then staged once onto the DE GPU
+  (one H2D, reordered there to [Y, hit, M]) and the hit KV is copied into the DE buffer;
+- per layer into the PE: the PE path's H2D from the PE node's buffer, or the DE path's
+  device-to-device hop (a `Hop`, issued by the PE thread: loaders.py);
+- out of the PE: the new tokens' KV (and on the PE path the hit KV too) into the DE buffer;
+- into the DE: one H2D of the whole KV from the DE buffer; after decode the turn's new whole blocks
+  are written back through the DE node's SNIC.
+
+`StagedKV`, the oracle: every agent's whole KV sits on every device before timing starts, so a
+turn's KV is a slice of it and nothing is read, sent or written (the same hit, in whole blocks).
+
+Every byte is counted on its link in `cluster.links` (the names of `datapath.LINKS`, with the
+engine or node in brackets).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from ..config import TestbedSpec
+from ..kvstore import KVStore
+from ..model import ModelConfig
+from . import kvcodec
+from .cluster import EmulatedCluster
+from .hostcopy import start_to_host, to_numpy
+from .requests import TestbedTurn
+
+Ready = Callable[[TestbedTurn], None]
+
+
+class Hop(NamedTuple):
+    """A DE->PE copy not yet issued: layer slice `src` on DE engine `de`'s device."""
+
+    de: int
+    src: jax.Array
+
+
+class KVSource:
+    """The data-path operations a run calls; `StoredKV` and `StagedKV` implement them."""
+
+    def lookup(self, ids: np.ndarray, turn) -> tuple[int, list[str], object]:
+        """A new turn's hit: (tokens, store keys, pin to release when persisted)."""
+        raise NotImplementedError
+
+    def fetch(self, turn: TestbedTurn, ready: Ready, fail: Callable[[BaseException], None]) -> None:
+        """Make the placed turn's hit KV available to its PE, then call ready(turn)."""
+        raise NotImplementedError
+
+    def layer_in(self, turn: TestbedTurn, i: int, pe: int):
+        """Layer i of the turn's hit KV [1, hit, M]: on PE `pe`'s device, or a `Hop` to issue."""
+        raise NotImplementedError
+
+    def start_send(self, batch: list, prefix_kv, new_kv):
+        """A prefilled layer's outbound device-to-host copies, started (or None)."""
+        return None
+
+    def send_layer(self, batch: list, i: int, pe: int, sent) -> None:
+        """Layer i's KV of `batch` into each turn's DE buffer, once `start_send`'s copies land."""
+
+    def prefilled(self, turn: TestbedTurn) -> None:
+        """The turn's prefill is done: free what held its hit KV for the PE."""
+
+    def decode_in(self, turn: TestbedTurn, de: int) -> jax.Array:
+        """The turn's whole KV [Y, input, M] on DE `de`'s device (its join)."""
+        raise NotImplementedError
+
+    def write_back(self, turn: TestbedTurn, kv_out) -> None:
+        """Persist the turn's new whole blocks (kv_out from `decode_out`), then release its pin."""
+        if turn.pin is not None:
+            turn.pin.release()
+
+    def decode_out(self, turn: TestbedTurn, cache, slot: int):
+        """Start copying out of the DE cache what `write_back` persists (or None)."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class StoredKV(KVSource):
+    def __init__(self, store: KVStore, cluster: EmulatedCluster, mcfg: ModelConfig, spec: TestbedSpec, de_ids):
+        self.store, self.cluster, self.mcfg, self.spec = store, cluster, mcfg, spec
+        self.bt = spec.tokens_per_block
+        self.links = cluster.links
+        self.stagers = {e: ThreadPoolExecutor(1, thread_name_prefix=f"de{e}-stage") for e in de_ids}
+
+    def preload(self, ids: np.ndarray, kv: np.ndarray, tokens: int) -> None:
+        """Store an agent's first `tokens` (whole blocks) of KV before timing (its first turn's hit)."""
+        if tokens:
+            self.store.write(ids[:tokens], kvcodec.blocks_of(kv[:, :tokens], self.bt)).result()
+
+    def lookup(self, ids, turn):
+        pin = self.store.lookup(ids[: turn.input], pin=True)
+        keys = pin.keys[: turn.cached // self.bt]
+        return len(keys) * self.bt, keys, pin
+
+    # ---- into the PE --------------------------------------------------------------------------
+    def fetch(self, turn, ready, fail):
+        cl = self.cluster
+        turn.read_node = cl.node_of(turn.de if turn.read_on_de else turn.pe).id
+        shape = (self.mcfg.n_layers, turn.input, kvcodec.kv_width(self.mcfg))
+        cl.node_of(turn.de).buffer.alloc(("kv", turn.rid), shape, kvcodec.np_dtype(self.mcfg))
+        if turn.hit == 0:
+            ready(turn)
+            return
+        node = cl.nodes[turn.read_node]
+        cl.book_read(node.id, turn.hit_bytes)
+        buf = node.buffer.alloc(("blocks", turn.rid), (len(turn.keys),) + self.store.layout.full_block_shape, np.uint8)
+        fut = self.store.read_blocks(turn.keys, throttle=node.snic_read, out=buf, verify=self.spec.verify_reads)
+
+        def read_done(f):
+            if f.exception() is not None:
+                fail(f.exception())
+                return
+            self.links.add(f"snic_read[{node.id}]", buf.nbytes)
+            turn.ready = time.perf_counter()
+            if turn.read_on_de:
+                self.stagers[turn.de].submit(self._stage, turn, node, buf, ready, fail)
+            else:
+                ready(turn)
+
+        fut.add_done_callback(read_done)
+
+    def _stage(self, turn, node, buf: np.ndarray, ready: Ready, fail) -> None:
+        """DE path, once per turn, off the PE's threads: one H2D of the read blocks onto the DE
+        device, reordered there to [Y, hit, M] (the loader then moves each layer as one D2D copy),
+        and the hit KV copied into the DE buffer (where the DE's join H2D takes it from)."""
+        try:
+            cl = self.cluster
+            t0 = time.perf_counter()
+            up = jax.device_put(buf, cl.device(turn.de))
+            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, kvcodec.kv_width(self.mcfg))
+            staged.block_until_ready()
+            del up
+            cl.links.add(f"de_h2d_stage[{turn.de}]", buf.nbytes)
+            cl.link_s.add(f"de_h2d_stage[{turn.de}]", time.perf_counter() - t0)
+            kvcodec.copy_hit_to_kv(node.buffer.get(("kv", turn.rid)), buf, self.mcfg)
+            turn.staged = staged
+            ready(turn)
+        except BaseException as e:
+            fail(e)
+
+    def layer_in(self, turn, i, pe):
+        if turn.read_on_de:
+            # DE path: the hit KV was staged on the DE device once per turn (_stage); this layer is
+            # one contiguous slice there, copied device-to-device to the PE.
+            src = kvcodec.layer_of(turn.staged, np.int32(i))
+            src.block_until_ready()
+            if i == self.mcfg.n_layers - 1:
+                turn.staged = None  # free the DE device's copy once the last slice is cut
+            return Hop(turn.de, src)
+        blocks = self.cluster.nodes[turn.read_node].buffer.get(("blocks", turn.rid))
+        host = kvcodec.layer_of_blocks(blocks, i, self.mcfg)[None]  # [1, P, M]
+        out = jax.device_put(host, self.cluster.device(pe))
+        self.links.add(f"pe_cnic_in[{pe}]", host.nbytes)
+        return out
+
+    # ---- out of the PE ------------------------------------------------------------------------
+    def start_send(self, batch, prefix_kv, new_kv):
+        pe_path = batch[0].hit and any(not r.read_on_de for r in batch)
+        return start_to_host(new_kv), (start_to_host(prefix_kv) if pe_path else None)
+
+    def send_layer(self, batch, i, pe, sent):
+        new, pre = to_numpy(sent[0]), None if sent[1] is None else to_numpy(sent[1])
+        hit = batch[0].hit
+        for b, turn in enumerate(batch):
+            kv_host = self.cluster.node_of(turn.de).buffer.get(("kv", turn.rid))
+            kv_host[i, hit : turn.input] = new[b, : turn.new]
+            self.links.add(f"pe_cnic_out[{pe}]", new[b, : turn.new].nbytes)
+            if hit and not turn.read_on_de:  # PE path: the hit KV goes PE GPU -> DE buffer too
+                # (DE path: the hit KV already sits in the DE buffer, copied there at staging)
+                kv_host[i, :hit] = pre[b]
+                self.links.add(f"pe_cnic_out[{pe}]", pre[b].nbytes)
+
+    def prefilled(self, turn):
+        if turn.hit:
+            self.cluster.nodes[turn.read_node].buffer.free(("blocks", turn.rid))
+
+    # ---- into and out of the DE ---------------------------------------------------------------
+    def decode_in(self, turn, de):
+        buf = self.cluster.node_of(de).buffer
+        host = buf.get(("kv", turn.rid))
+        kv = jax.device_put(host, self.cluster.device(de))
+        kv.block_until_ready()
+        self.links.add(f"de_cnic_in[{de}]", host.nbytes)
+        buf.free(("kv", turn.rid))
+        return kv
+
+    def _written_blocks(self, turn) -> tuple[int, int]:
+        return turn.hit // self.bt, (turn.input + turn.output) // self.bt
+
+    def decode_out(self, turn, cache, slot):
+        w0, w1 = self._written_blocks(turn)
+        if w1 <= w0:
+            return None
+        return start_to_host(cache.extract(np.int32(slot), np.int32(w0 * self.bt), (w1 - w0) * self.bt))
+
+    def write_back(self, turn, kv_out):
+        if kv_out is not None:
+            w0, w1 = self._written_blocks(turn)
+            node = self.cluster.node_of(turn.de)
+            host = to_numpy(kv_out)
+            self.links.add(f"de_cnic_out[{turn.de}]", host.nbytes)
+            blocks = kvcodec.blocks_of(host, self.bt)
+            self.store.write(turn.ids[: w1 * self.bt], blocks, first_block=w0, throttle=node.snic_write).result()
+            self.links.add(f"snic_write[{node.id}]", blocks.nbytes)
+        super().write_back(turn, kv_out)
+
+    def close(self) -> None:
+        for stager in self.stagers.values():
+            stager.shutdown()
+
+
+class StagedKV(KVSource):
+    """The oracle: `full_kv[agent]` [Y, F, M] put on every engine's device before timing."""
+
+    def __init__(self, full_kv: list[np.ndarray], devices: dict, tokens_per_block: int):
+        self.bt = tokens_per_block
+        self.kv = [{e: jax.device_put(kv, dev) for e, dev in devices.items()} for kv in full_kv]
+
+    def warm(self, agents, pe_ids, de_ids) -> None:
+        """Compile the slices of this workload's shapes (untimed)."""
+        for k, a in enumerate(agents):
+            for t in a.turns:
+                for e in pe_ids:
+                    kvcodec.layer_prefix(self.kv[k][e], 0, t.cached // self.bt * self.bt).block_until_ready()
+                for e in de_ids:
+                    kvcodec.prefix(self.kv[k][e], t.input).block_until_ready()
+
+    def lookup(self, ids, turn):
+        return turn.cached // self.bt * self.bt, [], None
+
+    def fetch(self, turn, ready, fail):
+        ready(turn)
+
+    def layer_in(self, turn, i, pe):
+        return kvcodec.layer_prefix(self.kv[turn.agent][pe], i, turn.hit)
+
+    def decode_in(self, turn, de):
+        return kvcodec.prefix(self.kv[turn.agent][de], turn.input)
