@@ -54,6 +54,16 @@ class SystemRun:
                 self._folder, layout, capacity_blocks=spec.capacity_blocks, create=True, io_window=spec.io_window
             )
             self.kv = StoredKV(self.store, cl, tb.mcfg, spec, tb.de_ids)
+        try:
+            self._prepare()
+        except BaseException:
+            self.__exit__()  # the store and its folder are not left behind
+            raise
+
+    def _prepare(self) -> None:
+        """Warm-up and staging (untimed), then the dispatcher, the engines and the counters."""
+        tb, system, spec, cl = self.tb, self.system, self.tb.spec, self.cluster
+        bt = spec.tokens_per_block
         self.ctx = EngineContext(tb.mcfg, spec, system, tb.cfg.sim, cl, self.kv, self.fail)
         tb.warmup(self.ctx)
         if system.free_io:

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+from ..config import SimSpec, SystemSpec
 from ..costmodel import CostModel
+from ..link import FluidLink
 from ..scheduling.intra import pack_quota
-
-if TYPE_CHECKING:
-    from ..config import SimSpec, SystemSpec
-    from ..link import FluidLink
-    from .events import EventLoop
-    from .turn import SimTurn
+from .events import EventLoop
+from .turn import SimTurn
 
 
 def lane_share(kv_active: bool, qos: bool, weight: float) -> float:
@@ -51,7 +49,7 @@ class PrefillNode:
         sim: "SimSpec",
         kv_room: float,
         cnic_bw: float,
-        on_done: Callable[["SimTurn"], None],
+        on_done: Callable[[SimTurn], None],
     ):
         self.node, self.loop, self.cost, self.system, self.sim = node, loop, cost, system, sim
         self.kv_room, self.bw, self.on_done = kv_room, cnic_bw, on_done
@@ -69,7 +67,7 @@ class PrefillNode:
         self.step_s = 0.0
         self.steps = 0
 
-    def submit(self, req: "SimTurn") -> None:
+    def submit(self, req: SimTurn) -> None:
         self.queues[req.pe].append(req)
         if not self.running:
             self._start()
@@ -87,7 +85,7 @@ class PrefillNode:
         a, lin = self._times(cached, new)
         return a + lin
 
-    def pack(self, queue: deque) -> list[tuple["SimTurn", int]]:
+    def pack(self, queue: deque) -> list[tuple[SimTurn, int]]:
         """The next batch an engine forms from its ready queue: (turn, new tokens to prefill)."""
         if self.system.batching == "quota":
             items = []
@@ -177,7 +175,7 @@ class DecodeEngine:
         h2d: "FluidLink",
         qos: bool,
         qos_weight: float,
-        on_done: Callable[["SimTurn"], None],
+        on_done: Callable[[SimTurn], None],
     ):
         self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
         self.qos, self.qos_weight = qos, qos_weight
@@ -203,7 +201,7 @@ class DecodeEngine:
             self.batch_area += dt * len(self.due)
         self.t_last = now
 
-    def join(self, req: "SimTurn") -> None:
+    def join(self, req: SimTurn) -> None:
         self._advance()
         req.joined = self.loop.now
         self.keys += req.decode_keys
