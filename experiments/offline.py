@@ -19,6 +19,7 @@ from dualpath_jax.config import to_dict
 from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.experiment import run_offline
 from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, prepare, write_cell
+from dualpath_jax.results.identity import model_name
 from dualpath_jax.tracking import track
 
 from .sweep import job, reuse, run
@@ -61,7 +62,7 @@ def main_offline(cfg: DictConfig) -> None:
             outcome.done("skip", cell.path)
             return
         prepare(cell)
-        name = f"offline-{exp.model.name}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
+        name = f"offline-{model_name(exp)}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
         with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
             columns = (
                 TextColumn("{task.description:>10}"),
