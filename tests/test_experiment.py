@@ -144,6 +144,7 @@ def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(work
     [path] = (workdir / "res" / "offline" / "tiny_testbed_1p1d").glob("agents3_len32k_real_jsonl-*.json")
     data = json.loads(path.read_text())
     assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
+    assert data["calibration"]["attn_impl"] == "xla"  # the kernel the model was built with, on CPU
     for name, m in data["systems"].items():
         assert m["turns"] == 6 and m["jct_s"] > 0, name
         assert set(m["gpu_busy"]) == {"pe0", "de1"} and set(m["stages_s"]) >= {"read", "prefill", "decode"}

@@ -28,11 +28,13 @@ class MeasuredRates:
     warmup_s: float
     prefill_tokens_per_s: dict
     decode_step_ms: dict
+    attn_impl: str  # the prefill attention kernel the model was built with (model.choose_attn_impl)
 
     def as_dict(self) -> dict:
         return {
             "init_s": self.init_s,
             "warmup_s": self.warmup_s,
+            "attn_impl": self.attn_impl,
             "prefill_tokens_per_s": self.prefill_tokens_per_s,
             "decode_step_ms": self.decode_step_ms,
         }
@@ -66,6 +68,7 @@ def run_testbed(
         tb.warm_s,
         {k: m.prefill_tokens_per_s for k, m in result.systems.items()},
         {k: m.decode_step_ms for k, m in result.systems.items()},
+        tb.mcfg.attn_impl,
     )
     result.testbed = tb
     return result

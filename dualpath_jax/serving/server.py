@@ -15,6 +15,7 @@ from flax import nnx
 
 from ..config import ConfigError, ExperimentConfig, SystemSpec, TestbedSpec
 from ..model import LayerwisePrefill, get_config, jit_decode_step, make_model_fast
+from ..model.model import with_attn_impl
 from ..workload.trace import Trajectory
 from . import kvcodec
 from .cluster import EmulatedCluster
@@ -57,7 +58,7 @@ class Testbed:
         if spec.max_turns:
             agents = [Trajectory(a.id, a.turns[: spec.max_turns]) for a in agents]
         self.agents = agents
-        self.mcfg = model_config(spec)
+        self.mcfg = with_attn_impl(model_config(spec))  # the kernel is chosen here, once
         self.kvb = kvcodec.bytes_per_token(self.mcfg)
         cluster = EmulatedCluster(cfg.cluster, spec.dram_buffer_gb)
         self.devices = cluster.devices
