@@ -101,6 +101,8 @@ class Simulation:
             on_placed=self._placed,
             clock=clock,
         )
+        loads = self.dispatcher.loads
+        self.node = [loads[e].node for e in range(len(loads))]  # engine -> node (a hot lookup)
         room_pe = cost.kv_room_bytes("prefill")
         self.pe_nodes = {
             g.node: PrefillNode(
@@ -121,6 +123,7 @@ class Simulation:
             for e in des
         }
         self.tier = DramTier(system.dram_tier_tb * 1e12 * self.topo.nodes) if system.dram_tier_tb else None
+        self.record_turns = cfg.sim.record_turns
         self.finished: list[SimTurn] = []  # only with sim.record_turns
         self.ttft, self.tpot = array("d"), array("d")
         self.turns = self.tokens_new = self.tokens_cached = self.tokens_out = 0
@@ -136,9 +139,6 @@ class Simulation:
 
     def _clock(self) -> float:
         return self.loop.now
-
-    def node_of(self, engine: int) -> int:
-        return self.dispatcher.loads[engine].node
 
     @property
     def waiting(self):
@@ -189,7 +189,7 @@ class Simulation:
         else:
             tier = self.tier.lookup(turn.agent, turn.hit_bytes) if self.tier is not None else 0.0
             plan = self.dispatcher.plan(turn, tier)
-            pe, de = self.node_of(turn.pe), self.node_of(turn.de)
+            pe, de = self.node[turn.pe], self.node[turn.de]
             start = max(now, self.persisted_at[turn.agent])  # read what the last turn wrote
             ready = max(
                 self.snic_read[pe].transfer(plan.read_pe_bytes, start),
@@ -198,21 +198,21 @@ class Simulation:
                 self.dram[de].transfer(plan.dram_de_bytes, now),
             )
         turn.ready = ready
-        self.loop.at(ready, self.pe_nodes[self.node_of(turn.pe)].submit, turn)
+        self.loop.at(ready, self.pe_nodes[self.node[turn.pe]].submit, turn)
 
     def _prefilled(self, turn: SimTurn) -> None:
         self.dispatcher.prefill_done(turn)
-        turn.first_token = self.loop.now
-        end = self.de_h2d[turn.de].transfer(turn.plan.de_h2d_bytes)
+        turn.first_token = now = self.loop.now
+        end = self.de_h2d[turn.de].transfer(turn.plan.de_h2d_bytes, now)
         self.loop.at(end, self.de[turn.de].join, turn)
 
     def _decoded(self, turn: SimTurn) -> None:
         self.dispatcher.decode_done(turn)
-        turn.finished = self.loop.now
+        turn.finished = now = self.loop.now
         # The new KV is written in the background; the agent's next turn may be placed at once,
         # but its storage read starts only once this write is done (see _placed).
-        de = self.node_of(turn.de)
-        self.persisted_at[turn.agent] = self.snic_write[de].transfer(turn.plan.write_bytes)
+        de = self.node[turn.de]
+        self.persisted_at[turn.agent] = self.snic_write[de].transfer(turn.plan.write_bytes, now)
         if self.tier is not None:
             self.tier.store(turn.agent, turn.kv_bytes)
         self._persisted(turn)
@@ -227,7 +227,7 @@ class Simulation:
         self.ttft.append(turn.first_token - turn.arrive)
         if turn.output > 1:
             self.tpot.append((turn.finished - turn.joined) / (turn.output - 1))
-        if self.cfg.sim.record_turns:
+        if self.record_turns:
             self.finished.append(turn)
         self.observer.turn_done(self, turn)
         self.on_turn()
