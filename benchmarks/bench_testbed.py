@@ -148,9 +148,9 @@ def transfer_figures(dp, refs: dict, tb: Testbed, de_dev, pe_dev) -> dict:
     transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
     # the same hops as plain copies, now, on the same devices: one [1, tokens, D] array per size
     ref_t, sizes = 0.0, {}
-    width = kvcodec.kv_width(tb.mcfg)
+    width = tb.mcfg.kv_width
     for nb, (count, secs) in dp.hop_sizes.items():
-        tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
+        tokens = int(nb) // tb.mcfg.kv_bytes_per_token_layer()
         x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
         t = timed_copy(x, pe_dev)
         sizes[nb] = {
@@ -176,10 +176,10 @@ def profiled_hops(tb: Testbed, system, dp, de_dev, pe_dev, where: Path) -> dict:
     run_dir, ref_dir = where / "run", where / "copies"
     with jax.profiler.trace(str(run_dir)):
         m = tb.run_system(system)
-    width = kvcodec.kv_width(tb.mcfg)
+    width = tb.mcfg.kv_width
     with jax.profiler.trace(str(ref_dir)):
         for nb in dp.hop_sizes:
-            tokens = int(nb) // kvcodec.bytes_per_token_layer(tb.mcfg)
+            tokens = int(nb) // tb.mcfg.kv_bytes_per_token_layer()
             x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
             x.block_until_ready()
             timed_copy(x, pe_dev)
@@ -365,8 +365,8 @@ def main(argv=None):
 
     # ---- link references measured in this run --------------------------------------------------
     pe_dev, de_dev = tb.devices[tb.pe_ids[0]], tb.devices[tb.de_ids[0]]
-    layer_bytes = 16384 * kvcodec.bytes_per_token_layer(tb.mcfg)  # one layer of a 16K-token prefix
-    host = np.ones((16384, kvcodec.kv_width(tb.mcfg)), kvcodec.np_dtype(tb.mcfg))
+    layer_bytes = 16384 * tb.mcfg.kv_bytes_per_token_layer()  # one layer of a 16K-token prefix
+    host = np.ones((16384, tb.mcfg.kv_width), kvcodec.np_dtype(tb.mcfg))
     on_de = jax.device_put(host, de_dev)
     d2d_s = timed_copy(on_de, pe_dev)
     h2d_s = timed_copy(host, pe_dev)

@@ -24,29 +24,21 @@ def np_dtype(cfg: ModelConfig) -> np.dtype:
     return np.dtype(cfg.dtype)
 
 
-def kv_width(cfg: ModelConfig) -> int:
-    return cfg.kv_width
-
-
-def bytes_per_token_layer(cfg: ModelConfig) -> int:
-    return kv_width(cfg) * np_dtype(cfg).itemsize
-
-
 def bytes_per_token(cfg: ModelConfig) -> int:
     """KV bytes per token over all layers: the unit of the data-path plan."""
-    return cfg.n_layers * bytes_per_token_layer(cfg)
+    return cfg.n_layers * cfg.kv_bytes_per_token_layer()
 
 
 def block_layout(cfg: ModelConfig, tokens_per_block: int) -> BlockLayout:
     return BlockLayout(
-        layers=cfg.n_layers, bytes_per_token=bytes_per_token_layer(cfg), tokens_per_block=tokens_per_block
+        layers=cfg.n_layers, bytes_per_token=cfg.kv_bytes_per_token_layer(), tokens_per_block=tokens_per_block
     )
 
 
 def layer_of_blocks(blocks_u8: np.ndarray, layer: int, cfg: ModelConfig) -> np.ndarray:
     """Full Blocks uint8 [n, Y, T, B] -> that layer's KV [n*T, M] (contiguous host copy)."""
     n, _, t, _ = blocks_u8.shape
-    return np.ascontiguousarray(blocks_u8[:, layer]).view(np_dtype(cfg)).reshape(n * t, kv_width(cfg))
+    return np.ascontiguousarray(blocks_u8[:, layer]).view(np_dtype(cfg)).reshape(n * t, cfg.kv_width)
 
 
 def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
@@ -90,7 +82,7 @@ def layer_of(kv, layer):
 def copy_hit_to_kv(kv_host: np.ndarray, blocks_u8: np.ndarray, cfg: ModelConfig) -> None:
     """Host: Full Blocks uint8 [n, Y, T, B] -> kv_host[:, :n*T] ([Y, tokens, D]) in one strided copy."""
     n, y, t, _ = blocks_u8.shape
-    d = kv_width(cfg)
+    d = cfg.kv_width
     src = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, d)
     for layer in range(y):  # kv_host[layer, :n*t] is contiguous, so its reshape is a view
         kv_host[layer, : n * t].reshape(n, t, d)[...] = src[:, layer]

@@ -110,7 +110,7 @@ class StoredKV(KVSource):
     def fetch(self, turn, ready, fail):
         cl = self.cluster
         turn.read_node = cl.node_of(turn.de if turn.read_on_de else turn.pe).id
-        shape = (self.mcfg.n_layers, turn.input, kvcodec.kv_width(self.mcfg))
+        shape = (self.mcfg.n_layers, turn.input, self.mcfg.kv_width)
         cl.node_of(turn.de).buffer.alloc(("kv", turn.rid), shape, kvcodec.np_dtype(self.mcfg))
         if turn.hit == 0:
             ready(turn)
@@ -141,7 +141,7 @@ class StoredKV(KVSource):
             cl = self.cluster
             t0 = time.perf_counter()
             up = jax.device_put(buf, cl.device(turn.de))
-            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, kvcodec.kv_width(self.mcfg))
+            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, self.mcfg.kv_width)
             staged.block_until_ready()
             del up
             cl.links.add(f"de_h2d_stage[{turn.de}]", buf.nbytes)

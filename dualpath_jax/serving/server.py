@@ -117,7 +117,7 @@ class Testbed:
                 w = ((t.input + t.output) // bt - hit // bt) * bt
                 if w > 0:
                     writes.add(w)
-        y, d = self.mcfg.n_layers, kvcodec.kv_width(self.mcfg)
+        y, d = self.mcfg.n_layers, self.mcfg.kv_width
         for e in self.pe_ids:
             lw, dev = self.lw[e], self.devices[e]
             for hit, new in sorted(shapes):
