@@ -14,7 +14,7 @@ simulator's links and the testbed's counters use), per node's DRAM, and per pref
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Link names: where a transfer is charged.
 SNIC_READ, SNIC_WRITE = "snic_read", "snic_write"  # a node's storage NIC, per direction
@@ -23,8 +23,7 @@ DE_CNIC_IN = "de_cnic_in"  # the decode GPU's compute NIC (the H2D into the DE G
 DRAM = "dram"  # a node's host memory
 
 
-@dataclass(frozen=True)
-class TurnPlan:
+class TurnPlan(NamedTuple):  # a tuple: built once per turn on the simulator's hot path
     de_read_fraction: float  # share of the storage read through the DE node (0: PE path, 1: DE path)
     read_pe_bytes: float  # hit KV through the PE node's SNIC
     read_de_bytes: float  # hit KV through the DE node's SNIC

@@ -83,26 +83,25 @@ class Dispatcher:
 
     def schedule(self) -> int:
         """One scheduling pass over the waiting turns (FIFO); returns how many were placed."""
-        if not self.waiting:
+        waiting = self.waiting
+        if not waiting:
             return 0
         placed = 0
-        for p in self.scheduler.place(self.waiting, self.pe_groups, self.de_groups, self.ctx):
-            self._apply(self.waiting[placed], p)
+        for p in self.scheduler.place(waiting, self.pe_groups, self.de_groups, self.ctx):
+            self._apply(waiting[placed], p)
             placed += 1
         for _ in range(placed):
-            self.waiting.popleft()
+            waiting.popleft()
         return placed
-
-    def _read_fraction(self, p: Placement) -> float:
-        if self.read_side:
-            return float(self.read_side == "de")
-        if self.whole_reads:
-            return float(p.de_read_fraction > 0.5)
-        return p.de_read_fraction
 
     def _apply(self, turn: Turn, p: Placement) -> None:
         turn.pe, turn.de, turn.placed = p.pe, p.de, self.clock()
-        turn.de_read_fraction = self._read_fraction(p)
+        if self.read_side:
+            turn.de_read_fraction = float(self.read_side == "de")
+        elif self.whole_reads:
+            turn.de_read_fraction = float(p.de_read_fraction > 0.5)
+        else:
+            turn.de_read_fraction = p.de_read_fraction
         self.group_of[p.de].add(self.loads[p.de], turn.tokens, turn.kv_bytes)
         self.group_of[p.pe].add(self.loads[p.pe], turn.input)
         self.on_placed(turn)

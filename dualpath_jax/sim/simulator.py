@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 from array import array
+from functools import partial
 from typing import Callable
 
 from ..cluster import Topology
@@ -68,12 +69,12 @@ class Simulation:
         observer: TurnObserver | None = None,
     ):
         self.cfg, self.system, self.agents, self.cost = cfg, system, agents, cost
-        self.on_turn = on_turn or (lambda: None)
-        self.arrivals, self.observer = arrivals or Arrivals(), observer or TurnObserver()
+        # None: offline arrivals, no observer, no tick (the hot path skips the calls)
+        self.on_turn, self.arrivals, self.observer = on_turn, arrivals, observer
         spec, sim = cfg.cluster, cfg.sim
         self.topo = Topology(spec)
         self.loop = loop = EventLoop(*self._event_budget(agents, sim.min_chunk_tokens))
-        clock = self._clock
+        clock = partial(getattr, loop, "now")  # C-level: the schedulers read it on every placement
         self.kvb = cost.kv_bytes_per_token
         pes, des = self.topo.engines()
         de_room = cost.kv_room_bytes("decode")
@@ -137,9 +138,6 @@ class Simulation:
                 f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})"
             )
 
-    def _clock(self) -> float:
-        return self.loop.now
-
     @property
     def waiting(self):
         return self.dispatcher.waiting
@@ -178,7 +176,8 @@ class Simulation:
 
     def _schedule(self) -> None:
         self.dispatcher.schedule()
-        self.observer.scheduled(self)
+        if self.observer is not None:
+            self.observer.scheduled(self)
 
     def _placed(self, turn: SimTurn) -> None:
         """The dispatcher placed `turn` (loads applied): book its reads, then it joins its PE's queue."""
@@ -229,24 +228,29 @@ class Simulation:
             self.tpot.append((turn.finished - turn.joined) / (turn.output - 1))
         if self.record_turns:
             self.finished.append(turn)
-        self.observer.turn_done(self, turn)
-        self.on_turn()
+        if self.observer is not None:
+            self.observer.turn_done(self, turn)
+        if self.on_turn is not None:
+            self.on_turn()
         agent, nxt = turn.agent, turn.index + 1
         if nxt < len(self.agents[agent].turns):
-            gap = self.arrivals.gap(agent, nxt, self.loop.now)
+            gap = 0.0 if self.arrivals is None else self.arrivals.gap(agent, nxt, self.loop.now)
             if gap > 0:
                 self.loop.at(self.loop.now + gap, self._arrive, agent, nxt)
             else:
                 self._arrive(agent, nxt)
         else:
             self.agent_done[agent] = self.loop.now
-            self.observer.agent_done(self, agent)
+            if self.observer is not None:
+                self.observer.agent_done(self, agent)
 
     # ---- run -------------------------------------------------------------------------------------
     def simulate(self) -> None:
+        arrivals = self.arrivals or Arrivals()
         for a in range(len(self.agents)):
-            self.loop.at(self.arrivals.start(a), self._arrive, a, 0)
-        self.observer.attach(self)
+            self.loop.at(arrivals.start(a), self._arrive, a, 0)
+        if self.observer is not None:
+            self.observer.attach(self)
         # The run allocates millions of short-lived acyclic objects; the cyclic collector would
         # rescan every live one over and over, at a cost that grows with the agents alive.
         enabled = gc.isenabled()
