@@ -35,6 +35,9 @@ class TurnPlan(NamedTuple):  # a tuple: built once per turn on the simulator's h
     new_bytes: float = 0.0  # KV of the newly computed prompt tokens
     hit_tokens: int = 0  # cached prompt tokens the prefill reads
     kv_bytes_per_token: float = 0.0  # 0 when I/O is free (the oracle): every chunk moves nothing
+    dram_pe_bytes: float = 0.0  # through the PE node's DRAM: what it read, in and out
+    # through the DE node's DRAM: what it read (in and out), the PE's KV in, the DE GPU's H2D out
+    dram_de_bytes: float = 0.0
 
     @property
     def read_bytes(self) -> float:
@@ -48,17 +51,6 @@ class TurnPlan(NamedTuple):  # a tuple: built once per turn on the simulator's h
             DE_CNIC_IN: self.de_h2d_bytes,
             SNIC_WRITE: self.write_bytes,
         }
-
-    @property
-    def dram_pe_bytes(self) -> float:
-        """Through the PE node's DRAM: what it read, in from the SNIC and out to the PE GPU."""
-        return 2 * self.read_pe_bytes
-
-    @property
-    def dram_de_bytes(self) -> float:
-        """Through the DE node's DRAM: what it read (in and out), the PE's KV in, and the DE GPU's
-        H2D out. (Summed in this order since before plan_turn existed: the same floats.)"""
-        return 2 * self.read_de_bytes + self.new_bytes + self.pe_hit_out_bytes + self.de_h2d_bytes
 
     def chunk_in_bytes(self, done: int) -> float:
         """Into the PE GPU for a prefill chunk after `done` new tokens: the KV of all before it."""
@@ -92,16 +84,19 @@ def plan_turn(
     fresh = new * kv_bytes_per_token
     storage = hit - tier_hit_bytes
     pe_hit_out = (1.0 - f) * hit
+    read_pe, read_de, h2d = (1.0 - f) * storage, f * storage, (cached + new) * kv_bytes_per_token
     return TurnPlan(
         de_read_fraction=f,
-        read_pe_bytes=(1.0 - f) * storage,
-        read_de_bytes=f * storage,
+        read_pe_bytes=read_pe,
+        read_de_bytes=read_de,
         pe_in_bytes=hit,
         pe_hit_out_bytes=pe_hit_out,
         pe_out_bytes=fresh + pe_hit_out,
-        de_h2d_bytes=(cached + new) * kv_bytes_per_token,
+        de_h2d_bytes=h2d,
         write_bytes=(new + output) * kv_bytes_per_token,
         new_bytes=fresh,
         hit_tokens=cached,
         kv_bytes_per_token=kv_bytes_per_token,
+        dram_pe_bytes=2 * read_pe,
+        dram_de_bytes=2 * read_de + fresh + pe_hit_out + h2d,  # this order since v1: the same floats
     )

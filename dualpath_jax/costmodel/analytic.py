@@ -112,6 +112,11 @@ class CostModel:
         fixed, per_request, per_key, per_ctx = self._decode_coef
         return fixed + batch * per_request + keys * per_key + context * per_ctx
 
+    def decode_step_coefficients(self) -> tuple[float, float, float, float]:
+        """(fixed, per request, per key, per context token) seconds: a step of a non-empty batch is
+        their sum weighted by (1, batch, keys, context), as `decode_step_time` computes it."""
+        return self._decode_coef
+
     def decode_comm_time(self, batch: int) -> float:
         """EP all-to-all seconds per decode step at full CNIC bandwidth (inside the calibrated step
         time; the traffic manager adds to it only when KV traffic takes part of the CNIC)."""

@@ -180,6 +180,7 @@ class DecodeEngine:
         self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
         self.qos, self.qos_weight = qos, qos_weight
         self.on_done = on_done
+        self.coef = cost.decode_step_coefficients()
         self.steps = 0.0  # steps every request in the batch has taken since time 0
         self.t_last = 0.0
         self.step_time = 0.0
@@ -219,7 +220,8 @@ class DecodeEngine:
             self._event_at = None
             return
         b = len(self.due)
-        t = self.cost.decode_step_time(b, self.keys, self.context)
+        fixed, per_request, per_key, per_ctx = self.coef  # CostModel.decode_step_time, inlined
+        t = fixed + b * per_request + self.keys * per_key + self.context * per_ctx
         if self.h2d.free_at > self.loop.now:  # KV on this GPU's CNIC slows every step's all-to-all
             share = lane_share(True, self.qos, self.qos_weight)
             t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)
