@@ -44,7 +44,8 @@ def main() -> None:
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
     t0 = time.perf_counter()
     anchor = anchor_model(cfg)
-    cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
+    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
+    cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, eff, cfg.costmodel)
     agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
     setup_s = time.perf_counter() - t0
     rows = []

@@ -52,7 +52,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
     anchor = anchor_model(cfg)
-    cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, calibrate(anchor, cfg.hardware))
+    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
+    cost = CostModel(cfg.model, cfg.cluster, cfg.hardware, eff, cfg.costmodel)
     agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
     rows = []
     for name in args.systems:

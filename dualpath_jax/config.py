@@ -124,6 +124,7 @@ TestbedModel = Literal["tiny", "ds16b", "dsv3", "dsv3_e32"]  # model/config.py k
 TestbedDtype = Literal["", "float32", "bfloat16", "float16"]  # "": the model config's own
 MoeBackend = Literal["", "sort", "ragged", "dense"]  # model/config.py MOE_BACKENDS; "": its own
 ReadSide = Literal["", "pe", "de"]  # serving/server.py
+CostVersion = Literal["v1", "v2"]  # costmodel/analytic.py
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,51 @@ class CalibrationSpec:
 
     def _validate(self, where: str) -> None:
         _check_assumed(self, where)
+
+
+@dataclass(frozen=True)
+class CostModelSpec:
+    """Which cost model times the simulation (docs/costmodel.md). v1 ignores every other field; v2
+    adds expert-parallel latency floors, per-step prefill costs and a storage efficiency and
+    latency. Every default has a published source or is listed in `assumed`."""
+
+    version: CostVersion = "v1"
+    # Expert-parallel groups are bounded: a role's GPUs form groups of at most this many.
+    ep_max_prefill: PosInt = 32  # DeepSeek Day 6: prefill runs EP32
+    ep_max_decode: PosInt = 144  # DeepSeek Day 6: decode runs EP144
+    # One MoE layer's dispatch and combine latency by EP size (DeepEP low-latency kernels, H800,
+    # 128 tokens per GPU, FP8 dispatch / BF16 combine); interpolated linearly in log2(EP).
+    ep_sizes: tuple[PosInt, ...] = (8, 16, 32, 64, 128, 256)
+    ep_dispatch_us: tuple[NonNegFloat, ...] = (77.0, 118.0, 155.0, 173.0, 192.0, 194.0)
+    ep_combine_us: tuple[NonNegFloat, ...] = (114.0, 195.0, 273.0, 314.0, 369.0, 360.0)
+    ep_latency_scale: NonNegFloat = 1.0  # multiplies the table (other NICs, kernels, overlap)
+    decode_ep_overlap: bool = True  # two micro-batches hide the all-to-all behind compute (Day 6)
+    prefill_layer_latency_scale: NonNegFloat = 1.0  # prefill per-MoE-layer fixed cost, x the table
+    prefill_weight_roofline: bool = True  # a prefill step streams the GPU's weights at least once
+    prefill_anchor_batch_tokens: PosInt = 16384  # DeepSeek profile-data: 16K tokens per GPU step
+    storage_efficiency: Fraction = 0.86  # 3FS: ~40 GiB/s peak per client on one 400 Gbps NIC
+    storage_read_latency_ms: NonNegFloat = 0.5  # per turn's read before its first byte
+    assumed: tuple[str, ...] = (
+        "ep_latency_scale",
+        "prefill_layer_latency_scale",
+        "storage_read_latency_ms",
+    )
+
+    def _validate(self, where: str) -> None:
+        _check_assumed(self, where)
+        n = len(self.ep_sizes)
+        _need(n >= 1, f"{where}.ep_sizes", "needs at least one EP size")
+        _need(
+            list(self.ep_sizes) == sorted(set(self.ep_sizes)),
+            f"{where}.ep_sizes",
+            f"must be strictly increasing, got {list(self.ep_sizes)}",
+        )
+        for name in ("ep_dispatch_us", "ep_combine_us"):
+            _need(
+                len(getattr(self, name)) == n,
+                f"{where}.{name}",
+                f"needs one value per ep_sizes entry ({n}), got {len(getattr(self, name))}",
+            )
 
 
 @dataclass(frozen=True)
@@ -494,6 +540,7 @@ class ExperimentConfig:
     hardware: HardwareSpec
     workload: WorkloadSpec
     systems: tuple[SystemSpec, ...]
+    costmodel: CostModelSpec = CostModelSpec()
     system_set: str = "paper"  # which configs/system/ file the systems came from
     sim: SimSpec = SimSpec()
     online: OnlineSpec = OnlineSpec()

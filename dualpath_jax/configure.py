@@ -9,6 +9,7 @@ fail on when it starts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, Mapping
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 from .cluster import check_pd_ratio
 from .config import (
     ConfigError,
+    CostModelSpec,
     ExperimentConfig,
     ModelSpec,
     OnlineSpec,
@@ -240,6 +242,14 @@ def _check_no_effect(cfg: ExperimentConfig, online: bool, capacity: bool) -> Non
         raise ConfigError(
             "config.testbed: the testbed settings apply to backend=real only; drop them or add backend=real"
         )
+    v1 = CostModelSpec()
+    if cfg.costmodel.version == "v1" and cfg.costmodel != v1:
+        changed = [f.name for f in dataclasses.fields(v1) if getattr(cfg.costmodel, f.name) != getattr(v1, f.name)]
+        raise ConfigError(
+            f"config.costmodel.{changed[0]}: cost model v1 has none of the v2 terms; select them with costmodel=v2"
+        )
+    if cfg.backend == "real" and cfg.costmodel.version != "v1":
+        raise ConfigError("config.costmodel: the real testbed measures its times; costmodel applies to backend=sim")
 
 
 def _check_workload(cfg: ExperimentConfig) -> None:
@@ -291,7 +301,7 @@ def _preflight(cfg: ExperimentConfig) -> None:
             f"peak rate in config.hardware.gpu.peak_tflops (known: {', '.join(sorted(peaks))})"
         )
     try:
-        eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
+        eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
     except (ValueError, ArithmeticError) as e:
         raise ConfigError(
             f"config.hardware.calibration: {str(e).removeprefix('calibration: ')} (calibrated "

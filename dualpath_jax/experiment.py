@@ -25,7 +25,7 @@ Progress = Callable[[str, int], Callable[[], None]]
 def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None = None) -> OfflineResult:
     """Every system of `cfg` in the simulator; `progress(system, turns)` -> tick."""
     check_pd_ratio(cfg.cluster)
-    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
+    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
     agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
     turns = sum(len(a.turns) for a in agents)
     result = OfflineResult(cfg, eff)

@@ -1,19 +1,27 @@
-"""Cost model v1: roofline times from FLOP and byte counts, with efficiency factors fixed by anchors.
+"""The cost model: roofline times from FLOP and byte counts, with efficiency factors fixed by anchors.
 
+v1 (`costmodel=v1`):
 - Prefill: time = FLOPs / (peak[compute dtype] * prefill_efficiency).
 - Decode step on one GPU: time = (local weight bytes + KV bytes read) / (HBM * hbm_efficiency)
   + FLOPs / (peak * decode_efficiency) + a fixed per-step overhead.
+v2 (`costmodel=v2`) adds, each from a published source (docs/costmodel.md, "v2 terms"): bounded EP
+groups; a decode step no shorter than its MoE layers' all-to-all latency (`ep.py`); a prefill step
+no shorter than one read of the GPU's weights, plus a fixed latency per MoE layer; a storage NIC
+that delivers `storage_efficiency` of its line rate, and a latency per read.
 The two compute efficiencies are solved from DeepSeek's published H800 per-node throughput for
-DeepSeek-V3 (see configs/cluster/*.yaml, calibration:) — independent of the DualPath paper — and then
-applied unchanged to every model. Nothing here looks at the paper's JCT figures.
+DeepSeek-V3 (configs/hardware/h800.yaml, calibration:), with the same terms the version uses,
+independent of the DualPath paper, and then applied unchanged to every model. Nothing here looks at
+the paper's JCT figures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
-from ..config import ClusterSpec, HardwareSpec, ModelSpec
+from ..config import ClusterSpec, CostModelSpec, HardwareSpec, ModelSpec
 from .counts import ModelCounts
+from .ep import ep_group, ep_layer_latency_s
 
 
 @dataclass(frozen=True)
@@ -25,31 +33,59 @@ class Efficiency:
         return {"prefill": self.prefill, "decode": self.decode}
 
 
-def calibrate(anchor: ModelSpec, hw: HardwareSpec, gpus_per_node: int = 8) -> Efficiency:
+def calibrate(
+    anchor: ModelSpec, hw: HardwareSpec, gpus_per_node: int = 8, terms: CostModelSpec = CostModelSpec()
+) -> Efficiency:
     """Solve the compute efficiencies that reproduce the anchor throughputs on the anchor model."""
     cal, gpu = hw.calibration, hw.gpu
     counts = ModelCounts(anchor)
     peak = gpu.peak_tflops[anchor.compute_dtype] * 1e12
     g = gpus_per_node
+    v2 = terms.version == "v2"
     # Prefill: the anchor counts cache hits as input tokens; only misses are computed.
     prompt = cal.prefill_prompt_tokens
     cached = round(prompt * cal.prefill_hit_ratio)
     flops_per_prompt = counts.prefill_flops(cached, prompt - cached)
     prompts_per_s_gpu = cal.prefill_tokens_per_s_node / g / prompt
     prefill = prompts_per_s_gpu * flops_per_prompt / peak
+    if v2:  # a step of the anchor's batch pays the fixed terms; its compute is what is left
+        ep = terms.ep_max_prefill  # the anchor's deployment (DeepSeek's prefill EP)
+        step = terms.prefill_anchor_batch_tokens / (prompt - cached) / prompts_per_s_gpu
+        fixed = _prefill_fixed_s(counts, terms, ep)
+        floor = _prefill_weight_floor_s(counts, terms, ep, g, gpu.hbm_tbps * 1e12 * cal.hbm_efficiency)
+        compute = step - fixed
+        if compute <= floor:
+            raise ValueError(
+                f"calibration: anchor prefill step {step * 1e3:.1f} ms leaves {compute * 1e3:.1f} ms of "
+                f"compute after its fixed costs, below its weight-read floor {floor * 1e3:.1f} ms; "
+                f"check costmodel.prefill_anchor_batch_tokens"
+            )
+        prefill *= step / compute
     # Decode: a step yields one token per request in the batch.
     # The batch per GPU follows from node throughput over per-request speed.
     b = cal.decode_tokens_per_s_node / g / cal.decode_tokens_per_s_request
     ctx = cal.decode_context_tokens
     step = 1.0 / cal.decode_tokens_per_s_request
     keys = counts.decode_keys(ctx)
-    mem_bytes = counts.weight_bytes_per_gpu(cal.decode_gpus, g) + b * counts.decode_kv_read_bytes(keys, ctx)
+    ep = ep_group(cal.decode_gpus, terms.ep_max_decode) if v2 else cal.decode_gpus
+    mem_bytes = counts.weight_bytes_per_gpu(ep, g) + b * counts.decode_kv_read_bytes(keys, ctx)
     mem_time = mem_bytes / (gpu.hbm_tbps * 1e12 * cal.hbm_efficiency)
     compute_time = step - mem_time - cal.decode_step_overhead_ms / 1e3
+    serial = ""
+    if v2:
+        floor = _decode_ep_floor_s(counts, terms, ep)
+        if terms.decode_ep_overlap and floor >= step:
+            raise ValueError(
+                f"calibration: anchor decode step {step * 1e3:.1f} ms is not above its EP all-to-all "
+                f"floor {floor * 1e3:.1f} ms; check costmodel.ep_*"
+            )
+        if not terms.decode_ep_overlap:
+            compute_time -= floor
+            serial = f" plus the EP all-to-all floor {floor * 1e3:.1f} ms (costmodel.decode_ep_overlap=false)"
     if compute_time <= 0:
         raise ValueError(
             f"calibration: anchor decode step {step * 1e3:.1f} ms is shorter than its "
-            f"memory time {mem_time * 1e3:.1f} ms plus overhead; check calibration.*"
+            f"memory time {mem_time * 1e3:.1f} ms plus overhead{serial}; check calibration.*"
         )
     decode = b * counts.decode_flops(keys, ctx) / (compute_time * peak)
     for name, eff in (("prefill", prefill), ("decode", decode)):
@@ -58,12 +94,32 @@ def calibrate(anchor: ModelSpec, hw: HardwareSpec, gpus_per_node: int = 8) -> Ef
     return Efficiency(prefill=prefill, decode=decode)
 
 
+def _moe_layers(counts: ModelCounts) -> int:
+    return counts.moe_layers if counts.spec.routed_experts else 0
+
+
+def _decode_ep_floor_s(counts: ModelCounts, terms: CostModelSpec, ep: int) -> float:
+    """v2: a decode step's all-to-all latency over its MoE layers (DeepEP low-latency kernels)."""
+    return _moe_layers(counts) * ep_layer_latency_s(terms, ep)
+
+
+def _prefill_fixed_s(counts: ModelCounts, terms: CostModelSpec, ep: int) -> float:
+    """v2: a prefill step's fixed latency, one dispatch+combine per MoE layer (x its scale)."""
+    return _moe_layers(counts) * ep_layer_latency_s(terms, ep) * terms.prefill_layer_latency_scale
+
+
+def _prefill_weight_floor_s(counts: ModelCounts, terms: CostModelSpec, ep: int, g: int, hbm: float) -> float:
+    """v2: a prefill step reads each of the GPU's weights at least once."""
+    return counts.weight_bytes_per_gpu(ep, g) / hbm if terms.prefill_weight_roofline else 0.0
+
+
 @dataclass
 class CostModel:
     model: ModelSpec
     cluster: ClusterSpec
     hardware: HardwareSpec
     eff: Efficiency
+    terms: CostModelSpec = field(default_factory=CostModelSpec)
 
     def __post_init__(self):
         self.counts = ModelCounts(self.model)
@@ -71,9 +127,25 @@ class CostModel:
         self.peak = gpu.peak_tflops[self.model.compute_dtype] * 1e12
         self.hbm = gpu.hbm_tbps * 1e12 * self.hardware.calibration.hbm_efficiency
         self.kv_bytes_per_token = self.counts.kv_bytes_per_token
-        g = self.cluster.gpus_per_node
-        self.prefill_weights = self.counts.weight_bytes_per_gpu(self.cluster.prefill_gpus, g)
-        self.decode_weights = self.counts.weight_bytes_per_gpu(self.cluster.decode_gpus, g)
+        g, cl, t = self.cluster.gpus_per_node, self.cluster, self.terms
+        self.v2 = t.version == "v2"
+        # EP group per role: v1 spans the role; v2 is bounded (ep_max_*)
+        self.prefill_ep = ep_group(cl.prefill_gpus, t.ep_max_prefill) if self.v2 else cl.prefill_gpus
+        self.decode_ep = ep_group(cl.decode_gpus, t.ep_max_decode) if self.v2 else cl.decode_gpus
+        # nodes one EP group spans: the share of the all-to-all that crosses the CNICs
+        self.prefill_ep_nodes = math.ceil(self.prefill_ep / g) if self.v2 else cl.prefill_nodes
+        self.decode_ep_nodes = math.ceil(self.decode_ep / g) if self.v2 else cl.decode_nodes
+        self.prefill_weights = self.counts.weight_bytes_per_gpu(self.prefill_ep, g)
+        self.decode_weights = self.counts.weight_bytes_per_gpu(self.decode_ep, g)
+        # v2's step terms and storage (v1: none)
+        self.decode_ep_floor_s = _decode_ep_floor_s(self.counts, t, self.decode_ep) if self.v2 else 0.0
+        self.decode_ep_overlap = t.decode_ep_overlap
+        self.prefill_fixed_s = _prefill_fixed_s(self.counts, t, self.prefill_ep) if self.v2 else 0.0
+        self.prefill_weight_floor_s = (
+            _prefill_weight_floor_s(self.counts, t, self.prefill_ep, g, self.hbm) if self.v2 else 0.0
+        )
+        self.storage_efficiency = t.storage_efficiency if self.v2 else 1.0
+        self.storage_read_latency_s = t.storage_read_latency_ms / 1e3 if self.v2 else 0.0
         self._step_overhead = self.hardware.calibration.decode_step_overhead_ms / 1e3
         # The decode step time is linear in (batch, keys, context): keep its coefficients.
         c, rate = self.counts, self.peak * self.eff.decode
@@ -110,7 +182,20 @@ class CostModel:
         if batch == 0:
             return 0.0
         fixed, per_request, per_key, per_ctx = self._decode_coef
-        return fixed + batch * per_request + keys * per_key + context * per_ctx
+        return self.with_ep_floor(fixed + batch * per_request + keys * per_key + context * per_ctx)
+
+    def with_ep_floor(self, step: float) -> float:
+        """v2: the step no shorter than its all-to-all latency (overlapped) or plus it (v1: as is)."""
+        if not self.decode_ep_floor_s:
+            return step
+        return max(step, self.decode_ep_floor_s) if self.decode_ep_overlap else step + self.decode_ep_floor_s
+
+    def prefill_step(self, compute: float, comm: float) -> float:
+        """A prefill step's critical path from its compute and EP all-to-all seconds: v2 adds the
+        weight-read floor and the per-layer fixed latency (v1: the larger of the two)."""
+        if self.v2:
+            return max(compute, comm, self.prefill_weight_floor_s) + self.prefill_fixed_s
+        return max(compute, comm)
 
     def decode_step_coefficients(self) -> tuple[float, float, float, float]:
         """(fixed, per request, per key, per context token) seconds: a step of a non-empty batch is
@@ -120,5 +205,5 @@ class CostModel:
     def decode_comm_time(self, batch: int) -> float:
         """EP all-to-all seconds per decode step at full CNIC bandwidth (inside the calibrated step
         time; the traffic manager adds to it only when KV traffic takes part of the CNIC)."""
-        per_token = self.counts.ep_bytes_per_token(self.cluster.decode_nodes)
+        per_token = self.counts.ep_bytes_per_token(self.decode_ep_nodes)
         return batch * per_token / self.cluster.cnic_bytes_per_s

@@ -40,4 +40,4 @@ def engine_view(cfg: ExperimentConfig, system: SystemSpec) -> ExperimentConfig:
 def deployed(cfg: ExperimentConfig, system: SystemSpec, eff: Efficiency) -> tuple[ExperimentConfig, CostModel]:
     """The config as `system` deploys it, and its cost model."""
     view = engine_view(cfg, system)
-    return view, CostModel(view.model, view.cluster, view.hardware, eff)
+    return view, CostModel(view.model, view.cluster, view.hardware, eff, cfg.costmodel)

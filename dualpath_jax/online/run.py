@@ -41,7 +41,7 @@ def run_online(
     """{system name: online summary} at `aps` (default cfg.online.aps)."""
     aps = cfg.online.aps if aps is None else aps
     check_pd_ratio(cfg.cluster)
-    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node)
+    eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
     trajs = load_trajectories(cfg.workload, ROOT)
     agents, starts, replay = _arrivals(cfg, trajs, aps)
     out = {}

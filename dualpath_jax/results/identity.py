@@ -8,8 +8,9 @@ reads:
 
 Left out: `results_dir`, `tracking` and `sim.progress` always; on offline runs the `online`
 section and the top-level `seed` (only online think times draw from it); on simulator runs the
-`testbed` section. The file name keeps a readable part and adds the first 8 hex digits of the
-SHA-256 of the canonical identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never
+`testbed` section; with `costmodel.version=v1` the `costmodel` section (v1 reads none of it, so
+every v1 cell keeps the identity it had before v2 existed). The file name keeps a readable part
+(`_costv2` marks a v2 cell) and adds the first 8 hex digits of the SHA-256 of the canonical identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never
 share a file, the same cell always maps to the same file, and the readable part says which cell
 it is to a person who lists the folder.
 """
@@ -42,6 +43,8 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
     for key in ALWAYS_IGNORED:
         out.pop(key)
     out["sim"].pop("progress")
+    if cfg.costmodel.version == "v1":
+        out.pop("costmodel")  # v1 has no parameters: its cells keep the identity they had before v2
     if kind == "offline":
         out.pop("online")
         out.pop("seed")
@@ -97,6 +100,8 @@ def readable_name(cfg: ExperimentConfig, kind: str) -> str:
         name += f"_append{w.append_scale:g}_gen{w.gen_scale:g}"
     if w.source != "synthetic":
         name += f"_{w.source}"
+    if cfg.costmodel.version != "v1":
+        name += f"_cost{cfg.costmodel.version}"
     if kind != "offline":
         think = cfg.online.think
         if think.kind != "none":

@@ -57,7 +57,7 @@ class PrefillNode:
         self.running = False
         self.kvb = cost.kv_bytes_per_token
         self.layers = cost.model.layers
-        self.ep_bytes = cost.counts.ep_bytes_per_token(cost.cluster.prefill_nodes)
+        self.ep_bytes = cost.counts.ep_bytes_per_token(cost.prefill_ep_nodes)
         self.quota = sim.quota_ms / 1e3
         self._split: dict = {}  # (cached, new) -> (attention s, linear s): packing asks repeatedly
         # accounting
@@ -133,7 +133,7 @@ class PrefillNode:
         compute = a_max + lin
         w, qos = self.sim.qos_weight, self.system.qos
         comm = max(model[e] / (self.bw * lane_share(io_in[e] + io_out[e] > 0, qos, w)) for e in batches)
-        critical = max(compute, comm)
+        critical = self.cost.prefill_step(compute, comm)
         if free_io:
             t = critical
         else:
@@ -222,6 +222,8 @@ class DecodeEngine:
         b = len(self.due)
         fixed, per_request, per_key, per_ctx = self.coef  # CostModel.decode_step_time, inlined
         t = fixed + b * per_request + self.keys * per_key + self.context * per_ctx
+        if self.cost.decode_ep_floor_s:  # cost model v2
+            t = self.cost.with_ep_floor(t)
         if self.h2d.free_at > self.loop.now:  # KV on this GPU's CNIC slows every step's all-to-all
             share = lane_share(True, self.qos, self.qos_weight)
             t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)

@@ -81,14 +81,16 @@ class Simulation:
         for e in des:
             e.free_kv = de_room
         nodes = range(self.topo.nodes)
-        self.snic_read = [FluidLink(f"snic_read[{n}]", spec.snic_bytes_per_s, clock) for n in nodes]
-        self.snic_write = [FluidLink(f"snic_write[{n}]", spec.snic_bytes_per_s, clock) for n in nodes]
+        snic = spec.snic_bytes_per_s * cost.storage_efficiency  # v1: the line rate
+        self.snic_read = [FluidLink(f"snic_read[{n}]", snic, clock) for n in nodes]
+        self.snic_write = [FluidLink(f"snic_write[{n}]", snic, clock) for n in nodes]
+        self.read_latency = cost.storage_read_latency_s
         self.dram = [FluidLink(f"dram[{n}]", spec.dram_gbps * 1e9 / 8, clock) for n in nodes]
         self.de_h2d = {e.id: FluidLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s, clock) for e in des}
         # beta: the policy's overload threshold, in tokens of one PE GPU's beta_s of prefill work
         ctx = SchedContext(
             read_queue_s=DrainSeconds(self.snic_read),
-            snic_bytes_per_s=spec.snic_bytes_per_s,
+            snic_bytes_per_s=snic,
             alpha_s=sim.alpha_s,
             beta_tokens=sim.beta_s * self._prefill_tokens_per_s(),
         )
@@ -202,6 +204,8 @@ class Simulation:
                 self.dram[pe].transfer(plan.dram_pe_bytes, now),
                 self.dram[de].transfer(plan.dram_de_bytes, now),
             )
+            if self.read_latency and plan.read_pe_bytes + plan.read_de_bytes > 0:
+                ready += self.read_latency  # v2: a read's first byte comes one storage latency late
         turn.ready = ready
         self.loop.at(ready, self.pe_nodes[self.node[turn.pe]].submit, turn)
 
