@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .attribution import attribute, chain_floor_s
 from .cluster import check_pd_ratio
 from .config import ExperimentConfig, ModelSpec
 from .costmodel import calibrate
@@ -33,7 +34,9 @@ def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None
     for system in cfg.systems:
         tick = progress(system.name, turns) if progress else None
         view, cost = deployed(cfg, system, eff)
-        result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
+        m = result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
+        if cfg.costmodel.version != "v1":
+            result.attribution[system.name] = attribute(m, chain_floor_s(agents, cost))
     result.wall_s = time.perf_counter() - t0
     return result
 

@@ -65,6 +65,7 @@ def summarize(sim) -> SystemMetrics:
     de_nodes = [n for n in range(topo.nodes) if topo.node_role(n) == "decode"]
     read = [link.bytes for link in sim.snic_read]
     snic_bw = spec.snic_bytes_per_s
+    usable_bw = snic_bw * sim.cost.storage_efficiency  # v1: the line rate
     n_pe, n_de = spec.prefill_gpus, spec.decode_gpus
     usable_nodes = spec.prefill_nodes + (spec.decode_nodes if sim.system.dual_path else 0)
     nodes = sim.pe_nodes.values()
@@ -94,7 +95,7 @@ def summarize(sim) -> SystemMetrics:
         tokens_generated=sim.tokens_out,
         ttft_s=percentiles(sim.ttft),
         tpot_s=percentiles(sim.tpot),
-        io_bound_s=float(sum(read)) / (usable_nodes * snic_bw),
+        io_bound_s=float(sum(read)) / (usable_nodes * usable_bw),
         compute_bound_s=compute / n_pe,
         events=sim.loop.events,
     )

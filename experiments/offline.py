@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dualpath_jax.attribution import describe
 from dualpath_jax.config import to_dict
 from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.experiment import run_offline
@@ -74,9 +75,12 @@ def main_offline(cfg: DictConfig) -> None:
             with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
                 res = run_offline(exp, anchor, progress=progress_factory(bar))
             table = comparison_table(res)
-            path = write_cell(cell, offline_payload(res), as_text(table))
+            why = [describe(name, a) for name, a in res.attribution.items()]
+            path = write_cell(cell, offline_payload(res), as_text(table) + "".join(f"{w}\n" for w in why))
             outcome.done("ran", path)
             console.print(table)
+            for w in why:
+                console.print(w, soft_wrap=True)
             console.print(f"results: {path}  (ran in {res.wall_s:.1f} s wall)", soft_wrap=True)
             comp = res.comparison()
             for sys_name, m in res.systems.items():

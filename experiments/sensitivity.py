@@ -86,6 +86,7 @@ def rows_of(plan, data) -> list[dict]:
     rows = []
     for (label, end, value, _), d in zip(plan, data):
         for s, m in d["systems"].items():
+            why = d.get("attribution", {}).get(s)  # v2 cells: which floor sets the JCT
             rows.append(
                 {
                     "input": label,
@@ -94,6 +95,8 @@ def rows_of(plan, data) -> list[dict]:
                     "system": s,
                     "jct_s": m["jct_s"],
                     "speedup_vs_basic": d["comparison"][s]["speedup_vs_basic"],
+                    "set_by": why["set_by"] if why else "",
+                    "jct_over_floor": why["jct_over_floor"] if why else "",
                     "file": rel(d["_path"]),
                 }
             )

@@ -15,6 +15,9 @@ class OfflineResult:
     efficiency: Efficiency
     systems: dict[str, SystemMetrics] = field(default_factory=dict)
     wall_s: float = 0.0
+    # per system, which floor sets the JCT (`attribution.attribute`); cost model v2 runs only, so
+    # that v1 results files keep their bytes
+    attribution: dict[str, dict] = field(default_factory=dict)
 
     def comparison(self) -> dict[str, dict[str, float]]:
         base = self.systems["basic"].jct_s

@@ -13,11 +13,14 @@ from .result import OfflineResult
 
 def offline_payload(res: OfflineResult) -> dict:
     """The numbers of an offline run as stored in its results file."""
-    return {
+    out = {
         "calibration": res.efficiency.as_dict(),
         "systems": {name: m.as_dict() for name, m in res.systems.items()},
         "comparison": res.comparison(),
     }
+    if res.attribution:
+        out["attribution"] = res.attribution
+    return out
 
 
 def comparison_table(res: OfflineResult) -> Table:
