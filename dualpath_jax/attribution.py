@@ -5,8 +5,9 @@ Three lower bounds on the JCT of an offline run, each a time no schedule can bea
   through (the PE nodes; with the dual path the DE nodes too) (`SystemMetrics.io_bound_s`);
 - compute: the prefill GPU-seconds spent over the number of prefill GPUs (`compute_bound_s`);
 - chain: an agent's turns run one after another, so its JCT is at least the sum of its turns'
-  unloaded latencies (each turn's prefill alone in a step, then each further output token one
-  decode step of a batch of one); the chain floor is the largest such sum over the agents.
+  unloaded latencies (each turn's prefill alone in a step, its attention on one GPU and its MoE
+  work shared by the node's GPUs, then each further output token one decode step of a batch of
+  one); the chain floor is the largest such sum over the agents.
 The largest floor is the one that sets the JCT; `jct_over_floor` says how far above it the run is
 (queueing, imbalance, and what no floor counts, such as unoverlapped reads).
 """
@@ -23,6 +24,7 @@ FLOORS = ("io", "compute", "chain")
 def chain_floor_s(agents: list[Trajectory], cost: CostModel) -> float:
     """The largest sum over one agent's turns of the turn's unloaded latency."""
     prefill: dict[tuple[int, int], float] = {}
+    share = cost.cluster.gpus_per_node  # a PE node's GPUs share one turn's MoE work (sim/engines.py)
     best = 0.0
     for a in {id(a): a for a in agents}.values():
         total = 0.0
@@ -30,7 +32,7 @@ def chain_floor_s(agents: list[Trajectory], cost: CostModel) -> float:
             key = (t.cached, t.new)
             if key not in prefill:
                 attn, lin = cost.prefill_split(t.cached, t.new)
-                prefill[key] = cost.prefill_step(attn + lin, 0.0)
+                prefill[key] = cost.prefill_step(attn + lin / share, 0.0)
             total += prefill[key]
             if t.output > 1:
                 keys = cost.counts.decode_keys(t.input)

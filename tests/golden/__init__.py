@@ -20,7 +20,7 @@ ONLINE = [
 ]
 # name -> cell spec (experiments.figures.cells): every system set, both batchings, a DRAM tier,
 # split reads, tensor parallelism, the Mooncake import, online latency with think time, and the
-# capacity search.
+# capacity search; and cost model v2.
 CELLS = {
     "offline_ds27b_1p1d_all": ("offline", ["model=ds27b", "cluster=1p1d", "system=all", *TINY]),
     "offline_ds660b_2p4d_ablation": ("offline", ["model=ds660b", "system=ablation", *TINY]),
@@ -36,6 +36,8 @@ CELLS = {
         0.5,
     ),
     "capacity_ds27b_1p1d": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", *ONLINE]),
+    # cost model v2: its terms, its calibration and the attribution of each system's JCT
+    "offline_ds660b_2p4d_costv2": ("offline", ["model=ds660b", "system=all", "costmodel=v2", *TINY]),
 }
 
 
