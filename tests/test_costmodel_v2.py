@@ -142,3 +142,15 @@ def test_the_v2_config_file_holds_the_documented_defaults():
     # configs/costmodel/v2.yaml and CostModelSpec's defaults are one set of values
     assert from_dict(CostModelSpec, load("costmodel", "v2"), "config.costmodel") == V2
     assert from_dict(CostModelSpec, load("costmodel", "v1"), "config.costmodel") == V1
+
+
+def test_the_online_experiment_runs_on_v2_with_its_tpot_floor(tmp_path):
+    from experiments.figures import cells
+
+    overrides = ["model=ds27b", "cluster=1p1d", "+len=32k", "workload.trajectories=12", "costmodel=v2",
+                 "online.duration_s=120", "online.warmup_s=20"]  # fmt: skip
+    data = cells.online(overrides, aps=0.5, results_dir=tmp_path)
+    assert "_costv2-" in data["_path"]
+    floor = 29 * ep_layer_latency_s(V2, 8)  # DS 27B: 30 layers, 1 dense; decode EP8 on 1P1D
+    for name, summary in data["systems"].items():
+        assert summary["latency"]["tpot_s"]["p50"] >= floor * (1 - 1e-9), name
