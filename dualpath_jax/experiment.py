@@ -31,12 +31,16 @@ def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None
     turns = sum(len(a.turns) for a in agents)
     result = OfflineResult(cfg, eff)
     t0 = time.perf_counter()
+    chains: dict[str, float] = {}  # chain floor per deployment: the systems that keep cfg share one
     for system in cfg.systems:
         tick = progress(system.name, turns) if progress else None
         view, cost = deployed(cfg, system, eff)
         m = result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
         if cfg.costmodel.version != "v1":
-            result.attribution[system.name] = attribute(m, chain_floor_s(agents, cost))
+            key = "" if view is cfg else system.name
+            if key not in chains:
+                chains[key] = chain_floor_s(agents, cost)
+            result.attribution[system.name] = attribute(m, chains[key])
     result.wall_s = time.perf_counter() - t0
     return result
 

@@ -51,7 +51,7 @@ def calibrate(
     if v2:  # a step of the anchor's batch pays the fixed terms; its compute is what is left
         ep = terms.ep_max_prefill  # the anchor's deployment (DeepSeek's prefill EP)
         step = terms.prefill_anchor_batch_tokens / (prompt - cached) / prompts_per_s_gpu
-        fixed = _prefill_fixed_s(counts, terms, ep)
+        fixed = _all_to_all_s(counts, terms, ep) * terms.prefill_layer_latency_scale
         floor = _prefill_weight_floor_s(counts, terms, ep, g, gpu.hbm_tbps * 1e12 * cal.hbm_efficiency)
         compute = step - fixed
         if compute <= floor:
@@ -73,7 +73,7 @@ def calibrate(
     compute_time = step - mem_time - cal.decode_step_overhead_ms / 1e3
     serial = ""
     if v2:
-        floor = _decode_ep_floor_s(counts, terms, ep)
+        floor = _all_to_all_s(counts, terms, ep)
         if terms.decode_ep_overlap and floor >= step:
             raise ValueError(
                 f"calibration: anchor decode step {step * 1e3:.1f} ms is not above its EP all-to-all "
@@ -94,18 +94,11 @@ def calibrate(
     return Efficiency(prefill=prefill, decode=decode)
 
 
-def _moe_layers(counts: ModelCounts) -> int:
-    return counts.moe_layers if counts.spec.routed_experts else 0
-
-
-def _decode_ep_floor_s(counts: ModelCounts, terms: CostModelSpec, ep: int) -> float:
-    """v2: a decode step's all-to-all latency over its MoE layers (DeepEP low-latency kernels)."""
-    return _moe_layers(counts) * ep_layer_latency_s(terms, ep)
-
-
-def _prefill_fixed_s(counts: ModelCounts, terms: CostModelSpec, ep: int) -> float:
-    """v2: a prefill step's fixed latency, one dispatch+combine per MoE layer (x its scale)."""
-    return _moe_layers(counts) * ep_layer_latency_s(terms, ep) * terms.prefill_layer_latency_scale
+def _all_to_all_s(counts: ModelCounts, terms: CostModelSpec, ep: int) -> float:
+    """v2: one dispatch+combine latency per MoE layer over an EP group of `ep` (DeepEP's table):
+    a decode step's floor, and (x `prefill_layer_latency_scale`) a prefill step's fixed latency."""
+    moe = counts.moe_layers if counts.spec.routed_experts else 0
+    return moe * ep_layer_latency_s(terms, ep)
 
 
 def _prefill_weight_floor_s(counts: ModelCounts, terms: CostModelSpec, ep: int, g: int, hbm: float) -> float:
@@ -138,20 +131,23 @@ class CostModel:
         self.prefill_weights = self.counts.weight_bytes_per_gpu(self.prefill_ep, g)
         self.decode_weights = self.counts.weight_bytes_per_gpu(self.decode_ep, g)
         # v2's step terms and storage (v1: none)
-        self.decode_ep_floor_s = _decode_ep_floor_s(self.counts, t, self.decode_ep) if self.v2 else 0.0
+        self.decode_ep_floor_s = _all_to_all_s(self.counts, t, self.decode_ep) if self.v2 else 0.0
         self.decode_ep_overlap = t.decode_ep_overlap
-        self.prefill_fixed_s = _prefill_fixed_s(self.counts, t, self.prefill_ep) if self.v2 else 0.0
+        self.prefill_fixed_s = (
+            _all_to_all_s(self.counts, t, self.prefill_ep) * t.prefill_layer_latency_scale if self.v2 else 0.0
+        )
         self.prefill_weight_floor_s = (
             _prefill_weight_floor_s(self.counts, t, self.prefill_ep, g, self.hbm) if self.v2 else 0.0
         )
         self.storage_efficiency = t.storage_efficiency if self.v2 else 1.0
         self.storage_read_latency_s = t.storage_read_latency_ms / 1e3 if self.v2 else 0.0
         self._step_overhead = self.hardware.calibration.decode_step_overhead_ms / 1e3
-        # The decode step time is linear in (batch, keys, context): keep its coefficients.
+        # The decode step time is linear in (batch, keys, context): keep its coefficients (fixed, per
+        # request, per key, per context token), which the simulator's decode engines read directly.
         c, rate = self.counts, self.peak * self.eff.decode
         per_key = c.decode_kv_read_bytes(1, 0) / self.hbm + (c.decode_flops(1, 0) - c.decode_flops(0, 0)) / rate
         per_ctx = c.decode_kv_read_bytes(0, 1) / self.hbm + (c.decode_flops(0, 1) - c.decode_flops(0, 0)) / rate
-        self._decode_coef = (
+        self.decode_coef = (
             self.decode_weights / self.hbm + self._step_overhead,
             2.0 * c.active_params / rate,
             per_key,
@@ -181,7 +177,7 @@ class CostModel:
         """One step for `batch` requests attending `keys` keys and spanning `context` tokens in all."""
         if batch == 0:
             return 0.0
-        fixed, per_request, per_key, per_ctx = self._decode_coef
+        fixed, per_request, per_key, per_ctx = self.decode_coef
         return self.with_ep_floor(fixed + batch * per_request + keys * per_key + context * per_ctx)
 
     def with_ep_floor(self, step: float) -> float:
@@ -196,11 +192,6 @@ class CostModel:
         if self.v2:
             return max(compute, comm, self.prefill_weight_floor_s) + self.prefill_fixed_s
         return max(compute, comm)
-
-    def decode_step_coefficients(self) -> tuple[float, float, float, float]:
-        """(fixed, per request, per key, per context token) seconds: a step of a non-empty batch is
-        their sum weighted by (1, batch, keys, context), as `decode_step_time` computes it."""
-        return self._decode_coef
 
     def decode_comm_time(self, batch: int) -> float:
         """EP all-to-all seconds per decode step at full CNIC bandwidth (inside the calibrated step

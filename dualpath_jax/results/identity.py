@@ -10,9 +10,10 @@ Left out: `results_dir`, `tracking` and `sim.progress` always; on offline runs t
 section and the top-level `seed` (only online think times draw from it); on simulator runs the
 `testbed` section; with `costmodel.version=v1` the `costmodel` section (v1 reads none of it, so
 every v1 cell keeps the identity it had before v2 existed). The file name keeps a readable part
-(`_costv2` marks a v2 cell) and adds the first 8 hex digits of the SHA-256 of the canonical identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never
-share a file, the same cell always maps to the same file, and the readable part says which cell
-it is to a person who lists the folder.
+(`_costv2` marks a v2 cell) and adds the first 8 hex digits of the SHA-256 of the canonical
+identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never share a file, the same
+cell always maps to the same file, and the readable part says which cell it is to a person who
+lists the folder.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ class DecodeEngine:
         self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
         self.qos, self.qos_weight = qos, qos_weight
         self.on_done = on_done
-        self.coef = cost.decode_step_coefficients()
+        self.coef = cost.decode_coef
         self.steps = 0.0  # steps every request in the batch has taken since time 0
         self.t_last = 0.0
         self.step_time = 0.0
