@@ -6,7 +6,7 @@
 For every `<kind>/<model>_<cluster>/<cell>.json` under the rerun folder that results/ also holds,
 compares every field but the `code` record (which names the checkout that ran it) and the `.txt`
 beside it byte for byte; prints one line per cell and, with --out, writes `compare.{json,txt}`.
-Exit status 1 if any cell differs.
+Exit status 1 if any cell differs, 2 if a folder is missing or the two share no cell.
 """
 
 from __future__ import annotations
@@ -57,7 +57,12 @@ def main() -> None:
     ap.add_argument("--committed", type=Path, default=ROOT / "results")
     ap.add_argument("--out", type=Path, default=None, help="write compare.{json,txt} here")
     args = ap.parse_args()
+    for folder in (args.rerun, args.committed):
+        if not folder.is_dir():
+            ap.exit(2, f"error: {folder}: no such results folder\n")
     rows = compare(args.rerun, args.committed)
+    if not rows:
+        ap.exit(2, f"error: {args.rerun}: no <kind>/<model>_<cluster>/<cell>.json that {args.committed} also holds\n")
     lines = [
         f"{'same' if r['differences'] == 0 else 'DIFFERS'}  {r['cell']}  "
         f"({r['differences']} fields differ; .txt {'identical' if r['txt_identical'] else 'differs or missing'})"

@@ -21,6 +21,7 @@ from rich.table import Table  # noqa: E402
 
 from benchmarks.report import write_report  # noqa: E402
 from dualpath_jax.paths import ROOT  # noqa: E402
+from dualpath_jax.results import StaleCellError  # noqa: E402
 from experiments.figures import cells  # noqa: E402
 from experiments.figures.plot import rel  # noqa: E402
 
@@ -41,8 +42,11 @@ def main() -> None:
                   "v2 TTFT s", "v1 TPOT ms", "v2 TPOT ms", "v2 set by", title="cost model v1 vs v2")  # fmt: skip
     rows = []
     for label, overrides in CELLS.items():
-        v1 = cells.offline([*overrides, "costmodel=v1"])
-        v2 = cells.offline([*overrides, "costmodel=v2"])
+        try:
+            v1 = cells.offline([*overrides, "costmodel=v1"])
+            v2 = cells.offline([*overrides, "costmodel=v2"])
+        except StaleCellError as e:  # --stored-only and a cell missing: name its file
+            ap.exit(2, f"error: {e}\n")
         for s, m1 in v1["systems"].items():
             m2, why = v2["systems"][s], v2["attribution"][s]
             row = {

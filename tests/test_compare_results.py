@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from benchmarks import compare_results
 from benchmarks.compare_results import compare, differences
 
 
@@ -30,3 +33,12 @@ def test_types_lengths_and_keys_count_as_differences():
     assert differences(1, 1.0) == [": 1 vs 1.0"]
     assert differences([1, 2], [1]) == [": 2 vs 1 items"]
     assert differences({"a": 1}, {"b": 1}) == [": keys ['a', 'b']"]
+
+
+def test_a_missing_or_unrelated_folder_exits_2(tmp_path, monkeypatch, capsys):
+    for argv in ([str(tmp_path / "nope")], [str(tmp_path)]):
+        monkeypatch.setattr("sys.argv", ["compare_results", *argv])
+        with pytest.raises(SystemExit) as e:
+            compare_results.main()
+        assert e.value.code == 2
+        assert str(tmp_path) in capsys.readouterr().err
