@@ -33,7 +33,7 @@ def chain_floor_s(agents: list[Trajectory], cost: CostModel) -> float:
             if key not in prefill:
                 attn, lin = cost.prefill_split(t.cached, t.new)
                 prefill[key] = cost.prefill_step(attn + lin / share, 0.0)
-            total += prefill[key]
+            total += prefill[key] + cost.handoff_s
             if t.output > 1:
                 keys = cost.counts.decode_keys(t.input)
                 total += (t.output - 1) * cost.decode_step_time(1, keys, t.input)

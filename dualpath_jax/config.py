@@ -300,10 +300,23 @@ class CostModelSpec:
     prefill_anchor_batch_tokens: PosInt = 16384  # DeepSeek profile-data: 16K tokens per GPU step
     storage_efficiency: Fraction = 0.86  # 3FS: ~40 GiB/s peak per client on one 400 Gbps NIC
     storage_read_latency_ms: NonNegFloat = 0.5  # per turn's read before its first byte
+    # Per-turn fixed costs of the design (none is published; docs/costmodel.md gives the ranges).
+    scheduler_period_ms: NonNegFloat = 5.0  # the scheduler places turns in passes this far apart
+    handoff_ms: NonNegFloat = 1.0  # PE -> DE: "prefill done" reaches the DE before its H2D starts
+    de_alloc_ms: NonNegFloat = 0.1  # the DE allocates the turn's HBM blocks before its H2D
+    # Resources the design has: a DRAM staging buffer per node, which a read needs room in.
+    dram_buffer_gb: PosFloat = 256.0  # per node; 1/8 of a DGX H800's 2 TB host memory
+    writeback_via_dram: bool = True  # decode's new KV is staged in the DE node's DRAM on its way out
+    de_cnic_charging: bool = True  # DE-path reads leave, and the PE's KV arrives, by the DE GPU's CNIC
+    decode_lockstep: bool = True  # the GPUs of one decode EP group step together (the slowest sets it)
     assumed: tuple[str, ...] = (
         "ep_latency_scale",
         "prefill_layer_latency_scale",
         "storage_read_latency_ms",
+        "scheduler_period_ms",
+        "handoff_ms",
+        "de_alloc_ms",
+        "dram_buffer_gb",
     )
 
     def _validate(self, where: str) -> None:
@@ -392,6 +405,9 @@ class WorkloadSpec:
     initial_prompt_sigma: Annotated[float, Between(0, 1)] = 0.5
     append_scale: PosFloat = 1.0  # multiply every turn's appended tokens (the paper's scaling study)
     gen_scale: PosFloat = 1.0  # multiply every turn's generated tokens
+    # The turn-count tail (assumption): the lognormal sigma of turns per trajectory is derived from
+    # the published means (0.73 at 64K: max ~1,000 turns for a mean of 157); this multiplies it.
+    turns_sigma_scale: PosFloat = 1.0
     assumed: tuple[str, ...] = ()
 
     def _validate(self, where: str) -> None:

@@ -15,6 +15,7 @@ from .cluster import check_pd_ratio
 from .config import ExperimentConfig, ModelSpec
 from .costmodel import calibrate
 from .costmodel.deploy import deployed
+from .metrics import v2_metrics
 from .paths import ROOT
 from .results.result import OfflineResult
 from .sim import Simulation
@@ -35,12 +36,14 @@ def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None
     for system in cfg.systems:
         tick = progress(system.name, turns) if progress else None
         view, cost = deployed(cfg, system, eff)
-        m = result.systems[system.name] = Simulation(view, system, agents, cost, on_turn=tick).run()
+        sim = Simulation(view, system, agents, cost, on_turn=tick)
+        m = result.systems[system.name] = sim.run()
         if cfg.costmodel.version != "v1":
             key = "" if view is cfg else system.name
             if key not in chains:
                 chains[key] = chain_floor_s(agents, cost)
             result.attribution[system.name] = attribute(m, chains[key])
+            result.fidelity[system.name] = v2_metrics(sim)
     result.wall_s = time.perf_counter() - t0
     return result
 

@@ -9,7 +9,10 @@ queue is `drain_s`: how long the link needs to move what is booked on it.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
 
 
 class FluidLink:
@@ -38,6 +41,36 @@ class FluidLink:
     def drain_s(self, now: float | None = None) -> float:
         """Seconds until the link has moved what is booked on it."""
         return max(0.0, self.free_at - (self.clock() if now is None else now))
+
+
+class LoggedLink(FluidLink):
+    """A `FluidLink` that keeps when each transfer moved (its busy spans, in order): what the
+    simulator's metrics need for a link's traffic over time windows."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self, name: str, bytes_per_s: float, clock: Callable[[], float], burst_s: float = 0.0):
+        super().__init__(name, bytes_per_s, clock, burst_s)
+        self.starts, self.ends = array("d"), array("d")
+
+    def transfer(self, nbytes: float, at: float | None = None) -> float:
+        end = super().transfer(nbytes, at)
+        if nbytes > 0:
+            self.starts.append(end - nbytes / self.bw)
+            self.ends.append(end)
+        return end
+
+    def bytes_by_window(self, edges) -> np.ndarray:
+        """Bytes moved in each window [edges[i], edges[i+1])."""
+        edges = np.asarray(edges, dtype=float)
+        if not self.starts:
+            return np.zeros(max(len(edges) - 1, 0))
+        s, e = np.frombuffer(self.starts), np.frombuffer(self.ends)
+        done = np.concatenate(([0.0], np.cumsum(e - s)))  # busy seconds of the first k transfers
+        k = np.searchsorted(e, edges, side="right")  # transfers over by each edge
+        partial = np.where(k < len(s), np.clip(edges - s[np.minimum(k, len(s) - 1)], 0.0, None), 0.0)
+        moved = (done[k] + partial) * self.bw
+        return np.diff(moved)
 
 
 class DrainSeconds(Mapping):

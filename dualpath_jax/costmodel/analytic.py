@@ -7,7 +7,9 @@ v1 (`costmodel=v1`):
 v2 (`costmodel=v2`) adds, each from a published source (docs/costmodel.md, "v2 terms"): bounded EP
 groups; a decode step no shorter than its MoE layers' all-to-all latency (`ep.py`); a prefill step
 no shorter than one read of the GPU's weights, plus a fixed latency per MoE layer; a storage NIC
-that delivers `storage_efficiency` of its line rate, and a latency per read.
+that delivers `storage_efficiency` of its line rate, and a latency per read; per-turn fixed costs
+(the scheduler's period, the P->D handoff, the DE's allocation); a DRAM buffer per node that a read
+needs room in; write-back through DRAM; DE CNIC traffic; lockstep decode across an EP group.
 The two compute efficiencies are solved from DeepSeek's published H800 per-node throughput for
 DeepSeek-V3 (configs/hardware/h800.yaml, calibration:), with the same terms the version uses,
 independent of the DualPath paper, and then applied unchanged to every model. Nothing here looks at
@@ -141,6 +143,13 @@ class CostModel:
         )
         self.storage_efficiency = t.storage_efficiency if self.v2 else 1.0
         self.storage_read_latency_s = t.storage_read_latency_ms / 1e3 if self.v2 else 0.0
+        # v2's per-turn fixed costs and resources (v1: none of them)
+        self.scheduler_period_s = t.scheduler_period_ms / 1e3 if self.v2 else 0.0
+        self.handoff_s = (t.handoff_ms + t.de_alloc_ms) / 1e3 if self.v2 else 0.0  # both before the H2D
+        self.dram_buffer_bytes = t.dram_buffer_gb * 1e9 if self.v2 else math.inf
+        self.writeback_via_dram = self.v2 and t.writeback_via_dram
+        self.de_cnic_charging = self.v2 and t.de_cnic_charging
+        self.decode_lockstep = self.v2 and t.decode_lockstep
         self._step_overhead = self.hardware.calibration.decode_step_overhead_ms / 1e3
         # The decode step time is linear in (batch, keys, context): keep its coefficients (fixed, per
         # request, per key, per context token), which the simulator's decode engines read directly.

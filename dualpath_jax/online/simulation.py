@@ -21,7 +21,8 @@ from ..sim.turn import SimTurn
 from ..workload.trace import Trajectory
 from .latency import request_latencies, slo_met, summarize_latencies
 
-FIELDS = ("arrive", "first", "second", "joined", "finished", "output", "sched", "alloc", "read", "prefill")
+FIELDS = ("arrive", "first", "second", "joined", "finished", "output", "sched", "alloc", "read", "pe_queue", "prefill",
+          "queue_and_prefill")  # fmt: skip
 
 
 class TimedArrivals(Arrivals):
@@ -87,7 +88,9 @@ class OnlineRecorder(TurnObserver):
             ("sched", turn.placed - turn.arrive - alloc),
             ("alloc", alloc),
             ("read", turn.ready - turn.placed),
-            ("prefill", turn.first_token - turn.ready),
+            ("pe_queue", turn.started - turn.ready),
+            ("prefill", turn.first_token - turn.started),
+            ("queue_and_prefill", turn.first_token - turn.ready),  # v1's "prefill"
         ):
             r[key].append(value)
         grown = (turn.new + turn.output) * self.kvb  # KV this turn adds to the agent's stored context
@@ -117,6 +120,19 @@ class OnlineSimulation(Simulation):
         arrivals = TimedArrivals(agents, starts, think, replay_timestamps)
         super().__init__(cfg, system, agents, cost, on_turn, arrivals=arrivals, observer=self.recorder)
 
+    def _breakdown(self, sel: dict) -> dict:
+        """Mean TTFT stages. v2 splits the PE queue out of "prefill"; v1 files keep its old
+        definition (PE queue + compute), so that they keep their bytes."""
+        mean = {k: float(v.mean()) if v.size else 0.0 for k, v in sel.items()}
+        if self.cost.v2:
+            return {k: mean[k] for k in ("sched", "alloc", "read", "pe_queue", "prefill")}
+        return {
+            "sched": mean["sched"],
+            "alloc": mean["alloc"],
+            "read": mean["read"],
+            "prefill": mean["queue_and_prefill"],
+        }
+
     def summary(self) -> dict:
         """Online metrics over the requests that arrived inside the measurement window."""
         o, rec = self.cfg.online, self.recorder
@@ -142,9 +158,7 @@ class OnlineSimulation(Simulation):
             "slo_ttft_s": ttft_q,
             "slo_tpot_s": tpot_q,
             "agent_jct_s": percentiles(done[judged] - starts[judged]) if judged.any() else {},
-            "ttft_breakdown_s": {
-                k: float(sel[k].mean()) if sel[k].size else 0.0 for k in ("sched", "alloc", "read", "prefill")
-            },
+            "ttft_breakdown_s": self._breakdown(sel),
             "working_set_bytes": {
                 "mean": float(ws.mean()),
                 "max": float(ws.max()),

@@ -46,6 +46,8 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
     out["sim"].pop("progress")
     if cfg.costmodel.version == "v1":
         out.pop("costmodel")  # v1 has no parameters: its cells keep the identity they had before v2
+    if cfg.workload.turns_sigma_scale == 1.0:
+        out["workload"].pop("turns_sigma_scale")  # as before the knob existed: the same cells
     if kind == "offline":
         out.pop("online")
         out.pop("seed")

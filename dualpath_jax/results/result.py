@@ -18,6 +18,9 @@ class OfflineResult:
     # per system, which floor sets the JCT (`attribution.attribute`); cost model v2 runs only, so
     # that v1 results files keep their bytes
     attribution: dict[str, dict] = field(default_factory=dict)
+    # per system, v2's metrics beside the paper's (`metrics.v2_metrics`): SNIC balance over time
+    # windows, the TTFT's stages, DRAM buffer stalls; v2 runs only, for the same reason
+    fidelity: dict[str, dict] = field(default_factory=dict)
 
     def comparison(self) -> dict[str, dict[str, float]]:
         base = self.systems["basic"].jct_s

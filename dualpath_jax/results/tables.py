@@ -20,6 +20,8 @@ def offline_payload(res: OfflineResult) -> dict:
     }
     if res.attribution:
         out["attribution"] = res.attribution
+    if res.fidelity:
+        out["fidelity"] = res.fidelity
     return out
 
 

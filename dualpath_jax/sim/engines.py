@@ -119,6 +119,8 @@ class PrefillNode:
         for e, batch in batches.items():
             a = tok = b_in = b_out = 0.0
             for r, k in batch:
+                if r.started < 0:
+                    r.started = self.loop.now
                 ra, rl = self._times(r.hit + r.done, k)
                 a += ra
                 lin_total += rl
@@ -172,12 +174,13 @@ class DecodeEngine:
         node: int,
         loop: "EventLoop",
         cost: CostModel,
-        h2d: "FluidLink",
+        cnic: "tuple[FluidLink, FluidLink | None]",
         qos: bool,
         qos_weight: float,
         on_done: Callable[[SimTurn], None],
     ):
-        self.id, self.node, self.loop, self.cost, self.h2d = eid, node, loop, cost, h2d
+        self.id, self.node, self.loop, self.cost = eid, node, loop, cost
+        self.h2d, self.out = cnic  # the GPU's CNIC, in (and, v2, out: DE-path reads leaving)
         self.qos, self.qos_weight = qos, qos_weight
         self.on_done = on_done
         self.coef = cost.decode_coef
@@ -205,8 +208,7 @@ class DecodeEngine:
     def join(self, req: SimTurn) -> None:
         self._advance()
         req.joined = self.loop.now
-        self.keys += req.decode_keys
-        self.context += req.input
+        self._add(req, 1)
         heapq.heappush(self.due, (self.steps + req.output - 1, self._seq, req))
         self._seq += 1
         self._reschedule()
@@ -219,15 +221,7 @@ class DecodeEngine:
             self._version += 1  # nothing left to finish: drop any pending check
             self._event_at = None
             return
-        b = len(self.due)
-        fixed, per_request, per_key, per_ctx = self.coef  # CostModel.decode_step_time, inlined
-        t = fixed + b * per_request + self.keys * per_key + self.context * per_ctx
-        if self.cost.decode_ep_floor_s:  # cost model v2
-            t = self.cost.with_ep_floor(t)
-        if self.h2d.free_at > self.loop.now:  # KV on this GPU's CNIC slows every step's all-to-all
-            share = lane_share(True, self.qos, self.qos_weight)
-            t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)
-        self.step_time = t
+        t = self.step_time = self._step_time()
         at = self.loop.now + max(0.0, self.due[0][0] - self.steps) * t
         # A pending check that fires early only re-checks, so keep it unless this one is earlier.
         if self._event_at is None or at < self._event_at:
@@ -243,9 +237,72 @@ class DecodeEngine:
         done = []
         while self.due and self.due[0][0] <= self.steps + 1e-9:
             _, _, req = heapq.heappop(self.due)
-            self.keys -= req.decode_keys
-            self.context -= req.input
+            self._add(req, -1)
             done.append(req)
         self._reschedule()
         for req in done:
             self.on_done(req)
+
+    def _add(self, req: SimTurn, sign: int) -> None:
+        """`req` joins (+1) or leaves (-1) the batch."""
+        self.keys += sign * req.decode_keys
+        self.context += sign * req.input
+
+    def _step_time(self) -> float:
+        return self.gpu_step_time(len(self.due), self.keys, self.context, self.h2d, self.out)
+
+    def gpu_step_time(self, b: int, keys: float, context: float, h2d: FluidLink, out: FluidLink | None) -> float:
+        """One GPU's decode step for its batch (`CostModel.decode_step_time`, inlined), slowed while KV
+        crosses its CNIC."""
+        fixed, per_request, per_key, per_ctx = self.coef
+        t = fixed + b * per_request + keys * per_key + context * per_ctx
+        if self.cost.decode_ep_floor_s:  # cost model v2
+            t = self.cost.with_ep_floor(t)
+        now = self.loop.now
+        if h2d.free_at > now or (out is not None and out.free_at > now):  # KV slows the all-to-all
+            share = lane_share(True, self.qos, self.qos_weight)
+            t += self.cost.decode_comm_time(b) * (1.0 / share - 1.0)
+        return t
+
+
+class LockstepDecode(DecodeEngine):
+    """v2 (`costmodel.decode_lockstep`): the decode GPUs of one EP group step together, since every
+    MoE layer's all-to-all waits for all of them. One step counter and one batch heap for the group;
+    a step takes as long as its slowest GPU's. Each GPU keeps its own batch sums; `busy_s` and
+    `batch_area` add up over the GPUs, as they would over separate engines."""
+
+    def __init__(self, engines: list[DecodeEngine]):
+        e = engines[0]
+        super().__init__(-1, e.node, e.loop, e.cost, (e.h2d, e.out), e.qos, e.qos_weight, e.on_done)
+        self.slot = {g.id: i for i, g in enumerate(engines)}
+        self.links = [(g.h2d, g.out) for g in engines]
+        n = len(engines)
+        self.count, self.gpu_keys, self.gpu_context = [0] * n, [0.0] * n, [0.0] * n
+        self.raw, self.gpu_t = [0.0] * n, [0.0] * n
+        self.slowest = 0  # the GPU whose step is longest
+
+    def _advance(self) -> None:
+        now = self.loop.now
+        if self.due and self.step_time > 0:
+            self.steps += (now - self.t_last) / self.step_time
+        self.t_last = now
+
+    def _add(self, req: SimTurn, sign: int) -> None:
+        i, now = self.slot[req.de], self.loop.now
+        dt, b = now - self.gpu_t[i], self.count[i]
+        if b:  # this GPU's accounting up to now, before its batch changes
+            self.busy_s += dt
+            self.batch_area += dt * b
+        self.gpu_t[i] = now
+        b = self.count[i] = b + sign
+        self.gpu_keys[i] += sign * req.decode_keys
+        self.gpu_context[i] += sign * req.input
+        longest = self.raw[self.slowest]
+        t = self.raw[i] = self.gpu_step_time(b, self.gpu_keys[i], self.gpu_context[i], *self.links[i]) if b else 0.0
+        if t >= longest:
+            self.slowest = i
+        elif i == self.slowest:  # the slowest got faster: find the new slowest
+            self.slowest = max(range(len(self.raw)), key=self.raw.__getitem__)
+
+    def _step_time(self) -> float:
+        return self.raw[self.slowest]

@@ -7,6 +7,7 @@ A turn's life (`_arrive` -> `_schedule` -> `_placed` -> the PE -> `_prefilled` -
 from __future__ import annotations
 
 import gc
+import math
 from array import array
 from functools import partial
 from typing import Callable
@@ -14,12 +15,13 @@ from typing import Callable
 from ..cluster import Topology
 from ..config import ExperimentConfig, SystemSpec
 from ..costmodel import CostModel
-from ..link import DrainSeconds, FluidLink
+from ..link import DrainSeconds, FluidLink, LoggedLink
 from ..metrics import SystemMetrics, summarize
 from ..scheduling import GroupLoad, SchedContext, make_scheduler
 from ..scheduling.dispatch import Dispatcher
 from ..workload.trace import Trajectory
-from .engines import DecodeEngine, PrefillNode
+from .buffer import DramBuffers
+from .engines import DecodeEngine, LockstepDecode, PrefillNode
 from .events import EventLoop
 from .tier import DramTier
 from .turn import SimTurn
@@ -82,11 +84,20 @@ class Simulation:
             e.free_kv = de_room
         nodes = range(self.topo.nodes)
         snic = spec.snic_bytes_per_s * cost.storage_efficiency  # v1: the line rate
-        self.snic_read = [FluidLink(f"snic_read[{n}]", snic, clock) for n in nodes]
+        link = LoggedLink if cost.v2 else FluidLink  # v2 keeps each read's span (SNIC balance over time)
+        self.snic_read = [link(f"snic_read[{n}]", snic, clock) for n in nodes]
         self.snic_write = [FluidLink(f"snic_write[{n}]", snic, clock) for n in nodes]
         self.read_latency = cost.storage_read_latency_s
         self.dram = [FluidLink(f"dram[{n}]", spec.dram_gbps * 1e9 / 8, clock) for n in nodes]
         self.de_h2d = {e.id: FluidLink(f"de_cnic_in[{e.id}]", spec.cnic_bytes_per_s, clock) for e in des}
+        # v2: DE-path reads leave by the DE GPU's CNIC (v1: not charged)
+        self.de_out = (
+            {e.id: FluidLink(f"de_cnic_out[{e.id}]", spec.cnic_bytes_per_s, clock) for e in des}
+            if cost.de_cnic_charging
+            else {}
+        )
+        self.handoff_s, self.period = cost.handoff_s, cost.scheduler_period_s
+        self._pass_pending = False
         # beta: the policy's overload threshold, in tokens of one PE GPU's beta_s of prefill work
         ctx = SchedContext(
             read_queue_s=DrainSeconds(self.snic_read),
@@ -122,9 +133,29 @@ class Simulation:
             for g in self.dispatcher.pe_groups
         }
         self.de = {
-            e.id: DecodeEngine(e.id, e.node, loop, cost, self.de_h2d[e.id], system.qos, sim.qos_weight, self._decoded)
+            e.id: DecodeEngine(
+                e.id,
+                e.node,
+                loop,
+                cost,
+                (self.de_h2d[e.id], self.de_out.get(e.id)),
+                system.qos,
+                sim.qos_weight,
+                self._decoded,
+            )
             for e in des
         }
+        if cost.decode_lockstep:  # v2: the engines of one EP group step together
+            ep = cost.decode_ep
+            for first in range(0, len(des), ep):
+                group = LockstepDecode([self.de[e.id] for e in des[first : first + ep]])
+                self.de.update((e.id, group) for e in des[first : first + ep])
+        self.decoders = list({id(d): d for d in self.de.values()}.values())  # each stepping unit once
+        self.buffers = None  # v2: each node's DRAM buffer, which a read needs room in
+        if math.isfinite(cost.dram_buffer_bytes) and not system.free_io:
+            self.buffers = DramBuffers(cost.dram_buffer_bytes, self.topo.nodes, self.node, self._read)
+        # v2: per-turn sums of the TTFT's stages (sched, read, pe_queue, prefill)
+        self.ttft_stages = [0.0] * 4 if cost.v2 else None
         self.tier = DramTier(system.dram_tier_tb * 1e12 * self.topo.nodes) if system.dram_tier_tb else None
         self.record_turns = cfg.sim.record_turns
         self.finished: list[SimTurn] = []  # only with sim.record_turns
@@ -138,6 +169,12 @@ class Simulation:
             raise ValueError(
                 f"a turn needs {largest / 1e9:.1f} GB of KV but a decode GPU has "
                 f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})"
+            )
+        read = max(t.cached for a in agents for t in a.turns) * self.kvb
+        if self.buffers is not None and read > cost.dram_buffer_bytes:
+            raise ValueError(
+                f"costmodel.dram_buffer_gb: a turn reads {read / 1e9:.1f} GB of KV, more than a node's "
+                f"{cost.dram_buffer_bytes / 1e9:.1f} GB DRAM buffer can stage"
             )
 
     @property
@@ -177,42 +214,69 @@ class Simulation:
         self._schedule()
 
     def _schedule(self) -> None:
+        """A scheduling pass, at once (v1) or at the scheduler's next period (v2, `_bind_hot_path`)."""
+        self._pass()
+
+    def _pass(self) -> None:
         self.dispatcher.schedule()
         if self.observer is not None:
             self.observer.scheduled(self)
+
+    def _next_pass(self) -> None:
+        """v2: the scheduler runs every `scheduler_period_ms`; ask for the next pass."""
+        if not self._pass_pending:
+            self._pass_pending = True
+            self.loop.at((math.floor(self.loop.now / self.period) + 1) * self.period, self._periodic_pass)
+
+    def _periodic_pass(self) -> None:
+        self._pass_pending = False
+        self._pass()
 
     def _bind_hot_path(self) -> None:
         """Without an observer a pass is only the dispatcher's: call it directly (one call less
         per arrival and per completion)."""
         if self.observer is None:
-            self._schedule = self.dispatcher.schedule
+            self._pass = self.dispatcher.schedule
+        self._schedule = self._next_pass if self.period else self._pass
 
     def _placed(self, turn: SimTurn) -> None:
         """The dispatcher placed `turn` (loads applied): book its reads, then it joins its PE's queue."""
-        now, free_io = self.loop.now, self.system.free_io
-        ready = now
-        if free_io:
+        if self.system.free_io:
             self.dispatcher.plan(turn)
-        else:
-            tier = self.tier.lookup(turn.agent, turn.hit_bytes) if self.tier is not None else 0.0
-            plan = self.dispatcher.plan(turn, tier)
-            pe, de = self.node[turn.pe], self.node[turn.de]
-            start = max(now, self.persisted_at[turn.agent])  # read what the last turn wrote
-            ready = max(
-                self.snic_read[pe].transfer(plan.read_pe_bytes, start),
-                self.snic_read[de].transfer(plan.read_de_bytes, start),
-                self.dram[pe].transfer(plan.dram_pe_bytes, now),
-                self.dram[de].transfer(plan.dram_de_bytes, now),
-            )
-            if self.read_latency and plan.read_pe_bytes + plan.read_de_bytes > 0:
-                ready += self.read_latency  # v2: a read's first byte comes one storage latency late
+            turn.ready = self.loop.now
+            self.loop.at(turn.ready, self.pe_nodes[self.node[turn.pe]].submit, turn)
+            return
+        tier = self.tier.lookup(turn.agent, turn.hit_bytes) if self.tier is not None else 0.0
+        self.dispatcher.plan(turn, tier)
+        if self.buffers is None or self.buffers.admit(turn):
+            self._read(turn)  # else the buffer starts it once it has room
+
+    def _read(self, turn: SimTurn) -> None:
+        """Book `turn`'s storage read and DRAM traffic; when its KV is in, it joins its PE's queue."""
+        now, plan = self.loop.now, turn.plan
+        pe, de = self.node[turn.pe], self.node[turn.de]
+        start = max(now, self.persisted_at[turn.agent])  # read what the last turn wrote
+        ready = max(
+            self.snic_read[pe].transfer(plan.read_pe_bytes, start),
+            self.snic_read[de].transfer(plan.read_de_bytes, start),
+            self.dram[pe].transfer(plan.dram_pe_bytes, now),
+            self.dram[de].transfer(plan.dram_de_bytes, now),
+        )
+        if self.read_latency and plan.read_pe_bytes + plan.read_de_bytes > 0:
+            ready += self.read_latency  # v2: a read's first byte comes one storage latency late
+        if self.de_out:  # v2: from the read's end, the DE GPU's CNIC sends its read and takes the PE's KV
+            self.de_out[turn.de].transfer(plan.read_de_bytes, ready)
+            self.de_h2d[turn.de].transfer(plan.pe_out_bytes, ready)
         turn.ready = ready
-        self.loop.at(ready, self.pe_nodes[self.node[turn.pe]].submit, turn)
+        self.loop.at(ready, self.pe_nodes[pe].submit, turn)
 
     def _prefilled(self, turn: SimTurn) -> None:
         self.dispatcher.prefill_done(turn)
         turn.first_token = now = self.loop.now
-        end = self.de_h2d[turn.de].transfer(turn.plan.de_h2d_bytes, now)
+        if self.buffers is not None:
+            self.buffers.release(turn, now)
+        # v2: the DE hears of the turn and allocates its HBM before the H2D starts (v1: at once)
+        end = self.de_h2d[turn.de].transfer(turn.plan.de_h2d_bytes, now + self.handoff_s)
         self.loop.at(end, self.de[turn.de].join, turn)
 
     def _decoded(self, turn: SimTurn) -> None:
@@ -220,8 +284,10 @@ class Simulation:
         turn.finished = now = self.loop.now
         # The new KV is written in the background; the agent's next turn may be placed at once,
         # but its storage read starts only once this write is done (see _placed).
-        de = self.node[turn.de]
-        self.persisted_at[turn.agent] = self.snic_write[de].transfer(turn.plan.write_bytes, now)
+        de, write = self.node[turn.de], turn.plan.write_bytes
+        self.persisted_at[turn.agent] = self.snic_write[de].transfer(write, now)
+        if self.cost.writeback_via_dram:  # v2: staged in the DE node's DRAM, in and out
+            self.persisted_at[turn.agent] = max(self.persisted_at[turn.agent], self.dram[de].transfer(2 * write, now))
         if self.tier is not None:
             self.tier.store(turn.agent, turn.kv_bytes)
         self._persisted(turn)
@@ -238,6 +304,12 @@ class Simulation:
             self.tpot.append((turn.finished - turn.joined) / (turn.output - 1))
         if self.record_turns:
             self.finished.append(turn)
+        if self.ttft_stages is not None:
+            s = self.ttft_stages
+            s[0] += turn.placed - turn.arrive
+            s[1] += turn.ready - turn.placed
+            s[2] += turn.started - turn.ready
+            s[3] += turn.first_token - turn.started
         if self.observer is not None:
             self.observer.turn_done(self, turn)
         if self.on_turn is not None:

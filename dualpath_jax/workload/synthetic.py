@@ -100,7 +100,8 @@ def generate(spec: WorkloadSpec) -> list[Trajectory]:
     p = _derive(stats_for_mal(spec.table, spec.mal))
     rng = np.random.default_rng(spec.seed)
     n = spec.trajectories
-    turns = np.maximum(2, np.rint(_lognormal(rng, n, p.turns_mean, p.turns_sigma))).astype(int)
+    sigma = p.turns_sigma * spec.turns_sigma_scale  # the tail knob (1: as the means imply)
+    turns = np.maximum(2, np.rint(_lognormal(rng, n, p.turns_mean, sigma))).astype(int)
     gap = -p.gap_mean * np.log1p(-_stratified_uniform(rng, n))
     final = np.rint(spec.mal - np.minimum(gap, 0.9 * spec.mal)).astype(int)
     initial = np.rint(_lognormal(rng, n, p.initial_mean, spec.initial_prompt_sigma)).astype(int)
