@@ -61,26 +61,33 @@ class SystemMetrics:
 WINDOW_S = 10.0
 
 
+def windowed_max_avg(links, span_s: float, window_s: float = WINDOW_S) -> dict:
+    """Max/Avg across `links` (`LoggedLink`s) of the bytes each moved in every `window_s` window of
+    [0, span_s], over the windows where any moved: mean, P90 and max."""
+    edges = np.arange(0.0, span_s + window_s, window_s)
+    per_link = np.array([link.bytes_by_window(edges) for link in links])  # links x windows
+    mean = per_link.mean(axis=0)
+    ratio = per_link.max(axis=0)[mean > 0] / mean[mean > 0]
+    if not ratio.size:
+        return {"window_s": window_s, "mean": 1.0, "p90": 1.0, "max": 1.0}
+    return {
+        "window_s": window_s,
+        "mean": float(ratio.mean()),
+        "p90": float(np.percentile(ratio, 90)),
+        "max": float(ratio.max()),
+    }
+
+
 def v2_metrics(sim) -> dict:
     """Cost model v2's metrics beside the paper's (docs/costmodel.md, "Metrics"): Max/Avg of the
     bytes read per node in each time window (the paper's load-balance figure is over time; the
     whole-run `snic_read_max_avg` hides a node that is busy early and idle late), the TTFT's mean
     stages (scheduling wait, KV read, PE queue, prefill), and the DRAM buffer's stalls."""
     jct = max(sim.agent_done) if sim.agent_done else 0.0
-    edges = np.arange(0.0, jct + WINDOW_S, WINDOW_S)
-    per_node = np.array([link.bytes_by_window(edges) for link in sim.snic_read])  # nodes x windows
-    mean = per_node.mean(axis=0)
-    used = mean > 0
-    ratio = per_node.max(axis=0)[used] / mean[used]
     turns = max(sim.turns, 1)
     buf = sim.buffers
     return {
-        "snic_read_max_avg_windowed": {
-            "window_s": WINDOW_S,
-            "mean": float(ratio.mean()) if ratio.size else 1.0,
-            "p90": float(np.percentile(ratio, 90)) if ratio.size else 1.0,
-            "max": float(ratio.max()) if ratio.size else 1.0,
-        },
+        "snic_read_max_avg_windowed": windowed_max_avg(sim.snic_read, jct),
         "ttft_stages_s": dict(zip(("sched", "read", "pe_queue", "prefill"), (s / turns for s in sim.ttft_stages))),
         "dram_buffer": {
             "stalled_reads": buf.stalled if buf else 0,

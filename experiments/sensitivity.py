@@ -50,6 +50,10 @@ INPUTS = (
     Input("prefill anchor batch (tokens)", "costmodel.prefill_anchor_batch_tokens", 4096, 32768, "profile-data 16K"),
     Input("HBM efficiency", "hardware.calibration.hbm_efficiency", 0.7, 0.9, "streaming reads on H800"),
     Input("decode step overhead (ms)", "hardware.calibration.decode_step_overhead_ms", 0.0, 5.0, "launch, sampling"),
+    Input("scheduler period (ms)", "costmodel.scheduler_period_ms", 0.0, 20.0, "at once to a slow pull loop"),
+    Input("P->D handoff (ms)", "costmodel.handoff_ms", 0.1, 5.0, "one RDMA notice to an RPC round"),
+    Input("DRAM buffer (GB per node)", "costmodel.dram_buffer_gb", 32.0, 1024.0, "DGX H800 2 TB host memory"),
+    Input("turn-count tail (sigma x)", "workload.turns_sigma_scale", 0.5, 1.5, "the derived lognormal sigma x"),
 )
 
 

@@ -159,7 +159,13 @@ BAD = [
     (["hardware.calibration.hbm_efficiency=0.01"], False, "config.hardware.calibration: ", "memory time"),
     (["hardware.calibration.prefill_hit_ratio=1"], False, "config.hardware.calibration.prefill_hit_ratio: ", "[0, 1)"),
     (["+foo=1"], False, "config: unknown field(s) ['foo']", "known"),
-    (["+costmodel.storage_efficiency=0.5"], False, "config.costmodel.storage_efficiency: ", "costmodel=v2"),
+    (["costmodel=v1", "+costmodel.storage_efficiency=0.5"], False, "config.costmodel.storage_efficiency: ", "v2"),
+    (
+        ["backend=real", "cluster=testbed_1p1d", "costmodel.storage_efficiency=0.5"],
+        False,
+        "config.costmodel: ",
+        "the real testbed measures its times",
+    ),
     (["costmodel=v2", "costmodel.storage_efficiency=0"], False, "config.costmodel.storage_efficiency: ", "(0, 1]"),
     (["costmodel=v2", "costmodel.ep_latency_scale=3"], False, "config.hardware.calibration: ", "EP all-to-all"),
     (["online.sample_s=0"], True, "config.online.sample_s: ", "must be > 0"),
@@ -227,6 +233,7 @@ def test_good_inputs_next_to_the_bad_ones_build():
 def test_the_testbed_needs_no_simulator_model():
     cfg = build_config(offline_raw(["backend=real", "cluster=testbed_1p1d"]))
     assert cfg.model is None and cfg.testbed.model == "tiny"
+    assert cfg.costmodel.version == "v1"  # the default cost model (v2) is dropped: nothing to time
     raw = to_dict(cfg)
     from_dict(ExperimentConfig, raw, "config")  # a testbed config round-trips without one
     with pytest.raises(ConfigError, match=r"^config\.model: the simulator needs a model"):

@@ -13,7 +13,7 @@ import pytest
 
 from dualpath_jax import atomic
 from dualpath_jax.atomic import atomic_write, check_writable
-from dualpath_jax.results import cell_of, code_info, stored, write_cell
+from dualpath_jax.results import cell_of, code_info, prepare, stored, write_cell
 from dualpath_jax.results import store as results_store
 from experiments.figures import cells
 
@@ -81,6 +81,28 @@ def test_results_file_records_its_code_and_identity(tmp_path):
     assert code_info(git=False)["git_commit"] is None
     assert path.with_suffix(".txt").read_text().endswith(f"cell {c.id}: {path.name}\n")
     assert stored(c).status == "fresh"
+
+
+def test_a_run_records_the_checkout_as_it_was_when_it_started(tmp_path, monkeypatch):
+    from dualpath_jax.results import provenance
+
+    c = cell([], results_dir=tmp_path)
+    provenance.git_state.cache_clear()
+    monkeypatch.setattr(provenance.subprocess, "run", _git_says("a" * 40))
+    prepare(c)  # the run starts: the checkout is read here
+    monkeypatch.setattr(provenance.subprocess, "run", _git_says("b" * 40))  # a commit while it runs
+    try:
+        assert json.loads(write_cell(c, {"systems": {}}).read_text())["code"]["git_commit"] == "a" * 40
+    finally:
+        provenance.git_state.cache_clear()
+
+
+def _git_says(commit: str):
+    def run(args, **kw):
+        out = commit if "rev-parse" in args else ""
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    return run
 
 
 def test_a_file_from_other_semantics_is_stale_and_stored_only_names_it(tmp_path, monkeypatch):

@@ -29,8 +29,8 @@ def study(tmp_path_factory):
 def test_each_input_end_is_one_cell_on_cost_model_v2(study):
     out, csv_path, png, ran = study
     files = sorted((out / "offline" / "ds27b_1p1d").glob("*.json"))
-    # base + 2 ends of 8 inputs; decode_step_overhead_ms=0.0 is the base cell itself
-    assert len(files) == 16 and ran == 16
+    # base + 2 ends of 12 inputs; decode_step_overhead_ms=0.0 is the base cell itself
+    assert len(files) == 24 and ran == 24
     assert all("_costv2-" in f.name for f in files)
     assert png.stat().st_size > 0
 
@@ -38,7 +38,7 @@ def test_each_input_end_is_one_cell_on_cost_model_v2(study):
 def test_the_csv_holds_the_cells_numbers(study):
     out, csv_path, _, _ = study
     rows = list(csv.DictReader(csv_path.open()))
-    assert len(rows) == 17 * 3
+    assert len(rows) == 25 * 3
     inputs = {r["input"] for r in rows} - {"base"}
     assert inputs == {i.label for i in sensitivity.INPUTS}
     for r in rows:

@@ -1,5 +1,6 @@
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -42,6 +43,14 @@ def test_synthetic_turns_reload_whole_context_and_respect_cap():
             assert t.cached == ctx and t.new >= 1 and t.output >= 1
             ctx = t.input + t.output
         assert tr.final_length <= 32768
+
+
+def test_the_turn_count_tail_knob_shortens_or_lengthens_the_tail_around_the_same_mean():
+    turns = {k: [len(t.turns) for t in generate(replace(spec(65536), turns_sigma_scale=k))] for k in (0.5, 1.0, 1.5)}
+    assert max(turns[0.5]) < max(turns[1.0]) < max(turns[1.5])
+    means = [sum(v) / len(v) for v in turns.values()]
+    assert max(means) / min(means) < 1.25  # the mean is the published one; the tail moves
+    assert generate(spec(65536)) == generate(replace(spec(65536), turns_sigma_scale=1.0))
 
 
 def test_same_seed_same_trajectories_and_other_seed_differs():

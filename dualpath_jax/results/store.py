@@ -24,7 +24,7 @@ from typing import Iterator
 
 from ..atomic import atomic_write, check_writable
 from .identity import Cell, digest
-from .provenance import RESULTS_SCHEMA, SIM_SEMANTICS, code_info
+from .provenance import RESULTS_SCHEMA, SIM_SEMANTICS, code_info, git_state
 
 
 class StaleCellError(RuntimeError):
@@ -75,8 +75,11 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def prepare(cell: Cell) -> None:
-    """Fail before any work if the cell's folder cannot be written (names results_dir)."""
+    """Fail before any work if the cell's folder cannot be written (names results_dir), and read
+    the checkout's state now: a long run's file names the code it started from, not a commit made
+    while it ran."""
     check_writable(cell.path.parent, "results_dir")
+    git_state()
 
 
 def write_cell(cell: Cell, payload: dict, table: str | None = None, code: dict | None = None) -> Path:

@@ -14,14 +14,22 @@ from .plot import figure_main, finish, online_note, rel, save, style, system_nam
 
 NAME = "ttft_breakdown"
 APS = (0.4, 0.8, 1.2)  # below Basic's saturation, past it, near DualPath's
-PARTS = {"sched": "scheduling wait", "alloc": "allocation", "read": "KV read", "prefill": "prefill"}
-PART_COLORS = {"sched": "#bdbdbd", "alloc": "#fdae6b", "read": "#6baed6", "prefill": "#74c476"}
+# v2 cells split the PE queue out of "prefill" (docs/online.md); v1 cells have no `pe_queue`
+PARTS = {
+    "sched": "scheduling wait",
+    "alloc": "allocation",
+    "read": "KV read",
+    "pe_queue": "PE queue",
+    "prefill": "prefill",
+}
+PART_COLORS = {"sched": "#bdbdbd", "alloc": "#fdae6b", "read": "#6baed6", "pe_queue": "#9e9ac8", "prefill": "#74c476"}
 assert set(APS) <= set(online_latency.APS), "reuse the online_latency cells"
 
 
 def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LENGTH, aps=APS, extra=()):
     data = cells.fetch(online_latency.specs(model, length, aps, extra, with_capacity=False), NAME, results_dir)
     rows = []
+    parts = [k for k in PARTS if all(k in r["ttft_breakdown_s"] for d in data for r in d["systems"].values())]
     for d in data:
         for s, r in d["systems"].items():
             br = r["ttft_breakdown_s"]
@@ -29,8 +37,8 @@ def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LEN
                 {
                     "aps": d["config"]["online"]["aps"],
                     "system": s,
-                    **{f"{k}_s": br[k] for k in PARTS},
-                    "total_s": sum(br[k] for k in PARTS),
+                    **{f"{k}_s": br[k] for k in parts},
+                    "total_s": sum(br[k] for k in parts),
                     "ttft_mean_s": r["latency"]["ttft_s"]["mean"],
                     "file": rel(d["_path"]),
                 }
@@ -42,7 +50,7 @@ def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LEN
         sel = {r["system"]: r for r in rows if r["aps"] == a}
         x = np.arange(len(systems))
         bottom = np.zeros(len(systems))
-        for k in PARTS:
+        for k in parts:
             vals = np.array([sel[s][f"{k}_s"] for s in systems])
             ax.bar(x, vals, 0.6, bottom=bottom, color=PART_COLORS[k], label=PARTS[k])
             bottom += vals

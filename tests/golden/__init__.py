@@ -20,24 +20,33 @@ ONLINE = [
 ]
 # name -> cell spec (experiments.figures.cells): every system set, both batchings, a DRAM tier,
 # split reads, tensor parallelism, the Mooncake import, online latency with think time, and the
-# capacity search; and cost model v2.
+# capacity search; each under cost model v1 and the main ones under v2.
+V1 = "costmodel=v1"  # cost model v1's cells stay golden: v1 remains selectable
 CELLS = {
-    "offline_ds27b_1p1d_all": ("offline", ["model=ds27b", "cluster=1p1d", "system=all", *TINY]),
-    "offline_ds660b_2p4d_ablation": ("offline", ["model=ds660b", "system=ablation", *TINY]),
-    "offline_ds660b_2p4d_schedulers": ("offline", ["model=ds660b", "system=schedulers", *TINY]),
-    "offline_qwen32b_1p2d_all": ("offline", ["model=qwen32b", "system=all", *TINY]),
+    "offline_ds27b_1p1d_all": ("offline", ["model=ds27b", "cluster=1p1d", "system=all", V1, *TINY]),
+    "offline_ds660b_2p4d_ablation": ("offline", ["model=ds660b", "system=ablation", V1, *TINY]),
+    "offline_ds660b_2p4d_schedulers": ("offline", ["model=ds660b", "system=schedulers", V1, *TINY]),
+    "offline_qwen32b_1p2d_all": ("offline", ["model=qwen32b", "system=all", V1, *TINY]),
     "offline_ds27b_1p1d_mooncake": (
         "offline",
-        ["model=ds27b", "cluster=1p1d", "workload=mooncake", "+agents=40", "+len=32k"],
+        ["model=ds27b", "cluster=1p1d", "workload=mooncake", "+agents=40", "+len=32k", V1],
     ),
     "online_ds27b_1p1d_think": (
+        "online",
+        ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential", "online.think.mean_s=5", V1, *ONLINE],
+        0.5,
+    ),
+    "capacity_ds27b_1p1d": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", V1, *ONLINE]),
+    # cost model v2 (the default): its terms, its calibration, the attribution of each system's JCT
+    # and its fidelity metrics, offline, online and in the capacity search
+    "offline_ds660b_2p4d_costv2": ("offline", ["model=ds660b", "system=all", "costmodel=v2", *TINY]),
+    "offline_ds660b_2p4d_ablation_costv2": ("offline", ["model=ds660b", "system=ablation", *TINY]),
+    "online_ds27b_1p1d_think_costv2": (
         "online",
         ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential", "online.think.mean_s=5", *ONLINE],
         0.5,
     ),
-    "capacity_ds27b_1p1d": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", *ONLINE]),
-    # cost model v2: its terms, its calibration and the attribution of each system's JCT
-    "offline_ds660b_2p4d_costv2": ("offline", ["model=ds660b", "system=all", "costmodel=v2", *TINY]),
+    "capacity_ds27b_1p1d_costv2": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", *ONLINE]),
 }
 
 
