@@ -159,8 +159,9 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
     _paper_cluster(raw)
     if raw.get("backend") == "real":
         raw["model"] = None  # the testbed serves testbed.model; the simulator's model would change nothing
-        # The testbed measures its times: the default cost model (v2) would change nothing either,
-        # so it goes too (and its cells keep their identities); a changed field is refused below.
+        # The testbed measures its times: a cost model at its defaults (v1, or v2 with every
+        # default) would change nothing either, so it goes too (its cells keep their identities);
+        # a changed field is refused below.
         if from_dict(CostModelSpec, raw.get("costmodel", {}), "config.costmodel") == CostModelSpec(version="v2"):
             raw["costmodel"] = {"version": "v1"}
     cfg = from_dict(ExperimentConfig, raw, "config")

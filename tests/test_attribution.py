@@ -32,10 +32,10 @@ def test_no_jct_below_its_floors_and_the_largest_floor_sets_it(tmp_path, extra):
         assert basic["floors_s"]["io"] == pytest.approx(read / (25e9 / 8 * 0.86), rel=1e-12)
 
 
-def test_v1_results_carry_no_attribution_and_v2_the_default_does(tmp_path):
+def test_v1_results_carry_no_attribution_and_v2_ones_do(tmp_path):
     v1 = cells.offline([*TINY, "costmodel=v1"], results_dir=tmp_path)
     assert "attribution" not in v1 and "fidelity" not in v1
-    v2 = cells.offline(TINY, results_dir=tmp_path)  # the default
+    v2 = cells.offline([*TINY, "costmodel=v2"], results_dir=tmp_path)
     assert "_costv2-" in v2["_path"] and set(v2["fidelity"]) == set(v2["attribution"]) == set(v2["systems"])
 
 

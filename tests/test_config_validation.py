@@ -161,7 +161,7 @@ BAD = [
     (["+foo=1"], False, "config: unknown field(s) ['foo']", "known"),
     (["costmodel=v1", "+costmodel.storage_efficiency=0.5"], False, "config.costmodel.storage_efficiency: ", "v2"),
     (
-        ["backend=real", "cluster=testbed_1p1d", "costmodel.storage_efficiency=0.5"],
+        ["backend=real", "cluster=testbed_1p1d", "costmodel=v2", "costmodel.storage_efficiency=0.5"],
         False,
         "config.costmodel: ",
         "the real testbed measures its times",
@@ -233,7 +233,9 @@ def test_good_inputs_next_to_the_bad_ones_build():
 def test_the_testbed_needs_no_simulator_model():
     cfg = build_config(offline_raw(["backend=real", "cluster=testbed_1p1d"]))
     assert cfg.model is None and cfg.testbed.model == "tiny"
-    assert cfg.costmodel.version == "v1"  # the default cost model (v2) is dropped: nothing to time
+    assert cfg.costmodel.version == "v1"
+    cfg = build_config(offline_raw(["backend=real", "cluster=testbed_1p1d", "costmodel=v2"]))
+    assert cfg.costmodel.version == "v1"  # v2 at its defaults is dropped: nothing to time
     raw = to_dict(cfg)
     from_dict(ExperimentConfig, raw, "config")  # a testbed config round-trips without one
     with pytest.raises(ConfigError, match=r"^config\.model: the simulator needs a model"):

@@ -21,7 +21,7 @@ ONLINE = [
 # name -> cell spec (experiments.figures.cells): every system set, both batchings, a DRAM tier,
 # split reads, tensor parallelism, the Mooncake import, online latency with think time, and the
 # capacity search; each under cost model v1 and the main ones under v2.
-V1 = "costmodel=v1"  # cost model v1's cells stay golden: v1 remains selectable
+V1, V2 = "costmodel=v1", "costmodel=v2"  # explicit, so that a change of the default moves no golden file
 CELLS = {
     "offline_ds27b_1p1d_all": ("offline", ["model=ds27b", "cluster=1p1d", "system=all", V1, *TINY]),
     "offline_ds660b_2p4d_ablation": ("offline", ["model=ds660b", "system=ablation", V1, *TINY]),
@@ -37,16 +37,16 @@ CELLS = {
         0.5,
     ),
     "capacity_ds27b_1p1d": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", V1, *ONLINE]),
-    # cost model v2 (the default): its terms, its calibration, the attribution of each system's JCT
-    # and its fidelity metrics, offline, online and in the capacity search
-    "offline_ds660b_2p4d_costv2": ("offline", ["model=ds660b", "system=all", "costmodel=v2", *TINY]),
-    "offline_ds660b_2p4d_ablation_costv2": ("offline", ["model=ds660b", "system=ablation", *TINY]),
+    # cost model v2: its terms, its calibration, the attribution of each system's JCT and its
+    # fidelity metrics, offline, online and in the capacity search
+    "offline_ds660b_2p4d_costv2": ("offline", ["model=ds660b", "system=all", V2, *TINY]),
+    "offline_ds660b_2p4d_ablation_costv2": ("offline", ["model=ds660b", "system=ablation", V2, *TINY]),
     "online_ds27b_1p1d_think_costv2": (
         "online",
-        ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential", "online.think.mean_s=5", *ONLINE],
+        ["model=ds27b", "cluster=1p1d", "online.think.kind=exponential", "online.think.mean_s=5", V2, *ONLINE],
         0.5,
     ),
-    "capacity_ds27b_1p1d_costv2": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", *ONLINE]),
+    "capacity_ds27b_1p1d_costv2": ("capacity", ["model=ds27b", "cluster=1p1d", "online.capacity_lo=2", V2, *ONLINE]),
 }
 
 
