@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py                      # dualpath, 48K agents
     python benchmarks/bench_scale.py --systems basic dualpath --agents 48000
+    python benchmarks/bench_scale.py --costmodel v2   # writes scale_48p96d_a48000_costv2
 
 Prints wall time, peak memory (max RSS) and simulated events and turns per second per system, and
 writes results/bench/scale_48p96d.{json,txt}.
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--len", default="64k")
     ap.add_argument("--cluster", default="48p96d")
     ap.add_argument("--systems", nargs="+", default=["dualpath"])
+    ap.add_argument("--costmodel", default="v1", choices=["v1", "v2"], help="configs/costmodel/<name>.yaml")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = ap.parse_args()
     overrides = [
@@ -48,6 +50,7 @@ def main() -> None:
         "system=all",
         "tracking.wandb=false",
         "sim.progress=false",
+        f"costmodel={args.costmodel}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = build_config(OmegaConf.to_container(compose("offline", overrides=overrides), resolve=True))
@@ -89,7 +92,8 @@ def main() -> None:
         f"{r['events_per_s']:>9.0f} {r['peak_rss_gb']:>8.2f}"
         for r in rows
     ]
-    write_report(args.out, f"scale_{args.cluster}_a{args.agents}", report, lines)
+    suffix = "" if args.costmodel == "v1" else f"_cost{args.costmodel}"
+    write_report(args.out, f"scale_{args.cluster}_a{args.agents}{suffix}", report, lines)
 
 
 if __name__ == "__main__":
