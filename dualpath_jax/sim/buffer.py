@@ -20,6 +20,7 @@ class DramBuffers:
         self.capacity = capacity_bytes
         self.free = [capacity_bytes] * nodes
         self.queued = [0] * nodes  # waiting reads per node: a new read there queues behind them
+        self.nodes_waiting = 0  # nodes with a waiting read
         self.node_of, self.start = node_of, start
         self.waiting: deque[SimTurn] = deque()
         self.stalled = 0  # reads that had to wait for room
@@ -49,28 +50,34 @@ class DramBuffers:
             self._take(needs)
             return True
         self.waiting.append(turn)
-        for n, _ in needs:
-            self.queued[n] += 1
+        self._queue(needs, 1)
         self.stalled += 1
         return False
 
+    def _queue(self, needs, sign: int) -> None:
+        for n, _ in needs:
+            self.queued[n] += sign
+            if self.queued[n] == (1 if sign > 0 else 0):
+                self.nodes_waiting += sign
+
     def release(self, turn: SimTurn, now: float) -> None:
-        """`turn`'s prefill is done: free its room and start the waiting reads that now fit."""
+        """`turn`'s prefill is done: free its room and start the waiting reads that now fit, in
+        FIFO order; the scan stops once every node with a waiting read has one that does not fit."""
         for node, nbytes in self._needs(turn):
             self.free[node] += nbytes
-        if not self.waiting:
-            return
         blocked: set[int] = set()  # a node whose oldest waiting read still waits keeps its order
-        still: deque[SimTurn] = deque()
-        for t in self.waiting:
+        started = []
+        for i, t in enumerate(self.waiting):
+            if len(blocked) == self.nodes_waiting:
+                break  # no later read can start: each needs a blocked node
             needs = self._needs(t)
             if any(n in blocked for n, _ in needs) or not self._fits(needs):
-                still.append(t)
                 blocked.update(n for n, _ in needs)
                 continue
             self._take(needs)
-            for n, _ in needs:
-                self.queued[n] -= 1
+            self._queue(needs, -1)
             self.stall_s += now - t.placed
+            started.append(i)
             self.start(t)
-        self.waiting = still
+        for i in reversed(started):
+            del self.waiting[i]
