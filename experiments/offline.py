@@ -15,11 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dualpath_jax.attribution import describe
 from dualpath_jax.config import to_dict
 from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.experiment import run_offline
-from dualpath_jax.results import as_text, cell_of, comparison_table, offline_payload, prepare, write_cell
+from dualpath_jax.results import (
+    attribution_lines,
+    cell_of,
+    comparison_table,
+    offline_payload,
+    offline_text,
+    prepare,
+    write_cell,
+)
 from dualpath_jax.results.identity import model_name
 from dualpath_jax.tracking import track
 
@@ -74,13 +81,11 @@ def main_offline(cfg: DictConfig) -> None:
             )
             with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
                 res = run_offline(exp, anchor, progress=progress_factory(bar))
-            table = comparison_table(res)
-            why = [describe(name, a) for name, a in res.attribution.items()]
-            path = write_cell(cell, offline_payload(res), as_text(table) + "".join(f"{w}\n" for w in why))
+            path = write_cell(cell, offline_payload(res), offline_text(res))
             outcome.done("ran", path)
-            console.print(table)
-            for w in why:
-                console.print(w, soft_wrap=True)
+            console.print(comparison_table(res))
+            for line in attribution_lines(res):
+                console.print(line, soft_wrap=True)
             console.print(f"results: {path}  (ran in {res.wall_s:.1f} s wall)", soft_wrap=True)
             comp = res.comparison()
             for sys_name, m in res.systems.items():

@@ -1,6 +1,8 @@
 """Bottleneck attribution (cost model v2 runs): no JCT is below any of its floors, and the floor
 named as the one that sets it is the largest."""
 
+from pathlib import Path
+
 import pytest
 
 from dualpath_jax.attribution import FLOORS, chain_floor_s
@@ -37,6 +39,10 @@ def test_v1_results_carry_no_attribution_and_v2_ones_do(tmp_path):
     assert "attribution" not in v1 and "fidelity" not in v1
     v2 = cells.offline([*TINY, "costmodel=v2"], results_dir=tmp_path)
     assert "_costv2-" in v2["_path"] and set(v2["fidelity"]) == set(v2["attribution"]) == set(v2["systems"])
+    # the table stored beside the file says which floor sets each JCT, whichever entry point ran it
+    text = Path(v2["_path"]).with_suffix(".txt").read_text()
+    assert all(f"{s}: floors I/O" in text for s in v2["systems"]) and "set by" in text
+    assert "floors" not in Path(v1["_path"]).with_suffix(".txt").read_text()
 
 
 def test_the_chain_floor_is_the_longest_agent_sum():

@@ -7,7 +7,15 @@ checks files, `tables` prints them. docs/results.md describes the files and the 
 from .identity import Cell, cell_of, model_name
 from .provenance import RESULTS_SCHEMA, SIM_SEMANTICS, code_info
 from .store import StaleCellError, Stored, prepare, stored, write_cell
-from .tables import as_text, capacity_table, comparison_table, offline_payload, online_table
+from .tables import (
+    as_text,
+    attribution_lines,
+    capacity_table,
+    comparison_table,
+    offline_payload,
+    offline_text,
+    online_table,
+)
 
 __all__ = [
     "Cell",
@@ -22,8 +30,10 @@ __all__ = [
     "stored",
     "write_cell",
     "as_text",
+    "attribution_lines",
     "capacity_table",
     "comparison_table",
     "offline_payload",
+    "offline_text",
     "online_table",
 ]

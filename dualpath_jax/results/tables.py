@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 from rich.table import Table
 
+from ..attribution import describe
 from .identity import model_name
 from .result import OfflineResult
 
@@ -116,6 +117,16 @@ def capacity_table(cfg, systems: dict) -> Table:
         ratio = f"{r['capacity_aps'] / base:.2f}x" if base else "-"
         table.add_row(name, f"{r['capacity_aps']:.3g}", ratio, str(len(r["probes"])))
     return table
+
+
+def attribution_lines(res: OfflineResult) -> list[str]:
+    """A line per system saying which floor sets its JCT (cost model v2 runs; none under v1)."""
+    return [describe(name, a) for name, a in res.attribution.items()]
+
+
+def offline_text(res: OfflineResult) -> str:
+    """An offline run's table as stored beside its results file, its attribution lines under it."""
+    return as_text(comparison_table(res)) + "".join(f"{line}\n" for line in attribution_lines(res))
 
 
 def as_text(table: Table, width: int = 120) -> str:

@@ -146,12 +146,12 @@ def compute(cell) -> tuple[dict, str]:
     from dualpath_jax.configure import anchor_model
     from dualpath_jax.experiment import run_offline
     from dualpath_jax.online.run import run_capacity, run_online
-    from dualpath_jax.results import as_text, capacity_table, comparison_table, offline_payload, online_table
+    from dualpath_jax.results import as_text, capacity_table, offline_payload, offline_text, online_table
 
     cfg, anchor = cell.cfg, anchor_model(cell.cfg)
     if cell.kind == "offline":
         res = run_offline(cfg, anchor, progress=_turns_progress())
-        return offline_payload(res), as_text(comparison_table(res))
+        return offline_payload(res), offline_text(res)
     if cell.kind == "online":
         systems = run_online(cfg, anchor, progress=_turns_progress())
         return {"systems": systems}, as_text(online_table(cfg, systems), width=140)
