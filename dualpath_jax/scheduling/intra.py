@@ -8,7 +8,7 @@ predicted time, and binary-searches the largest chunk of the next request that s
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable
 
 Predictor = Callable[[int, int], float]
 
@@ -30,7 +30,7 @@ def largest_chunk(cached: int, new: int, budget_s: float, predict: Predictor, st
     return lo * step
 
 
-def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predictor, min_chunk: int = 1) -> list[int]:
+def pack_quota(queue: Iterable[tuple[int, int]], quota_s: float, predict: Predictor, min_chunk: int = 1) -> list[int]:
     """Tokens to compute for each queued (cached, remaining_new) request, FIFO, within the quota.
 
     Whole requests are taken while they fit; the first one that does not fit is chunked to the
@@ -38,7 +38,10 @@ def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predic
     if even the head's smallest chunk exceeds the quota, it runs alone with min_chunk tokens."""
     out: list[int] = []
     used = 0.0
+    head = None  # the first request's remaining tokens
     for cached, new in queue:
+        if head is None:
+            head = new
         t = predict(cached, new)
         if used + t <= quota_s:
             out.append(new)
@@ -48,6 +51,6 @@ def pack_quota(queue: Sequence[tuple[int, int]], quota_s: float, predict: Predic
         if k > 0:
             out.append(k)
         break
-    if not out and queue:
-        out.append(min(min_chunk, queue[0][1]))
+    if not out and head is not None:
+        out.append(min(min_chunk, head))
     return out

@@ -19,10 +19,13 @@ class DramBuffers:
     def __init__(self, capacity_bytes: float, nodes: int, node_of: list[int], start: Callable[[SimTurn], None]):
         self.capacity = capacity_bytes
         self.free = [capacity_bytes] * nodes
-        self.queued = [0] * nodes  # waiting reads per node: a new read there queues behind them
-        self.nodes_waiting = 0  # nodes with a waiting read
+        # each node's waiting reads, oldest first; a read needing two nodes waits in both queues and
+        # starts only at the head of each, so a node keeps its FIFO order and a release looks only
+        # at the heads of the nodes it touches (a scan of every waiting read was quadratic at 48K
+        # agents)
+        self.queues: list[deque[tuple[int, SimTurn]]] = [deque() for _ in range(nodes)]
         self.node_of, self.start = node_of, start
-        self.waiting: deque[SimTurn] = deque()
+        self.seq = 0  # arrival order of waiting reads: those a release starts start in this order
         self.stalled = 0  # reads that had to wait for room
         self.stall_s = 0.0  # their total wait
         self.peak = 0.0  # the most any node's buffer held
@@ -46,38 +49,37 @@ class DramBuffers:
     def admit(self, turn: SimTurn) -> bool:
         """Take room for `turn`'s read now, or queue it (False: `start` is called once it fits)."""
         needs = self._needs(turn)
-        if all(self.queued[n] == 0 for n, _ in needs) and self._fits(needs):
+        if not any(self.queues[n] for n, _ in needs) and self._fits(needs):
             self._take(needs)
             return True
-        self.waiting.append(turn)
-        self._queue(needs, 1)
+        for n, _ in needs:
+            self.queues[n].append((self.seq, turn))
+        self.seq += 1
         self.stalled += 1
         return False
 
-    def _queue(self, needs, sign: int) -> None:
-        for n, _ in needs:
-            self.queued[n] += sign
-            if self.queued[n] == (1 if sign > 0 else 0):
-                self.nodes_waiting += sign
-
     def release(self, turn: SimTurn, now: float) -> None:
-        """`turn`'s prefill is done: free its room and start the waiting reads that now fit, in
-        FIFO order; the scan stops once every node with a waiting read has one that does not fit."""
+        """`turn`'s prefill is done: free its room and start the waiting reads that now fit. A read
+        starts once it heads the queue of every node it needs and fits there; starting it uncovers
+        the next heads of those nodes, which are tried in turn."""
+        touched = []
         for node, nbytes in self._needs(turn):
             self.free[node] += nbytes
-        blocked: set[int] = set()  # a node whose oldest waiting read still waits keeps its order
+            touched.append(node)
         started = []
-        for i, t in enumerate(self.waiting):
-            if len(blocked) == self.nodes_waiting:
-                break  # no later read can start: each needs a blocked node
+        while touched:
+            q = self.queues[touched.pop()]
+            if not q:
+                continue
+            seq, t = q[0]
             needs = self._needs(t)
-            if any(n in blocked for n, _ in needs) or not self._fits(needs):
-                blocked.update(n for n, _ in needs)
+            if any(self.queues[n][0][1] is not t for n, _ in needs) or not self._fits(needs):
                 continue
             self._take(needs)
-            self._queue(needs, -1)
+            for n, _ in needs:
+                self.queues[n].popleft()
+                touched.append(n)
+            started.append((seq, t))
+        for _, t in sorted(started, key=lambda st: st[0]):  # in arrival order, as one FIFO scan would
             self.stall_s += now - t.placed
-            started.append(i)
             self.start(t)
-        for i in reversed(started):
-            del self.waiting[i]

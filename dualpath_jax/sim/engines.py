@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from itertools import islice
 from typing import Callable
 
 from ..config import SimSpec, SystemSpec
@@ -88,11 +89,8 @@ class PrefillNode:
     def pack(self, queue: deque) -> list[tuple[SimTurn, int]]:
         """The next batch an engine forms from its ready queue: (turn, new tokens to prefill)."""
         if self.system.batching == "quota":
-            items = []
-            for r in queue:  # only as many as could possibly fit: quota-packing stops early
-                items.append((r.hit + r.done, r.new - r.done))
-                if len(items) > 64:
-                    break
+            # lazily, and at most 65: quota packing stops at the first turn that does not fit
+            items = ((r.hit + r.done, r.new - r.done) for r in islice(queue, 65))
             chunks = pack_quota(items, self.quota, self._predict, self.sim.min_chunk_tokens)
             return [(queue[i], k) for i, k in enumerate(chunks)]
         out, new, kv = [], 0, 0.0
