@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
 from ..cluster import check_pd_ratio
-from ..config import ConfigError, ExperimentConfig, ModelSpec
+from ..config import ConfigError, ExperimentConfig, ModelSpec, SystemSpec
 from ..costmodel import calibrate
 from ..costmodel.deploy import deployed
 from ..paths import ROOT
@@ -63,22 +66,46 @@ def run_online(
     return out
 
 
-def run_capacity(cfg: ExperimentConfig, anchor: ModelSpec, log: Callable[[str], None] = lambda _: None) -> dict:
-    """{system name: {"capacity_aps", "probes"}}: the highest APS meeting the SLO."""
-    out = {}
-    for system in cfg.systems:
+def _search(cfg: ExperimentConfig, anchor: ModelSpec, system: SystemSpec, log: Callable[[str], None]) -> dict:
+    """One system's capacity search (sequential: each probe's rate follows from the last)."""
 
-        def meets(aps: float, system=system) -> bool:
-            res = run_online(cfg, anchor, aps, systems=[system])[system.name]
-            log(
-                f"{system.name}: aps={aps:.4g} P{cfg.online.slo.percentile:g} TTFT="
-                f"{res['slo_ttft_s']:.2f}s TPOT={1e3 * res['slo_tpot_s']:.1f}ms -> "
-                f"{'meets' if res['slo_met'] else 'misses'} the SLO"
-            )
-            return res["slo_met"]
-
-        cap, probes = find_capacity(
-            meets, cfg.online.capacity_lo, cfg.online.capacity_rel_tol, cfg.online.capacity_max_probes
+    def meets(aps: float) -> bool:
+        res = run_online(cfg, anchor, aps, systems=[system])[system.name]
+        log(
+            f"{system.name}: aps={aps:.4g} P{cfg.online.slo.percentile:g} TTFT="
+            f"{res['slo_ttft_s']:.2f}s TPOT={1e3 * res['slo_tpot_s']:.1f}ms -> "
+            f"{'meets' if res['slo_met'] else 'misses'} the SLO"
         )
-        out[system.name] = {"capacity_aps": cap, "probes": [[a, ok] for a, ok in probes]}
+        return res["slo_met"]
+
+    cap, probes = find_capacity(
+        meets, cfg.online.capacity_lo, cfg.online.capacity_rel_tol, cfg.online.capacity_max_probes
+    )
+    return {"capacity_aps": cap, "probes": [[a, ok] for a, ok in probes]}
+
+
+def _search_logged(cfg: ExperimentConfig, anchor: ModelSpec, system: SystemSpec) -> tuple[dict, list[str]]:
+    lines: list[str] = []
+    return _search(cfg, anchor, system, lines.append), lines
+
+
+def run_capacity(
+    cfg: ExperimentConfig, anchor: ModelSpec, log: Callable[[str], None] = lambda _: None, jobs: int | None = None
+) -> dict:
+    """{system name: {"capacity_aps", "probes"}}: the highest APS meeting the SLO.
+
+    The systems' searches are independent, so `jobs` processes (default: one per system, at most
+    one per CPU core) run them side by side; the numbers do not depend on it. A system's probes are
+    logged as they run with one process, and once its search ends with more."""
+    jobs = min(len(cfg.systems), os.cpu_count() or 1) if jobs is None else jobs
+    if jobs <= 1:
+        return {s.name: _search(cfg, anchor, s, log) for s in cfg.systems}
+    # spawn, not fork: the caller may hold threads (a progress bar) that fork would copy
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_search_logged, cfg, anchor, s) for s in cfg.systems]
+        out = {}
+        for system, fut in zip(cfg.systems, futures):
+            out[system.name], lines = fut.result()
+            for line in lines:
+                log(line)
     return out
