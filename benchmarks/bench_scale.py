@@ -25,7 +25,7 @@ from benchmarks.report import machine, write_report  # noqa: E402
 from dualpath_jax.configure import anchor_model, build_config  # noqa: E402
 from dualpath_jax.costmodel import CostModel, calibrate  # noqa: E402
 from dualpath_jax.paths import ROOT  # noqa: E402
-from dualpath_jax.results import cell_of  # noqa: E402
+from dualpath_jax.results import cell_of, code_info  # noqa: E402
 from dualpath_jax.sim import Simulation  # noqa: E402
 from dualpath_jax.workload import assign_agents, load_trajectories  # noqa: E402
 
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--costmodel", default="v1", choices=["v1", "v2"], help="configs/costmodel/<name>.yaml")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = ap.parse_args()
+    code = code_info()  # the code this run starts from
     overrides = [
         f"+agents={args.agents}",
         f"+len={args.len}",
@@ -82,6 +83,7 @@ def main() -> None:
         "cell": cell_of(cfg, "offline").id,  # the results cell whose simulation this times
         "machine": machine(),
         "systems": rows,
+        "code": code,
     }
     lines = [
         f"{report['setup']}  ({report['machine']})",

@@ -20,8 +20,10 @@ def machine() -> str:
 
 
 def write_json(path: str | Path, report: dict, **dump) -> Path:
-    """`report` plus its `code` record, as JSON at `path` (atomically)."""
-    return atomic_write(path, json.dumps({**report, "code": code_info()}, **{"indent": 1, **dump}) + "\n")
+    """`report` plus its `code` record, as JSON at `path` (atomically). A long benchmark passes the
+    record it took at its start (`report["code"]`): the checkout may move while it runs."""
+    report = {**report, "code": report.get("code") or code_info()}
+    return atomic_write(path, json.dumps(report, **{"indent": 1, **dump}) + "\n")
 
 
 def write_report(out_dir: str | Path, stem: str, report: dict, lines: list[str], **dump) -> None:

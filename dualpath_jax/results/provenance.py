@@ -21,7 +21,7 @@ RESULTS_SCHEMA = 2  # 1: files without "cell"/"code" (before cell identities)
 SIM_SEMANTICS = 1  # bump whenever a change moves numbers (see the module docstring)
 
 # What makes numbers: a checkout with changes here is "dirty"; results/ and docs/ are not code.
-CODE_PATHS = ("dualpath_jax", "experiments", "configs", "pyproject.toml")
+CODE_PATHS = ("dualpath_jax", "experiments", "benchmarks", "configs", "pyproject.toml")
 
 
 def package_version() -> str:
