@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from dualpath_jax.config import ConfigError, ModelSpec, SLOSpec, ThinkSpec, from_dict
 from dualpath_jax.configure import build_config
 from dualpath_jax.online import find_capacity, poisson_arrivals, request_latencies, slo_met, think_sampler
-from dualpath_jax.online.run import run_online
+from dualpath_jax.online.run import run_capacity, run_online
 from dualpath_jax.paths import load_named
 
 from .helpers import ROOT
@@ -117,3 +117,13 @@ def test_online_needs_aps_or_capacity():
 def test_online_says_it_has_no_real_backend():
     with pytest.raises(ConfigError, match=r"backend='real': the online experiment runs on the simulator only"):
         online_cfg(["backend=real"])
+
+
+def test_the_capacity_search_gives_the_same_numbers_with_its_systems_side_by_side():
+    cfg = online_cfg(["online.capacity_lo=0.4", "online.capacity_max_probes=3"])
+    anchor = from_dict(ModelSpec, load_named("model", "dsv3"))
+    logs = {1: [], 3: []}
+    results = {jobs: run_capacity(cfg, anchor, log=logs[jobs].append, jobs=jobs) for jobs in logs}
+    assert results[1] == results[3] and list(results[3]) == ["basic", "dualpath", "oracle"]
+    assert all(len(r["probes"]) == 3 for r in results[1].values())
+    assert logs[1] == logs[3] and len(logs[1]) == 9  # every probe logged, each system's together
