@@ -38,10 +38,7 @@ def pack_quota(queue: Iterable[tuple[int, int]], quota_s: float, predict: Predic
     if even the head's smallest chunk exceeds the quota, it runs alone with min_chunk tokens."""
     out: list[int] = []
     used = 0.0
-    head = None  # the first request's remaining tokens
     for cached, new in queue:
-        if head is None:
-            head = new
         t = predict(cached, new)
         if used + t <= quota_s:
             out.append(new)
@@ -50,7 +47,7 @@ def pack_quota(queue: Iterable[tuple[int, int]], quota_s: float, predict: Predic
         k = largest_chunk(cached, new, quota_s - used, predict, step=min_chunk)
         if k > 0:
             out.append(k)
+        elif not out:  # the head alone, at its smallest chunk
+            out.append(min(min_chunk, new))
         break
-    if not out and head is not None:
-        out.append(min(min_chunk, head))
     return out
