@@ -37,7 +37,7 @@ def test_results_file_schema_and_ordering(tmp_path):
     res = run_small(tmp_path)
     path = write_result(res)
     assert path.parent == tmp_path / "offline" / "ds27b_1p1d"
-    assert path.name.startswith("agents24_len32k-") and path.suffix == ".json"
+    assert path.name.startswith("agents24_len32k_costv2-") and path.suffix == ".json"
     data = json.loads(path.read_text())
     assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
     jct = {k: v["jct_s"] for k, v in data["systems"].items()}
@@ -106,7 +106,7 @@ def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
     files = sorted(
         re.sub(r"-[0-9a-f]{8}\.", ".", p.name) for p in (workdir / "res" / "offline" / "ds27b_1p1d").iterdir()
     )
-    assert files == ["agents4_len32k.json", "agents4_len32k.txt", "agents8_len32k.json", "agents8_len32k.txt"]
+    assert files == [f"agents{n}_len32k_costv2.{ext}" for n in (4, 8) for ext in ("json", "txt")]
     runs = sorted((workdir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one W&B run per job, not one shared run
     for run in runs:

@@ -21,7 +21,7 @@ def only_file(folder, pattern):
 def test_a_cell_is_run_once_then_read_from_disk(tmp_path):
     before = cells.RUNS["offline"]
     first = cells.offline(TINY, results_dir=tmp_path)
-    path = only_file(tmp_path / "offline" / "ds27b_1p1d", "agents8_len32k-*.json")
+    path = only_file(tmp_path / "offline" / "ds27b_1p1d", "agents8_len32k_costv2-*.json")
     assert first["_path"] == str(path)
     assert cells.RUNS["offline"] == before + 1
     mtime = path.stat().st_mtime_ns
@@ -45,7 +45,7 @@ def test_figure_writes_a_png_and_a_csv_matching_the_cells(tmp_path):
     assert csv_path == tmp_path / "figures" / "pd_ratio.csv"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(csv_path.open()))
-    data = json.loads(only_file(tmp_path / "offline" / "ds27b_1p1d", "agents8_len32k-*.json").read_text())
+    data = json.loads(only_file(tmp_path / "offline" / "ds27b_1p1d", "agents8_len32k_costv2-*.json").read_text())
     assert {r["system"] for r in rows} == set(data["systems"]) == {"basic", "dualpath", "oracle"}
     for r in rows:
         assert (r["model"], r["cluster"], r["mal"], int(r["agents"])) == ("ds27b", "1p1d", "32k", 8)
@@ -66,7 +66,7 @@ def test_an_online_cell_is_run_once_then_read_from_disk(tmp_path):
     ]
     before = cells.RUNS["online"]
     first = cells.online(small, 0.2, results_dir=tmp_path)
-    path = only_file(tmp_path / "online" / "ds27b_1p1d", "aps0.2_len32k-*.json")
+    path = only_file(tmp_path / "online" / "ds27b_1p1d", "aps0.2_len32k_costv2-*.json")
     assert first["_path"] == str(path) and cells.RUNS["online"] == before + 1
     assert first["config"]["online"]["duration_s"] == 60  # the caller's overrides win over cells.ONLINE
     assert set(first["systems"]) == {"basic", "dualpath", "oracle"}

@@ -50,7 +50,7 @@ def test_cells_that_differ_in_any_number_changing_field_never_share_a_file(overr
 
 def test_the_same_cell_always_maps_to_the_same_file_whatever_cannot_change_numbers():
     base = cell([])
-    assert re.fullmatch(r"agents6_len32k-[0-9a-f]{8}\.json", base.path.name)
+    assert re.fullmatch(r"agents6_len32k_costv2-[0-9a-f]{8}\.json", base.path.name)
     same = cell(["tracking.wandb=true", "sim.progress=false", "tracking.project=x"], results_dir="res")
     assert same.path == base.path and same.identity == base.identity
     assert cell([], results_dir="elsewhere").id == base.id
@@ -59,7 +59,7 @@ def test_the_same_cell_always_maps_to_the_same_file_whatever_cannot_change_numbe
 def test_a_trace_replay_and_a_trace_edit_are_other_cells(tmp_path):
     poisson = cell(["workload=mooncake"], kind="online", base=TINY[:4])
     replay = cell(["workload=mooncake", "online.arrivals=trace"], kind="online", base=TINY[:4])
-    assert poisson.path != replay.path and "_mooncake_trace-" in replay.path.name
+    assert poisson.path != replay.path and "_mooncake_costv2_trace-" in replay.path.name
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"id": "a", "turns": [{"input": 100, "cached": 0, "output": 5}]}\n')
     first = cell(["workload=jsonl", f"workload.path={trace}"], base=TINY[:4])
@@ -374,7 +374,7 @@ def test_results_list_finds_cells_by_field_and_shows_what_varies(tmp_path, capsy
     assert "1 stored cell(s)" in out and f"stale: {old}: written before" in out
     assert results_main(["list", "--results-dir", str(tmp_path), "agents=6"]) == 0
     out = capsys.readouterr().out
-    assert out.count("agents6_len32k-") == 2 and "agents4_len32k" not in out
+    assert out.count("agents6_len32k_costv2-") == 2 and "agents4_len32k" not in out
     assert "workload.seed" in out and "stale" not in out
     assert results_main(["list", "--results-dir", str(tmp_path), "seed=5"]) == 0
     listed = capsys.readouterr().out
