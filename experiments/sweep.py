@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from dualpath_jax.atomic import atomic_write
+from dualpath_jax.paths import ROOT
 from dualpath_jax.results import Cell, stored
 
 OUTCOME = "cell.json"
@@ -134,6 +135,7 @@ def run(main) -> None:
     they are told apart from bugs by happening outside any job."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
+        refuse_group_lists([a for a in sys.argv[1:] if not a.startswith("-")])
         main()
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         if _in_job:
@@ -141,3 +143,16 @@ def run(main) -> None:
         cause = f"\n{e.__cause__}" if isinstance(e.__cause__, OmegaConfBaseException) else ""
         print(f"error: {e}{cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def refuse_group_lists(overrides: list[str]) -> None:
+    """A config group given a list or a dict (`model=[1,2]`) makes Hydra fail with a TypeError of
+    its own while it composes; refuse it first, naming the override (ValueError: exit 2)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = {p.name: p for p in (ROOT / "configs").iterdir() if p.is_dir()}
+    for o in OverridesParser.create().parse_overrides(overrides):
+        group = groups.get(o.key_or_group)
+        if group is not None and not o.is_sweep_override() and isinstance(o.value(), (list, dict)):
+            options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
+            raise ValueError(f"{o.input_line}: the config group {o.key_or_group} takes one option name ({options})")

@@ -22,6 +22,7 @@ from dualpath_jax.configure import MAX_LEN, MIN_LEN, build_config
 from dualpath_jax.experiment import BACKENDS, run_offline
 from dualpath_jax.paths import load_named
 from dualpath_jax.workload.synthetic import generate, mal_problem, supported_mal_range
+from experiments.sweep import refuse_group_lists
 
 from .helpers import ROOT, project_workdir, run_cli
 
@@ -617,6 +618,7 @@ def test_fuzz_hydra_overrides(data):
         for _ in range(data.draw(st.integers(1, 3)))
     ]
     try:
+        refuse_group_lists(overrides)  # as the CLI does before Hydra composes
         raw = online_raw(overrides) if online else offline_raw(overrides)
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra's own refusal (exit 2: sweep.run)
         event("Hydra refused")

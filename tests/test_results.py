@@ -186,6 +186,7 @@ def test_a_failing_cell_does_not_stop_the_sweep_which_ends_with_a_summary(workdi
     [
         ("model=nope", "Could not find 'model/nope'"),
         ("model=1", "Config group override must be a string"),
+        ("model=[1,2]", "model=[1,2]: the config group model takes one option name (ds27b, ds660b,"),
         ("sim.nope=3", "Could not override 'sim.nope'"),
     ],
 )
