@@ -135,7 +135,7 @@ def run(main) -> None:
     they are told apart from bugs by happening outside any job."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
-        refuse_group_lists([a for a in sys.argv[1:] if not a.startswith("-")])
+        refuse_group_lists([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])  # not flags or their values
         main()
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         if _in_job:
