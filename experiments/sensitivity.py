@@ -27,6 +27,7 @@ from rich.table import Table
 from dualpath_jax.paths import repo_path
 from experiments.figures import cells
 from experiments.figures.plot import color, rel, save, style, system_name, title_of
+from experiments.sweep import refuse_group_lists
 
 NAME = "sensitivity"
 
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> tuple:
     try:
         cells.RERUN = any(o in ("rerun=true", "+rerun=true") for o in task)
         base = base_overrides(task)
+        refuse_group_lists(base)
         raw = cells.compose("offline", [*cells.QUIET, *base])
         results_dir = repo_path(cells.offline_config(base).results_dir)
     except (HydraException, OmegaConfBaseException, ValueError) as e:  # the user's overrides

@@ -66,8 +66,15 @@ def test_a_second_run_reads_every_cell(study):
         cells.JOBS = jobs
 
 
-def test_a_bad_override_exits_2_naming_it(capsys):
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("costmodel.storage_efficiency=2", "config.costmodel.storage_efficiency"),
+        ("model=[1,2]", "model=[1,2]: the config group model takes one option name"),
+    ],
+)
+def test_a_bad_override_exits_2_naming_it(capsys, override, says):
     with pytest.raises(SystemExit) as e:
-        sensitivity.main([*TINY, "costmodel.storage_efficiency=2"])
+        sensitivity.main([*TINY, override])
     assert e.value.code == 2
-    assert "config.costmodel.storage_efficiency" in capsys.readouterr().out
+    assert says in capsys.readouterr().out
