@@ -170,12 +170,13 @@ class Simulation:
                 f"a turn needs {largest / 1e9:.1f} GB of KV but a decode GPU has "
                 f"{de_room / 1e9:.1f} GB for KV ({cfg.model.name} on {spec.name})"
             )
-        read = max(t.cached for a in agents for t in a.turns) * self.kvb if self.buffers is not None else 0.0
-        if read > cost.dram_buffer_bytes:
-            raise ValueError(
-                f"costmodel.dram_buffer_gb: a turn reads {read / 1e9:.1f} GB of KV, more than a node's "
-                f"{cost.dram_buffer_bytes / 1e9:.1f} GB DRAM buffer can stage"
-            )
+        if self.buffers is not None:  # v2: a read larger than a node's buffer would wait forever
+            read = max(t.cached for a in agents for t in a.turns) * self.kvb
+            if read > cost.dram_buffer_bytes:
+                raise ValueError(
+                    f"costmodel.dram_buffer_gb: a turn reads {read / 1e9:.1f} GB of KV, more than a node's "
+                    f"{cost.dram_buffer_bytes / 1e9:.1f} GB DRAM buffer can stage"
+                )
 
     @property
     def waiting(self):
