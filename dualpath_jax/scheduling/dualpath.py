@@ -48,13 +48,22 @@ def choose_de_group(groups: Sequence[GroupLoad]) -> GroupLoad:
 
 
 def choose_de_in_group(group: GroupLoad, req: RequestView, z: float) -> EngineLoad | None:
-    room = [e for e in group.engines if e.free_kv >= req.kv_bytes]
-    if not room:
-        return None
-    under = [e for e in room if e.tok + req.tokens <= z]
-    if under:
-        return min(under, key=lambda e: (e.seq, e.tok, e.id))
-    return min(room, key=load_key)
+    # One pass (it runs on every placement): among engines with room, the fewest seq_e of those
+    # under Z, else the fewest tok_e; keys end in the engine id, so there are no ties.
+    kv_bytes, tokens = req.kv_bytes, req.tokens
+    under = under_key = room = room_key = None
+    for e in group.engines:
+        if e.free_kv < kv_bytes:
+            continue
+        if e.tok + tokens <= z:
+            key = (e.seq, e.tok, e.id)
+            if under is None or key < under_key:
+                under, under_key = e, key
+        elif under is None:
+            key = load_key(e)
+            if room is None or key < room_key:
+                room, room_key = e, key
+    return under if under is not None else room
 
 
 def fitting_prefix(waiting: Sequence[RequestView], start: int, free: float) -> list[RequestView]:

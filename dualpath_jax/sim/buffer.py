@@ -42,14 +42,19 @@ class DramBuffers:
         return all(b <= self.free[n] for n, b in needs)
 
     def _take(self, needs) -> None:
+        free = self.free
         for node, nbytes in needs:
-            self.free[node] -= nbytes
-            self.peak = max(self.peak, self.capacity - self.free[node])
+            left = free[node] = free[node] - nbytes
+            if self.capacity - left > self.peak:
+                self.peak = self.capacity - left
 
     def admit(self, turn: SimTurn) -> bool:
         """Take room for `turn`'s read now, or queue it (False: `start` is called once it fits)."""
-        needs = self._needs(turn)
-        if not any(self.queues[n] for n, _ in needs) and self._fits(needs):
+        needs, queues, free = self._needs(turn), self.queues, self.free
+        for n, b in needs:
+            if queues[n] or b > free[n]:  # others wait first, or no room
+                break
+        else:
             self._take(needs)
             return True
         for n, _ in needs:

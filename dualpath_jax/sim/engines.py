@@ -83,8 +83,8 @@ class PrefillNode:
         return hit
 
     def _predict(self, cached: int, new: int) -> float:
-        a, lin = self._times(cached, new)
-        return a + lin
+        hit = self._split.get((cached, new)) or self._times(cached, new)  # the hit, inlined: packing's inner loop
+        return hit[0] + hit[1]
 
     def pack(self, queue: deque) -> list[tuple[SimTurn, int]]:
         """The next batch an engine forms from its ready queue: (turn, new tokens to prefill)."""
@@ -182,6 +182,7 @@ class DecodeEngine:
         self.qos, self.qos_weight = qos, qos_weight
         self.on_done = on_done
         self.coef = cost.decode_coef
+        self.ep_floor, self.ep_overlap = cost.decode_ep_floor_s, cost.decode_ep_overlap
         self.steps = 0.0  # steps every request in the batch has taken since time 0
         self.t_last = 0.0
         self.step_time = 0.0
@@ -232,10 +233,11 @@ class DecodeEngine:
             return  # superseded by an earlier check
         self._event_at = None
         self._advance()
-        done = []
-        while self.due and self.due[0][0] <= self.steps + 1e-9:
-            _, _, req = heapq.heappop(self.due)
-            self._add(req, -1)
+        done, due, add = [], self.due, self._add
+        reached = self.steps + 1e-9
+        while due and due[0][0] <= reached:
+            req = heapq.heappop(due)[2]
+            add(req, -1)
             done.append(req)
         self._reschedule()
         for req in done:
@@ -254,8 +256,9 @@ class DecodeEngine:
         crosses its CNIC."""
         fixed, per_request, per_key, per_ctx = self.coef
         t = fixed + b * per_request + keys * per_key + context * per_ctx
-        if self.cost.decode_ep_floor_s:  # cost model v2
-            t = self.cost.with_ep_floor(t)
+        floor = self.ep_floor
+        if floor:  # cost model v2 (`CostModel.with_ep_floor`, inlined)
+            t = (t if t >= floor else floor) if self.ep_overlap else t + floor
         now = self.loop.now
         if h2d.free_at > now or (out is not None and out.free_at > now):  # KV slows the all-to-all
             share = lane_share(True, self.qos, self.qos_weight)
@@ -287,20 +290,21 @@ class LockstepDecode(DecodeEngine):
 
     def _add(self, req: SimTurn, sign: int) -> None:
         i, now = self.slot[req.de], self.loop.now
-        dt, b = now - self.gpu_t[i], self.count[i]
+        gpu_t, count, raw = self.gpu_t, self.count, self.raw
+        dt, b = now - gpu_t[i], count[i]
         if b:  # this GPU's accounting up to now, before its batch changes
             self.busy_s += dt
             self.batch_area += dt * b
-        self.gpu_t[i] = now
-        b = self.count[i] = b + sign
-        self.gpu_keys[i] += sign * req.decode_keys
-        self.gpu_context[i] += sign * req.input
-        longest = self.raw[self.slowest]
-        t = self.raw[i] = self.gpu_step_time(b, self.gpu_keys[i], self.gpu_context[i], *self.links[i]) if b else 0.0
+        gpu_t[i] = now
+        b = count[i] = b + sign
+        keys = self.gpu_keys[i] = self.gpu_keys[i] + sign * req.decode_keys
+        context = self.gpu_context[i] = self.gpu_context[i] + sign * req.input
+        longest = raw[self.slowest]
+        t = raw[i] = self.gpu_step_time(b, keys, context, *self.links[i]) if b else 0.0
         if t >= longest:
             self.slowest = i
         elif i == self.slowest:  # the slowest got faster: find the new slowest
-            self.slowest = max(range(len(self.raw)), key=self.raw.__getitem__)
+            self.slowest = max(range(len(raw)), key=raw.__getitem__)
 
     def _step_time(self) -> float:
         return self.raw[self.slowest]

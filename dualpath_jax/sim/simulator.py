@@ -300,17 +300,18 @@ class Simulation:
         self.tokens_new += turn.new
         self.tokens_cached += turn.hit
         self.tokens_out += turn.output
-        self.ttft.append(turn.first_token - turn.arrive)
+        arrive, placed, ready, started, first = turn.arrive, turn.placed, turn.ready, turn.started, turn.first_token
+        self.ttft.append(first - arrive)
         if turn.output > 1:
             self.tpot.append((turn.finished - turn.joined) / (turn.output - 1))
         if self.record_turns:
             self.finished.append(turn)
-        if self.ttft_stages is not None:
-            s = self.ttft_stages
-            s[0] += turn.placed - turn.arrive
-            s[1] += turn.ready - turn.placed
-            s[2] += turn.started - turn.ready
-            s[3] += turn.first_token - turn.started
+        s = self.ttft_stages
+        if s is not None:
+            s[0] += placed - arrive
+            s[1] += ready - placed
+            s[2] += started - ready
+            s[3] += first - started
         if self.observer is not None:
             self.observer.turn_done(self, turn)
         if self.on_turn is not None:
