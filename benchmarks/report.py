@@ -15,8 +15,20 @@ from dualpath_jax.atomic import atomic_write
 from dualpath_jax.results import code_info
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), which a wall time needs beside it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def write_json(path: str | Path, report: dict, **dump) -> Path:
