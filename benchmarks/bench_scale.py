@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py                      # dualpath, 48K agents
     python benchmarks/bench_scale.py --systems basic dualpath --agents 48000
     python benchmarks/bench_scale.py --costmodel v2   # writes scale_48p96d_a48000_costv2
+    python benchmarks/bench_scale.py --costmodel v2 --watch 30   # progress every 30 s
 
 Prints wall time, peak memory (max RSS) and simulated events and turns per second per system, and
 writes results/bench/scale_48p96d.{json,txt}.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +36,21 @@ def max_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
+def watch(sim: Simulation, every_s: float, t0: float) -> None:
+    """Print wall time, virtual time and turns done every `every_s` seconds (a sleeping daemon
+    thread: it costs the run nothing between prints), so a run cut short still shows its pace."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            print(
+                f"[watch] wall {time.perf_counter() - t0:.0f} s, sim {sim.loop.now:.0f} s, turns {sim.turns}",
+                flush=True,
+            )
+
+    threading.Thread(target=loop, daemon=True, name="watch").start()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=48000)
@@ -42,6 +59,7 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=["dualpath"])
     ap.add_argument("--costmodel", default="v1", choices=["v1", "v2"], help="configs/costmodel/<name>.yaml")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    ap.add_argument("--watch", type=float, default=0.0, help="print progress every this many seconds (0: never)")
     args = ap.parse_args()
     code = code_info()  # the code this run starts from
     overrides = [
@@ -63,7 +81,10 @@ def main() -> None:
     for name in args.systems:
         system = next(s for s in cfg.systems if s.name == name)
         t0 = time.perf_counter()
-        m = Simulation(cfg, system, agents, cost).run()
+        sim = Simulation(cfg, system, agents, cost)
+        if args.watch > 0:
+            watch(sim, args.watch, t0)
+        m = sim.run()
         wall = time.perf_counter() - t0
         rows.append(
             {
