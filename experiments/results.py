@@ -4,6 +4,12 @@
     python -m experiments.results list model=ds660b agents=1024 # cells matching every filter
     python -m experiments.results list kind=online --stale      # only cells that would be rerun
 
+    python -m experiments.results compare 875a9a65 f2669ca7   # two cells by id (or by file path)
+    python -m experiments.results compare A B --metric jct_s --metric ttft_s
+
+`compare` prints the config fields in which two stored cells differ, then per system present in
+both each metric (numeric leaves of its summary: `ttft_s.p99`, ...) of A, of B, and B/A.
+
 A filter is `field=value` on a cell's identity: `kind`, `id`, `status`, or a config field by its
 dotted name (`workload.seed`, `system.dualpath.batching`) or by a unique last part (`agents`,
 `seed` if only one field is so named), plus the shortcuts model, cluster, len and systems.
@@ -150,6 +156,85 @@ def show(rows: list[dict], root: Path, console: Console, max_fields: int = 8) ->
             console.print(f"stale: {r['file']}: {r.get('why') or r['status']}", soft_wrap=True)
 
 
+def find_cell(ref: str, root: Path) -> Path:
+    """A results file by path, or by its cell id (the hash that ends its name) under `root`."""
+    path = Path(ref)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ValueError(f"{ref}: no such results file")
+        return path
+    found = [f for f in results_files(root) if f.stem.endswith(f"-{ref}")]
+    if len(found) != 1:
+        what = "no stored cell" if not found else f"{len(found)} stored cells"
+        raise ValueError(f"{ref}: {what} under {root} with that id (give a cell id or a .json path)")
+    return found[0]
+
+
+def read_cell(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable as a results file ({e})") from None
+    if identity_of(data) is None or not isinstance(data.get("systems"), dict):
+        raise ValueError(f"{path}: not a results file (no cell identity or systems)")
+    return data
+
+
+def numbers(summary: dict) -> dict[str, float]:
+    """A system summary's numeric leaves, by dotted key (booleans and strings left out)."""
+    return {k: v for k, v in flatten(summary).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def compare(a: Path, b: Path, console: Console, metrics: list[str] = ()) -> Table:
+    da, db = read_cell(a), read_cell(b)
+    ka, kb = identity_of(da)["kind"], identity_of(db)["kind"]
+    if ka != kb:
+        raise ValueError(f"{a.name} is an {ka} cell and {b.name} an {kb} cell: compare cells of one kind")
+    ca, cb = flatten(da["config"]), flatten(db["config"])
+    differ = [k for k in sorted(set(ca) | set(cb)) if ca.get(k, "-") != cb.get(k, "-")]
+    console.print(f"A: {_shown(a)}\nB: {_shown(b)}", soft_wrap=True)
+    for k in differ:
+        console.print(f"  {k}: {ca.get(k, '-')} -> {cb.get(k, '-')}", soft_wrap=True)
+    if not differ:
+        console.print("  (the same config)")
+    systems = [s for s in da["systems"] if s in db["systems"]]
+    if not systems:
+        raise ValueError(f"{a.name} and {b.name} share no system")
+    table = Table("metric", title=f"{ka} cells A and B (ratio B/A)")
+    for s in systems:
+        table.add_column(f"{s} A", justify="right")
+        table.add_column(f"{s} B", justify="right")
+        table.add_column("B/A", justify="right")
+    na = {s: numbers(da["systems"][s]) for s in systems}
+    nb = {s: numbers(db["systems"][s]) for s in systems}
+    keys = [k for k in dict.fromkeys(k for s in systems for k in na[s]) if any(k in nb[s] for s in systems)]
+    keys = [k for k in keys if not metrics or any(k == m or k.startswith(m + ".") for m in metrics)]
+    if not keys:
+        raise ValueError(f"no metric matches {', '.join(metrics)}" if metrics else "the cells share no metric")
+    for k in keys:
+        row = [k]
+        for s in systems:
+            x, y = na[s].get(k), nb[s].get(k)
+            ratio = f"{y / x:.3f}" if x not in (None, 0) and y is not None else "-"
+            row += [_num(x), _num(y), ratio]
+        table.add_row(*row)
+    console.print(table)
+    return table
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m experiments.results",
@@ -162,9 +247,21 @@ def main(argv=None) -> int:
     ls.add_argument("filters", nargs="*", metavar="field=value")
     ls.add_argument("--results-dir", default=str(ROOT / "results"))
     ls.add_argument("--stale", action="store_true", help="only cells that are stale")
+    cmp = sub.add_parser("compare", help="two stored cells side by side, with ratios")
+    cmp.add_argument("a", help="a results file or a cell id")
+    cmp.add_argument("b", help="a results file or a cell id")
+    cmp.add_argument("--metric", action="append", default=[], help="only this metric (or its sub-keys)")
+    cmp.add_argument("--results-dir", default=str(ROOT / "results"))
     args = p.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
     root = Path(args.results_dir)
+    if args.command == "compare":
+        try:
+            compare(find_cell(args.a, root), find_cell(args.b, root), console, args.metric)
+        except ValueError as e:
+            console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            return 2
+        return 0
     rows = cell_rows(root)
     try:
         rows = select(rows, args.filters)
