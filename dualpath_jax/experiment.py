@@ -18,6 +18,7 @@ from .costmodel.deploy import deployed
 from .metrics import v2_metrics
 from .paths import ROOT
 from .results.result import OfflineResult
+from .results.turns import turn_records
 from .sim import Simulation
 from .workload import assign_agents, load_trajectories
 
@@ -44,6 +45,8 @@ def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None
                 chains[key] = chain_floor_s(agents, cost)
             result.attribution[system.name] = attribute(m, chains[key])
             result.fidelity[system.name] = v2_metrics(sim)
+        if cfg.sim.record_turns:
+            result.turns[system.name] = turn_records(sim)
     result.wall_s = time.perf_counter() - t0
     return result
 

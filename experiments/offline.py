@@ -28,6 +28,7 @@ from dualpath_jax.results import (
     write_cell,
 )
 from dualpath_jax.results.identity import model_name
+from dualpath_jax.results.turns import turns_path, write_turns
 from dualpath_jax.tracking import track
 
 from .sweep import job, reuse, run
@@ -66,7 +67,8 @@ def main_offline(cfg: DictConfig) -> None:
         exp = build_config(raw)
         anchor = anchor_model(exp)
         cell = cell_of(exp, "offline")
-        if reuse(cell, rerun, console):
+        # records asked for and not stored: the cell runs again (they are not part of its identity)
+        if reuse(cell, rerun or (exp.sim.record_turns and not turns_path(cell.path).is_file()), console):
             outcome.done("skip", cell.path)
             return
         prepare(cell)
@@ -83,6 +85,8 @@ def main_offline(cfg: DictConfig) -> None:
                 res = run_offline(exp, anchor, progress=progress_factory(bar))
             path = write_cell(cell, offline_payload(res), offline_text(res))
             outcome.done("ran", path)
+            if res.turns:
+                console.print(f"per-turn records: {write_turns(path, res.turns)}", soft_wrap=True)
             console.print(comparison_table(res))
             for line in attribution_lines(res):
                 console.print(line, soft_wrap=True)

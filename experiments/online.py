@@ -17,6 +17,7 @@ from dualpath_jax.config import to_dict
 from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.online.run import run_capacity, run_online
 from dualpath_jax.results import as_text, capacity_table, cell_of, online_table, prepare, write_cell
+from dualpath_jax.results.turns import turns_path, write_turns
 from dualpath_jax.tracking import track
 
 from .offline import pop_rerun
@@ -32,7 +33,8 @@ def main_online(cfg: DictConfig) -> None:
         exp = build_config(raw, online=True)
         anchor = anchor_model(exp)
         cell = cell_of(exp, "capacity" if capacity else "online")
-        if reuse(cell, rerun, console):
+        records = exp.sim.record_turns and not capacity  # a capacity search keeps no records
+        if reuse(cell, rerun or (records and not turns_path(cell.path).is_file()), console):
             outcome.done("skip", cell.path)
             return
         prepare(cell)
@@ -45,7 +47,8 @@ def main_online(cfg: DictConfig) -> None:
                 for s, r in systems.items():
                     run.log({f"{s}/capacity_aps": r["capacity_aps"]})
             else:
-                systems = run_online(exp, anchor)
+                turns: dict = {}
+                systems = run_online(exp, anchor, turns=turns)
                 table = online_table(exp, systems)
                 for s, r in systems.items():
                     run.log(
@@ -59,6 +62,8 @@ def main_online(cfg: DictConfig) -> None:
             outcome.done("ran", path)
             console.print(table)
             console.print(f"results: {path}", soft_wrap=True)
+            if records:
+                console.print(f"per-turn records: {write_turns(path, turns)}", soft_wrap=True)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="online")

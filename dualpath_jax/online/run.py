@@ -12,6 +12,7 @@ from ..config import ConfigError, ExperimentConfig, ModelSpec, SystemSpec
 from ..costmodel import calibrate
 from ..costmodel.deploy import deployed
 from ..paths import ROOT
+from ..results.turns import turn_records
 from ..workload import load_trajectories
 from .arrivals import poisson_arrivals, think_sampler
 from .capacity import find_capacity
@@ -40,8 +41,10 @@ def run_online(
     aps: float | None = None,
     systems=None,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
+    turns: dict | None = None,
 ) -> dict:
-    """{system name: online summary} at `aps` (default cfg.online.aps)."""
+    """{system name: online summary} at `aps` (default cfg.online.aps). With `sim.record_turns`,
+    `turns` (if given) gets each system's per-turn records (`results.turns`)."""
     aps = cfg.online.aps if aps is None else aps
     check_pd_ratio(cfg.cluster)
     eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
@@ -63,6 +66,8 @@ def run_online(
         )
         sim.simulate()
         out[system.name] = dict(sim.summary(), aps=aps, system=system.name)
+        if turns is not None and cfg.sim.record_turns:
+            turns[system.name] = turn_records(sim)
     return out
 
 

@@ -6,7 +6,7 @@ reads:
 
     {"kind": "offline", "config": {...}, "inputs": {"workload_sha256": "..."}}
 
-Left out: `results_dir`, `tracking` and `sim.progress` always; on offline runs the `online`
+Left out: `results_dir`, `tracking` and `sim.progress` always (and `sim.record_turns` reads as false); on offline runs the `online`
 section and the top-level `seed` (only online think times draw from it); on simulator runs the
 `testbed` section; with `costmodel.version=v1` the `costmodel` section (v1 reads none of it, so
 every v1 cell keeps the identity it had before v2 existed). The file name keeps a readable part
@@ -44,6 +44,7 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
     for key in ALWAYS_IGNORED:
         out.pop(key)
     out["sim"].pop("progress")
+    out["sim"]["record_turns"] = False  # records change no number (results/turns.py): one cell either way
     if cfg.costmodel.version == "v1":
         out.pop("costmodel")  # v1 has no parameters: its cells keep the identity they had before v2
     if cfg.workload.turns_sigma_scale == 1.0:

@@ -21,6 +21,8 @@ class OfflineResult:
     # per system, v2's metrics beside the paper's (`metrics.v2_metrics`): SNIC balance over time
     # windows, the TTFT's stages, DRAM buffer stalls; v2 runs only, for the same reason
     fidelity: dict[str, dict] = field(default_factory=dict)
+    # per system, one record per turn (`results.turns`), with sim.record_turns only
+    turns: dict[str, list[tuple]] = field(default_factory=dict)
 
     def comparison(self) -> dict[str, dict[str, float]]:
         base = self.systems["basic"].jct_s
