@@ -33,6 +33,15 @@ from dualpath_jax.tracking import track
 
 from .sweep import job, reuse, run
 
+# a bar per system: its turns done out of its workload's (the online command shows the same)
+TURN_COLUMNS = (
+    TextColumn("{task.description:>10}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("turns"),
+    TimeElapsedColumn(),
+)
+
 
 def progress_factory(progress: Progress):
     def start(system: str, turns: int):
@@ -74,14 +83,7 @@ def main_offline(cfg: DictConfig) -> None:
         prepare(cell)
         name = f"offline-{model_name(exp)}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
         with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
-            columns = (
-                TextColumn("{task.description:>10}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("turns"),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=console, disable=not exp.sim.progress, transient=False) as bar:
+            with Progress(*TURN_COLUMNS, console=console, disable=not exp.sim.progress, transient=False) as bar:
                 res = run_offline(exp, anchor, progress=progress_factory(bar))
             path = write_cell(cell, offline_payload(res), offline_text(res))
             outcome.done("ran", path)

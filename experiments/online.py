@@ -12,6 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.progress import Progress
 
 from dualpath_jax.config import to_dict
 from dualpath_jax.configure import anchor_model, build_config
@@ -20,7 +21,7 @@ from dualpath_jax.results import as_text, capacity_table, cell_of, online_table,
 from dualpath_jax.results.turns import turns_path, write_turns
 from dualpath_jax.tracking import track
 
-from .offline import pop_rerun
+from .offline import TURN_COLUMNS, pop_rerun, progress_factory
 from .sweep import job, reuse, run
 
 
@@ -48,7 +49,8 @@ def main_online(cfg: DictConfig) -> None:
                     run.log({f"{s}/capacity_aps": r["capacity_aps"]})
             else:
                 turns: dict = {}
-                systems = run_online(exp, anchor, turns=turns)
+                with Progress(*TURN_COLUMNS, console=console, disable=not exp.sim.progress) as bar:
+                    systems = run_online(exp, anchor, progress=progress_factory(bar), turns=turns)
                 table = online_table(exp, systems)
                 for s, r in systems.items():
                     run.log(

@@ -1,5 +1,7 @@
 """The online experiment: arrivals, latencies on a hand-made timeline, capacity search, a small run."""
 
+import re
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -127,3 +129,17 @@ def test_the_capacity_search_gives_the_same_numbers_with_its_systems_side_by_sid
     assert results[1] == results[3] and list(results[3]) == ["basic", "dualpath", "oracle"]
     assert all(len(r["probes"]) == 3 for r in results[1].values())
     assert logs[1] == logs[3] and len(logs[1]) == 9  # every probe logged, each system's together
+
+
+def test_the_online_command_shows_a_turns_bar_per_system(tmp_path):
+    from .helpers import project_workdir, run_cli
+
+    work = project_workdir(tmp_path)
+    args = ["model=ds27b", "cluster=1p1d", "+aps=1", "+len=32k", "workload.trajectories=8", "tracking.wandb=false"]
+    out = run_cli(
+        "experiments.online", [*args, "online.duration_s=30", "online.warmup_s=5", f"results_dir={work / 'r'}"], work
+    )
+    assert out.returncode == 0, out.stderr
+    done = [re.match(r"\s*(\w+) .* (\d+)/(\d+) turns", ln) for ln in out.stdout.splitlines()]
+    bars = [m.group(1) for m in done if m and m.group(2) == m.group(3)]  # each bar ran to its total
+    assert bars == ["basic", "dualpath", "oracle"]
