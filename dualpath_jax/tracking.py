@@ -1,5 +1,8 @@
 """Weights & Biases tracking: offline by default, one run per experiment job, always finished.
 
+A run logs the headline numbers as it goes and, once its cell is written (`log_cell`), a table of
+every system's numbers and the cell's files as an artifact.
+
 In a Hydra multirun every job runs in the same process; a job that did not finish its run would make
 the next job log into it, so `track` finishes the run in a `finally`.
 """
@@ -7,7 +10,9 @@ the next job log into it, so `track` finishes the run in a `finally`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+from pathlib import Path
 from typing import Iterator
 
 from .config import TrackingSpec
@@ -15,6 +20,9 @@ from .config import TrackingSpec
 
 class _NullRun:
     def log(self, *_a, **_k) -> None:
+        pass
+
+    def log_artifact(self, *_a, **_k) -> None:
         pass
 
     @property
@@ -44,3 +52,38 @@ def track(spec: TrackingSpec, name: str, group: str, config: dict) -> Iterator:
         yield run
     finally:
         run.finish()
+
+
+def _scalars(summary: dict) -> dict[str, float]:
+    """A system summary's numbers, nested ones one level deep (`ttft_s.p99`)."""
+    out = {}
+    for k, v in summary.items():
+        for key, x in v.items() if isinstance(v, dict) else [(None, v)]:
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                out[k if key is None else f"{k}.{key}"] = x
+    return out
+
+
+def log_cell(run, results_file: Path) -> None:
+    """Log a written cell: its per-system numbers as a W&B table, and its files (results JSON, table,
+    per-turn records if any) as a `results` artifact named after the file."""
+    if isinstance(run, _NullRun):
+        return
+    import wandb
+
+    from .results.turns import turns_path
+
+    systems = {s: _scalars(m) for s, m in json.loads(results_file.read_text())["systems"].items()}
+    columns = list(dict.fromkeys(k for m in systems.values() for k in m))
+    run.log(
+        {
+            "systems": wandb.Table(
+                columns=["system", *columns], data=[[s, *(m.get(k) for k in columns)] for s, m in systems.items()]
+            )
+        }
+    )
+    artifact = wandb.Artifact(f"cell-{results_file.stem}", type="results")
+    for f in (results_file, results_file.with_suffix(".txt"), turns_path(results_file)):
+        if f.is_file():
+            artifact.add_file(str(f))
+    run.log_artifact(artifact)

@@ -29,7 +29,7 @@ from dualpath_jax.results import (
 )
 from dualpath_jax.results.identity import model_name
 from dualpath_jax.results.turns import turns_path, write_turns
-from dualpath_jax.tracking import track
+from dualpath_jax.tracking import log_cell, track
 
 from .sweep import job, reuse, run
 
@@ -89,6 +89,7 @@ def main_offline(cfg: DictConfig) -> None:
             outcome.done("ran", path)
             if res.turns:
                 console.print(f"per-turn records: {write_turns(path, res.turns)}", soft_wrap=True)
+            log_cell(run, path)
             console.print(comparison_table(res))
             for line in attribution_lines(res):
                 console.print(line, soft_wrap=True)

@@ -19,7 +19,7 @@ from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.online.run import run_capacity, run_online
 from dualpath_jax.results import as_text, capacity_table, cell_of, online_table, prepare, write_cell
 from dualpath_jax.results.turns import turns_path, write_turns
-from dualpath_jax.tracking import track
+from dualpath_jax.tracking import log_cell, track
 
 from .offline import TURN_COLUMNS, pop_rerun, progress_factory
 from .sweep import job, reuse, run
@@ -66,6 +66,7 @@ def main_online(cfg: DictConfig) -> None:
             console.print(f"results: {path}", soft_wrap=True)
             if records:
                 console.print(f"per-turn records: {write_turns(path, turns)}", soft_wrap=True)
+            log_cell(run, path)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="online")

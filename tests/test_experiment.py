@@ -109,8 +109,14 @@ def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
     assert files == [f"agents{n}_len32k_costv2.{ext}" for n in (4, 8) for ext in ("json", "txt")]
     runs = sorted((workdir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one W&B run per job, not one shared run
+    logged = []
     for run in runs:
-        assert list(run.glob("*.wandb")), run
+        [log] = run.glob("*.wandb")
+        raw = log.read_bytes()
+        assert b"systems" in raw and b"table-file" in raw  # the per-system table
+        logged += re.findall(rb"cell-(agents\d+_len32k_costv2-[0-9a-f]{8})", raw)  # the cell's artifact
+    stems = sorted(p.stem for p in (workdir / "res" / "offline" / "ds27b_1p1d").glob("*.json"))
+    assert sorted({x.decode() for x in logged}) == stems
 
 
 def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(workdir):
