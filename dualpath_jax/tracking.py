@@ -54,16 +54,6 @@ def track(spec: TrackingSpec, name: str, group: str, config: dict) -> Iterator:
         run.finish()
 
 
-def _scalars(summary: dict) -> dict[str, float]:
-    """A system summary's numbers, nested ones one level deep (`ttft_s.p99`)."""
-    out = {}
-    for k, v in summary.items():
-        for key, x in v.items() if isinstance(v, dict) else [(None, v)]:
-            if isinstance(x, (int, float)) and not isinstance(x, bool):
-                out[k if key is None else f"{k}.{key}"] = x
-    return out
-
-
 def log_cell(run, results_file: Path) -> None:
     """Log a written cell: its per-system numbers as a W&B table, and its files (results JSON, table,
     per-turn records if any) as a `results` artifact named after the file."""
@@ -71,9 +61,10 @@ def log_cell(run, results_file: Path) -> None:
         return
     import wandb
 
+    from .results import summary_numbers
     from .results.turns import turns_path
 
-    systems = {s: _scalars(m) for s, m in json.loads(results_file.read_text())["systems"].items()}
+    systems = {s: summary_numbers(m) for s, m in json.loads(results_file.read_text())["systems"].items()}
     columns = list(dict.fromkeys(k for m in systems.values() for k in m))
     run.log(
         {

@@ -28,7 +28,7 @@ from dualpath_jax.results import (
     write_cell,
 )
 from dualpath_jax.results.identity import model_name
-from dualpath_jax.results.turns import turns_path, write_turns
+from dualpath_jax.results.turns import write_turns
 from dualpath_jax.tracking import log_cell, track
 
 from .sweep import job, reuse, run
@@ -76,8 +76,7 @@ def main_offline(cfg: DictConfig) -> None:
         exp = build_config(raw)
         anchor = anchor_model(exp)
         cell = cell_of(exp, "offline")
-        # records asked for and not stored: the cell runs again (they are not part of its identity)
-        if reuse(cell, rerun or (exp.sim.record_turns and not turns_path(cell.path).is_file()), console):
+        if reuse(cell, rerun, console, records=exp.sim.record_turns):
             outcome.done("skip", cell.path)
             return
         prepare(cell)

@@ -18,7 +18,7 @@ from dualpath_jax.config import to_dict
 from dualpath_jax.configure import anchor_model, build_config
 from dualpath_jax.online.run import run_capacity, run_online
 from dualpath_jax.results import as_text, capacity_table, cell_of, online_table, prepare, write_cell
-from dualpath_jax.results.turns import turns_path, write_turns
+from dualpath_jax.results.turns import write_turns
 from dualpath_jax.tracking import log_cell, track
 
 from .offline import TURN_COLUMNS, pop_rerun, progress_factory
@@ -35,7 +35,7 @@ def main_online(cfg: DictConfig) -> None:
         anchor = anchor_model(exp)
         cell = cell_of(exp, "capacity" if capacity else "online")
         records = exp.sim.record_turns and not capacity  # a capacity search keeps no records
-        if reuse(cell, rerun or (records and not turns_path(cell.path).is_file()), console):
+        if reuse(cell, rerun, console, records=records):
             outcome.done("skip", cell.path)
             return
         prepare(cell)

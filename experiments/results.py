@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.paths import ROOT
+from dualpath_jax.results import summary_numbers
 from dualpath_jax.results.store import identity_of, results_files, staleness
 
 SHORTCUTS = {
@@ -180,11 +181,6 @@ def read_cell(path: Path) -> dict:
     return data
 
 
-def numbers(summary: dict) -> dict[str, float]:
-    """A system summary's numeric leaves, by dotted key (booleans and strings left out)."""
-    return {k: v for k, v in flatten(summary).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def compare(a: Path, b: Path, console: Console, metrics: list[str] = ()) -> Table:
     da, db = read_cell(a), read_cell(b)
     ka, kb = identity_of(da)["kind"], identity_of(db)["kind"]
@@ -205,8 +201,8 @@ def compare(a: Path, b: Path, console: Console, metrics: list[str] = ()) -> Tabl
         table.add_column(f"{s} A", justify="right")
         table.add_column(f"{s} B", justify="right")
         table.add_column("B/A", justify="right")
-    na = {s: numbers(da["systems"][s]) for s in systems}
-    nb = {s: numbers(db["systems"][s]) for s in systems}
+    na = {s: summary_numbers(da["systems"][s]) for s in systems}
+    nb = {s: summary_numbers(db["systems"][s]) for s in systems}
     keys = [k for k in dict.fromkeys(k for s in systems for k in na[s]) if any(k in nb[s] for s in systems)]
     keys = [k for k in keys if not metrics or any(k == m or k.startswith(m + ".") for m in metrics)]
     if not keys:

@@ -27,6 +27,7 @@ from rich.console import Console
 from dualpath_jax.atomic import atomic_write
 from dualpath_jax.paths import ROOT
 from dualpath_jax.results import Cell, stored
+from dualpath_jax.results.turns import turns_path
 
 OUTCOME = "cell.json"
 # A user's mistake (a bad value, trace or folder): a message, no traceback.
@@ -50,11 +51,12 @@ class Job:
         self.status, self.file = status, str(path)
 
 
-def reuse(cell: Cell, rerun: bool, console: Console) -> bool:
+def reuse(cell: Cell, rerun: bool, console: Console, records: bool = False) -> bool:
     """True if `cell` is stored by code of the same semantics (prints `skip: <file>`, and outside
-    a sweep the stored table); a stale file is named and run again."""
+    a sweep the stored table); a stale file is named and run again. `records`: per-turn records
+    are asked for, so a stored cell without them runs again (they are not part of its identity)."""
     found = stored(cell)
-    if found.status == "fresh" and not rerun:
+    if found.status == "fresh" and not rerun and not (records and not turns_path(cell.path).is_file()):
         console.print(f"skip: {found.path}", soft_wrap=True)
         if not in_multirun() and cell.table_path.is_file():
             console.print(cell.table_path.read_text().rstrip("\n"), markup=False, highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ from .tables import (
     offline_payload,
     offline_text,
     online_table,
+    summary_numbers,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "offline_payload",
     "offline_text",
     "online_table",
+    "summary_numbers",
 ]

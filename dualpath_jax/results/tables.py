@@ -134,3 +134,19 @@ def as_text(table: Table, width: int = 120) -> str:
     console = Console(record=True, width=width, file=io.StringIO())
     console.print(table)
     return console.export_text()
+
+
+def summary_numbers(summary: dict, prefix: str = "") -> dict[str, float]:
+    """A system summary's numeric leaves by dotted key (`ttft_s.p99`, `probes[0].aps`); booleans,
+    strings and lists of plain values left out. What `compare` and W&B tables show."""
+    out: dict[str, float] = {}
+    for k, v in summary.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(summary_numbers(v, f"{key}."))
+        elif isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+            for i, x in enumerate(v):
+                out.update(summary_numbers(x, f"{key}[{i}].") if isinstance(x, dict) else {})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v
+    return out
