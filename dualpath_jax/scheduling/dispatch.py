@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..datapath import TurnPlan, plan_turn
-from .state import GroupLoad, Placement, SchedContext
+from .state import GroupLoad, Placement, RankedGroups, SchedContext
 
 
 class Turn:
@@ -71,7 +71,8 @@ class Dispatcher:
         whole_reads: bool = False,
         read_side: str = "",
     ):
-        self.scheduler, self.pe_groups, self.de_groups, self.ctx = scheduler, pe_groups, de_groups, ctx
+        self.scheduler, self.de_groups, self.ctx = scheduler, de_groups, ctx
+        self.pe_groups = RankedGroups(pe_groups)  # the PE choice asks for the least-loaded group
         self.kvb, self.free_io, self.on_placed, self.clock = kv_bytes_per_token, free_io, on_placed, clock
         self.whole_reads, self.read_side = whole_reads, read_side
         self.loads = {e.id: e for g in pe_groups + de_groups for e in g.engines}

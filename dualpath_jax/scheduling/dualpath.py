@@ -19,7 +19,7 @@ from operator import attrgetter
 from typing import Iterator, Sequence
 
 from .readside import read_fraction
-from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, load_key
+from .state import EngineLoad, GroupLoad, Placement, RankedGroups, RequestView, SchedContext, load_key
 
 Z_SLACK = 1.05
 
@@ -31,7 +31,7 @@ _group_tok = attrgetter("tok")
 def choose_pe(groups: Sequence[GroupLoad], ctx: SchedContext) -> EngineLoad | None:
     # A group's least-loaded engine is its best candidate; if it is overloaded, all of them are.
     queue, alpha, beta = ctx.read_queue_s, ctx.alpha_s, ctx.beta_tokens
-    top = min(groups, key=_group_key)
+    top = groups.least() if isinstance(groups, RankedGroups) else min(groups, key=_group_key)
     if top.least.tok > beta:
         return None  # every engine is overloaded: stop fetching
     if queue[top.node] <= alpha:

@@ -50,7 +50,8 @@ class DramBuffers:
 
     def admit(self, turn: SimTurn) -> bool:
         """Take room for `turn`'s read now, or queue it (False: `start` is called once it fits)."""
-        needs, queues, free = self._needs(turn), self.queues, self.free
+        needs = turn.staged = self._needs(turn)  # kept: the plan does not change until the release
+        queues, free = self.queues, self.free
         for n, b in needs:
             if queues[n] or b > free[n]:  # others wait first, or no room
                 break
@@ -68,7 +69,7 @@ class DramBuffers:
         starts once it heads the queue of every node it needs and fits there; starting it uncovers
         the next heads of those nodes, which are tried in turn."""
         touched = []
-        for node, nbytes in self._needs(turn):
+        for node, nbytes in turn.staged:
             self.free[node] += nbytes
             touched.append(node)
         started = []
@@ -77,7 +78,7 @@ class DramBuffers:
             if not q:
                 continue
             seq, t = q[0]
-            needs = self._needs(t)
+            needs = t.staged
             if any(self.queues[n][0][1] is not t for n, _ in needs) or not self._fits(needs):
                 continue
             self._take(needs)

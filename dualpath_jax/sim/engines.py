@@ -188,8 +188,11 @@ class DecodeEngine:
         self.step_time = 0.0
         self.keys = 0.0  # sum of attended keys of the batch
         self.context = 0.0  # sum of context lengths of the batch
-        self.due: list = []  # heap of (target step count, seq, request)
-        self._seq = 0
+        # the batch by the step count at which each request is done: a heap of the distinct
+        # targets and, per target, its requests in join order (floats compare faster than tuples)
+        self.due: list[float] = []
+        self.due_at: dict[float, list[SimTurn]] = {}
+        self.batch = 0  # requests in the batch
         self._version = 0
         self._event_at = None  # time of the pending completion check, if any
         self.busy_s = 0.0  # time with a non-empty batch
@@ -197,31 +200,37 @@ class DecodeEngine:
 
     def _advance(self) -> None:
         now = self.loop.now
-        if self.due and self.step_time > 0:
+        if self.batch and self.step_time > 0:
             dt = now - self.t_last
             self.steps += dt / self.step_time
             self.busy_s += dt
-            self.batch_area += dt * len(self.due)
+            self.batch_area += dt * self.batch
         self.t_last = now
 
     def join(self, req: SimTurn) -> None:
         self._advance()
         req.joined = self.loop.now
         self._add(req, 1)
-        heapq.heappush(self.due, (self.steps + req.output - 1, self._seq, req))
-        self._seq += 1
+        target = self.steps + req.output - 1
+        reqs = self.due_at.get(target)
+        if reqs is None:
+            self.due_at[target] = [req]
+            heapq.heappush(self.due, target)
+        else:
+            reqs.append(req)
+        self.batch += 1
         self._reschedule()
         if req.output > 1:
             req.second_token = self.loop.now + self.step_time
 
     def _reschedule(self) -> None:
-        if not self.due:
+        if not self.batch:
             self.step_time = 0.0
             self._version += 1  # nothing left to finish: drop any pending check
             self._event_at = None
             return
         t = self.step_time = self._step_time()
-        at = self.loop.now + max(0.0, self.due[0][0] - self.steps) * t
+        at = self.loop.now + max(0.0, self.due[0] - self.steps) * t
         # A pending check that fires early only re-checks, so keep it unless this one is earlier.
         if self._event_at is None or at < self._event_at:
             self._version += 1
@@ -233,12 +242,13 @@ class DecodeEngine:
             return  # superseded by an earlier check
         self._event_at = None
         self._advance()
-        done, due, add = [], self.due, self._add
+        done, due, due_at, add = [], self.due, self.due_at, self._add
         reached = self.steps + 1e-9
-        while due and due[0][0] <= reached:
-            req = heapq.heappop(due)[2]
-            add(req, -1)
-            done.append(req)
+        while due and due[0] <= reached:
+            for req in due_at.pop(heapq.heappop(due)):
+                add(req, -1)
+                done.append(req)
+        self.batch -= len(done)
         self._reschedule()
         for req in done:
             self.on_done(req)
@@ -249,7 +259,7 @@ class DecodeEngine:
         self.context += sign * req.input
 
     def _step_time(self) -> float:
-        return self.gpu_step_time(len(self.due), self.keys, self.context, self.h2d, self.out)
+        return self.gpu_step_time(self.batch, self.keys, self.context, self.h2d, self.out)
 
     def gpu_step_time(self, b: int, keys: float, context: float, h2d: FluidLink, out: FluidLink | None) -> float:
         """One GPU's decode step for its batch (`CostModel.decode_step_time`, inlined), slowed while KV
@@ -284,7 +294,7 @@ class LockstepDecode(DecodeEngine):
 
     def _advance(self) -> None:
         now = self.loop.now
-        if self.due and self.step_time > 0:
+        if self.batch and self.step_time > 0:
             self.steps += (now - self.t_last) / self.step_time
         self.t_last = now
 
@@ -304,7 +314,7 @@ class LockstepDecode(DecodeEngine):
         if t >= longest:
             self.slowest = i
         elif i == self.slowest:  # the slowest got faster: find the new slowest
-            self.slowest = max(range(len(raw)), key=raw.__getitem__)
+            self.slowest = raw.index(max(raw))  # the first of the longest, as max(key=) would give
 
     def _step_time(self) -> float:
         return self.raw[self.slowest]

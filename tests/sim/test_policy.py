@@ -16,6 +16,7 @@ from dualpath_jax.scheduling import (
 )
 from dualpath_jax.scheduling.dispatch import Dispatcher, Turn
 from dualpath_jax.scheduling.dualpath import choose_pe
+from dualpath_jax.scheduling.state import RankedGroups, load_key
 
 
 def group(node, role, *engines):
@@ -60,6 +61,24 @@ def test_the_dispatcher_applies_each_placement_before_the_next():
 # ---- PE choice (paper) --------------------------------------------------------------------------
 def pe_groups():
     return [group(0, "prefill", (0, 100, 1, 0), (1, 900, 1, 0)), group(1, "prefill", (2, 50, 1, 0), (3, 700, 1, 0))]
+
+
+def test_ranked_groups_least_is_the_scan_through_adds_and_rebuilds():
+    import random
+
+    rng = random.Random(0)
+    groups = RankedGroups(group(n, "prefill", *[(4 * n + i, 0, 0, 0.0) for i in range(4)]) for n in range(6))
+    engines = [e for g in groups for e in g.engines]
+    for step in range(3000):  # enough adds that the heap is rebuilt many times
+        e = rng.choice(engines)
+        tokens = rng.randint(1, 50)
+        if e.tok >= tokens and rng.random() < 0.5:
+            tokens = -tokens
+        groups[e.node].add(e, tokens, requests=1 if tokens > 0 else -1)
+        scan = min(groups, key=lambda g: g.least_key)
+        assert groups.least() is scan, step
+        assert scan.least_key == load_key(min(engines, key=load_key))
+    assert len(groups.heap) <= 4 * len(groups) + 64 + 1
 
 
 def test_pe_prefers_short_read_queue_nodes_and_skips_overloaded():
