@@ -82,7 +82,8 @@ class DrainSeconds(Mapping):
 
     def __getitem__(self, node: int) -> float:
         link = self._links[node]  # drain_s, inlined: the schedulers ask this on every placement
-        return max(0.0, link.free_at - link.clock())
+        left = link.free_at - link.clock()
+        return left if left > 0.0 else 0.0  # max(0.0, left) without the call
 
     def __iter__(self):
         return iter(range(len(self._links)))

@@ -13,7 +13,7 @@ from operator import attrgetter
 from typing import Mapping, NamedTuple
 
 
-@dataclass
+@dataclass(slots=True)  # slots: read and written on every placement and release
 class EngineLoad:
     """One engine (one DP rank) as the scheduler sees it."""
 
@@ -29,7 +29,7 @@ class EngineLoad:
 load_key = attrgetter("tok", "seq", "id")
 
 
-@dataclass
+@dataclass(slots=True)
 class GroupLoad:
     """The engines of one node (a scheduling group with one leader), with running totals.
 

@@ -112,14 +112,15 @@ class PrefillNode:
             self.running = False
             return
         self.running = True
-        free_io = self.system.free_io
+        free_io, split = self.system.free_io, self._split
         attn, lin_total, io_in, io_out, model = {}, 0.0, {}, {}, {}
         for e, batch in batches.items():
             a = tok = b_in = b_out = 0.0
             for r, k in batch:
                 if r.started < 0:
                     r.started = self.loop.now
-                ra, rl = self._times(r.hit + r.done, k)
+                c = r.hit + r.done
+                ra, rl = split.get((c, k)) or self._times(c, k)  # the cache hit, inlined
                 a += ra
                 lin_total += rl
                 tok += k
@@ -230,7 +231,8 @@ class DecodeEngine:
             self._event_at = None
             return
         t = self.step_time = self._step_time()
-        at = self.loop.now + max(0.0, self.due[0] - self.steps) * t
+        left = self.due[0] - self.steps
+        at = self.loop.now + (left if left > 0.0 else 0.0) * t  # max(0.0, left) without the call
         # A pending check that fires early only re-checks, so keep it unless this one is earlier.
         if self._event_at is None or at < self._event_at:
             self._version += 1

@@ -46,6 +46,7 @@ class EventLoop:
         same_cap = self.max_same_time if self.max_same_time is not None else float("inf")
         total_cap = self.max_events if self.max_events is not None else float("inf")
         same, last = 0, self.now
+        left = total_cap - self.events  # events this run may take before the budget is checked again
         try:
             while q:
                 t, _, fn, args = pop(q)
@@ -60,9 +61,10 @@ class EventLoop:
                         )
                 else:
                     same, last = 0, t
-                if self.events + n > total_cap:
+                if n > left:
                     total_cap = self.max_events if self.max_events is not None else total_cap
-                    if self.events + n > total_cap:
+                    left = total_cap - self.events  # `allow` may have raised it
+                    if n > left:
                         raise LivelockError(
                             f"{self.events + n:,} events exceed the workload's budget of "
                             f"{total_cap:,} (the last: {_name(fn)} at t={t:.6g} s)"
