@@ -127,7 +127,7 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
         section = _mapping(raw.get("online", {}), "config.online")
         # trace arrivals replay the trace's first-turn timestamps: no rate to give, none to name a file
         replay = section.get("arrivals") == "trace"
-        if replay and aps is not None:
+        if replay and aps is not None and source != "synthetic":  # synthetic: the arrivals are the error
             raise ConfigError(
                 f"+aps={_show(aps)}: online.arrivals=trace replays the trace's arrival times, "
                 f"so +aps would change nothing; drop it"
