@@ -391,7 +391,7 @@ class TraceStats:
 class WorkloadSpec:
     source: Source  # "synthetic" | "jsonl" | "mooncake"
     agents: NonNegInt  # +agents (offline); 0 online, where agents arrive at +aps
-    mal: PosInt
+    mal: NonNegInt  # +len; 0 (and label "") when not given: trace workloads bring their own turns
     mal_label: str
     trajectories: PosInt = 500
     seed: Seed = 0

@@ -96,7 +96,13 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
     rerun = raw.pop("rerun", False)  # the entry points' switch (reuse a stored cell or not)
     if not isinstance(rerun, bool):
         raise ConfigError(f"config.rerun: expected true/false, got {_show(rerun)}")
-    needed = [("len", "+len=64k")] + ([] if online else [("agents", "+agents=1024")])
+    # +len picks the synthetic generator's trace statistics; a trace file (jsonl, mooncake) brings
+    # its own turns, so there it is not needed (and a cell run without it names no length)
+    workload_in = raw.get("workload")
+    source = workload_in.get("source", "synthetic") if isinstance(workload_in, Mapping) else "synthetic"
+    needed = ([] if source in ("jsonl", "mooncake") else [("len", "+len=64k")]) + (
+        [] if online else [("agents", "+agents=1024")]
+    )
     for key, example in needed:
         if key not in raw:
             raise ConfigError(f"missing '{key}': append it on the command line, e.g. {example}")
@@ -118,14 +124,21 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
         capacity = raw.pop("capacity", False)
         if not isinstance(capacity, bool):
             raise ConfigError(f"+capacity={_show(capacity)}: capacity takes true or false")
-        if aps is None and not capacity:
+        section = _mapping(raw.get("online", {}), "config.online")
+        # trace arrivals replay the trace's first-turn timestamps: no rate to give, none to name a file
+        replay = section.get("arrivals") == "trace"
+        if replay and aps is not None and source != "synthetic":  # synthetic: the arrivals are the error
+            raise ConfigError(
+                f"+aps={_show(aps)}: online.arrivals=trace replays the trace's arrival times, "
+                f"so +aps would change nothing; drop it"
+            )
+        if aps is None and not capacity and not replay:
             raise ConfigError("+aps: missing; append +aps=<agents per second> (e.g. +aps=0.5) or +capacity=true")
         if aps is not None and capacity:
             raise ConfigError(
                 f"+aps={_show(aps)}: +capacity=true searches the arrival rate itself; "
                 f"give +aps or +capacity=true, not both"
             )
-        section = _mapping(raw.get("online", {}), "config.online")
         if "aps" in section:
             raise ConfigError("config.online.aps: the arrival rate comes from +aps=<agents per second>")
         if aps is not None:
@@ -142,7 +155,7 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
                     f"at once; +{key} is for python -m experiments.online"
                 )
         agents = parse_agents(raw.pop("agents"))
-    mal, label = parse_len(raw.pop("len"))
+    mal, label = parse_len(raw.pop("len")) if "len" in raw else (0, "")
     if "workload" not in raw:
         raise ConfigError("config.workload: required field is missing")
     workload = _mapping(raw["workload"], "config.workload")

@@ -80,7 +80,8 @@ def main_offline(cfg: DictConfig) -> None:
             outcome.done("skip", cell.path)
             return
         prepare(cell)
-        name = f"offline-{model_name(exp)}-{exp.cluster.name}-a{exp.workload.agents}-{exp.workload.mal_label}"
+        parts = ("offline", model_name(exp), exp.cluster.name, f"a{exp.workload.agents}", exp.workload.mal_label)
+        name = "-".join(filter(None, parts))  # no length for a trace workload run without +len
         with track(exp.tracking, name=name, group="offline", config=to_dict(exp)) as run:
             with Progress(*TURN_COLUMNS, console=console, disable=not exp.sim.progress, transient=False) as bar:
                 res = run_offline(exp, anchor, progress=progress_factory(bar))

@@ -39,8 +39,8 @@ def main_online(cfg: DictConfig) -> None:
             outcome.done("skip", cell.path)
             return
         prepare(cell)
-        kind = "capacity" if capacity else f"aps{exp.online.aps:g}"
-        name = f"online-{exp.model.name}-{exp.cluster.name}-{kind}-{exp.workload.mal_label}"
+        kind = "capacity" if capacity else "trace" if exp.online.arrivals == "trace" else f"aps{exp.online.aps:g}"
+        name = "-".join(filter(None, ("online", exp.model.name, exp.cluster.name, kind, exp.workload.mal_label)))
         with track(exp.tracking, name=name, group="online", config=to_dict(exp)) as run:
             if capacity:
                 systems = run_capacity(exp, anchor, log=console.print)

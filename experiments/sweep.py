@@ -67,10 +67,21 @@ def reuse(cell: Cell, rerun: bool, console: Console, records: bool = False) -> b
     return False
 
 
+def enter_launch_folder() -> None:
+    """Run the job in the folder its sweep was started from, where relative paths (results_dir,
+    ./wandb) point (hydra.job.chdir=false). A Ray worker starts in the folder of the `ray start`
+    that made its node, not there; local and joblib jobs are there already."""
+    launch = HydraConfig.get().runtime.cwd
+    if os.getcwd() != launch and os.path.isdir(launch):
+        os.chdir(launch)
+
+
 @contextlib.contextmanager
 def job(console: Console) -> Iterator[Job]:
     global _in_job
     outcome, _in_job = Job(), True
+    if in_multirun():
+        enter_launch_folder()
     try:
         yield outcome
     except USER_ERRORS as e:
@@ -121,7 +132,8 @@ class SweepSummary(Callback):
         counts = {s: sum(r["status"] == s for r in records) for s in ("ran", "skip", "failed")}
         console.print(
             f"sweep {sweep}: {len(records)} cells, {counts['ran']} ran, {counts['skip']} "
-            f"skipped, {counts['failed']} failed"
+            f"skipped, {counts['failed']} failed",
+            soft_wrap=True,  # the sweep folder is an absolute path: keep the line whole
         )
         for r in records:
             if r["status"] == "failed":

@@ -194,6 +194,7 @@ BAD = [
         "+capacity=true: ",
         "online.arrivals=trace",
     ),
+    (["workload=mooncake", "online.arrivals=trace", "+aps=0.5"], True, "+aps=0.5: ", "would change nothing; drop it"),
     (["+agents=3"], True, "+agents=3: ", "drop +agents"),
     (["+online.aps=1"], True, "config.online.aps: ", "+aps"),
     (["backend=real"], True, "config.backend='real': ", "simulator only"),
@@ -325,7 +326,7 @@ def test_each_shipped_file_builds_through_hydra(tmp_path):
     online = [
         ["+aps=0.5", "+len=64k", *QUIET],
         ["+capacity=true", "+len=64k", *QUIET],
-        ["+aps=0.5", "+len=64k", "workload=mooncake", "online.arrivals=trace", *QUIET],
+        ["workload=mooncake", "online.arrivals=trace", *QUIET],  # trace arrivals: no +aps, no +len
     ]
     raws = composed_many([("offline", j) for j in jobs] + [("online", j) for j in online])
     for k, raw in enumerate(raws):

@@ -13,6 +13,7 @@ import pytest
 
 from dualpath_jax import atomic
 from dualpath_jax.atomic import atomic_write, check_writable
+from dualpath_jax.configure import build_config
 from dualpath_jax.results import cell_of, code_info, prepare, stored, write_cell
 from dualpath_jax.results import store as results_store
 from experiments.figures import cells
@@ -58,8 +59,9 @@ def test_the_same_cell_always_maps_to_the_same_file_whatever_cannot_change_numbe
 
 def test_a_trace_replay_and_a_trace_edit_are_other_cells(tmp_path):
     poisson = cell(["workload=mooncake"], kind="online", base=TINY[:4])
-    replay = cell(["workload=mooncake", "online.arrivals=trace"], kind="online", base=TINY[:4])
-    assert poisson.path != replay.path and "_mooncake_costv2_trace-" in replay.path.name
+    raw = cells.compose("online", [*cells.QUIET, *TINY[:2], "workload=mooncake", "online.arrivals=trace"])
+    replay = cell_of(build_config(raw, online=True), "online", "res")
+    assert poisson.path != replay.path and re.fullmatch(r"trace_mooncake_costv2-[0-9a-f]{8}\.json", replay.path.name)
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"id": "a", "turns": [{"input": 100, "cached": 0, "output": 5}]}\n')
     first = cell(["workload=jsonl", f"workload.path={trace}"], base=TINY[:4])

@@ -92,10 +92,13 @@ def digest(identity: dict) -> str:
 def readable_name(cfg: ExperimentConfig, kind: str) -> str:
     """The part of a file name a person reads: agents1024_len64k_all, aps0.5_len64k_thinkfixed30."""
     w = cfg.workload
+    replay = kind != "offline" and cfg.online.arrivals == "trace"
     if kind == "offline":
-        name = f"agents{w.agents}_len{w.mal_label}"
+        name = f"agents{w.agents}"
     else:
-        name = f"{'capacity' if kind == 'capacity' else f'aps{cfg.online.aps:g}'}_len{w.mal_label}"
+        name = "capacity" if kind == "capacity" else "trace" if replay else f"aps{cfg.online.aps:g}"
+    if w.mal_label:  # no +len (a trace workload): no length in the name
+        name += f"_len{w.mal_label}"
     if cfg.system_set != "paper":
         name += f"_{cfg.system_set}"
     if kind == "offline" and cfg.backend != "sim":
@@ -110,8 +113,6 @@ def readable_name(cfg: ExperimentConfig, kind: str) -> str:
         think = cfg.online.think
         if think.kind != "none":
             name += f"_think{think.kind}{think.mean_s:g}"
-        if cfg.online.arrivals != "poisson":
-            name += f"_{cfg.online.arrivals}"
     return name
 
 

@@ -26,12 +26,20 @@ def offline_payload(res: OfflineResult) -> dict:
     return out
 
 
+def mal_part(cfg) -> str:
+    """`, MAL 64k`, or nothing for a trace workload run without +len."""
+    return f", MAL {cfg.workload.mal_label}" if cfg.workload.mal_label else ""
+
+
+def rate_part(cfg) -> str:
+    return "trace arrivals" if cfg.online.arrivals == "trace" else f"{cfg.online.aps:g} agents/s"
+
+
 def comparison_table(res: OfflineResult) -> Table:
     cfg = res.cfg
     where = " (real testbed)" if cfg.backend == "real" else ""
     table = Table(
-        title=f"offline{where}: {model_name(cfg)} on {cfg.cluster.name}, {cfg.workload.agents} agents, "
-        f"MAL {cfg.workload.mal_label}"
+        title=f"offline{where}: {model_name(cfg)} on {cfg.cluster.name}, {cfg.workload.agents} agents{mal_part(cfg)}"
     )
     table.add_column("system", no_wrap=True, min_width=14)
     for col in (
@@ -65,10 +73,7 @@ def comparison_table(res: OfflineResult) -> Table:
 
 
 def online_table(cfg, systems: dict) -> Table:
-    table = Table(
-        title=f"online: {cfg.model.name} on {cfg.cluster.name}, {cfg.online.aps:g} agents/s, "
-        f"MAL {cfg.workload.mal_label}"
-    )
+    table = Table(title=f"online: {cfg.model.name} on {cfg.cluster.name}, {rate_part(cfg)}{mal_part(cfg)}")
     table.add_column("system", no_wrap=True, min_width=14)
     for col in (
         "agents",
@@ -108,7 +113,7 @@ def capacity_table(cfg, systems: dict) -> Table:
     slo = cfg.online.slo
     table = Table(
         title=f"capacity (P{slo.percentile:g} TTFT <= {slo.ttft_s} s, TPOT <= {1e3 * slo.tpot_s:g} ms): "
-        f"{model_name(cfg)} on {cfg.cluster.name}, MAL {cfg.workload.mal_label}"
+        f"{model_name(cfg)} on {cfg.cluster.name}{mal_part(cfg)}"
     )
     for col in ("system", "capacity APS", "vs basic", "probes"):
         table.add_column(col)
