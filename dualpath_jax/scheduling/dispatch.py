@@ -8,8 +8,8 @@ world's `on_placed` before the next placement is computed, so every choice sees 
 
 - the `SchedContext` each world builds: its `beta_tokens` (the PE overload threshold) is
   `sim.beta_s` x one GPU's prefill rate in the simulator and none (`math.inf`) on the testbed;
-- `whole_reads`: a split read goes whole to its larger side (the testbed's loaders read whole
-  requests; the simulator splits as the policy says);
+- `read_block_tokens`: a split read's DE share is rounded to whole KV blocks of this many tokens
+  (the testbed's store reads whole Full Blocks; 0, the simulator: the share as the policy says);
 - `read_side`: force every read to "pe" or "de" (testbed diagnostics).
 
 Same-time ordering: every arrival and every completion that frees capacity runs one scheduling
@@ -19,6 +19,7 @@ scheduled). A turn's life is told once, in docs/simulator.md ("A turn's life").
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -56,6 +57,14 @@ class Turn:
         return self.de_read_fraction >= 0.5
 
 
+def whole_blocks(de_read_fraction: float, blocks: int) -> float:
+    """The DE share rounded to a whole number of the hit's `blocks`: the nearest, a tie to the PE
+    node (as `readside.shorter_queue` breaks ties)."""
+    if blocks <= 0:
+        return 0.0
+    return math.ceil(de_read_fraction * blocks - 0.5) / blocks
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -68,13 +77,13 @@ class Dispatcher:
         free_io: bool,
         on_placed: Callable[[Turn], None],
         clock: Callable[[], float],
-        whole_reads: bool = False,
+        read_block_tokens: int = 0,
         read_side: str = "",
     ):
         self.scheduler, self.de_groups, self.ctx = scheduler, de_groups, ctx
         self.pe_groups = RankedGroups(pe_groups)  # the PE choice asks for the least-loaded group
         self.kvb, self.free_io, self.on_placed, self.clock = kv_bytes_per_token, free_io, on_placed, clock
-        self.whole_reads, self.read_side = whole_reads, read_side
+        self.read_block_tokens, self.read_side = read_block_tokens, read_side
         self.loads = {e.id: e for g in pe_groups + de_groups for e in g.engines}
         self.group_of = {e.id: g for g in pe_groups + de_groups for e in g.engines}
         self.waiting: deque[Turn] = deque()
@@ -99,8 +108,8 @@ class Dispatcher:
         turn.pe, turn.de, turn.placed = p.pe, p.de, self.clock()
         if self.read_side:
             turn.de_read_fraction = float(self.read_side == "de")
-        elif self.whole_reads:
-            turn.de_read_fraction = float(p.de_read_fraction > 0.5)
+        elif self.read_block_tokens:
+            turn.de_read_fraction = whole_blocks(p.de_read_fraction, turn.hit // self.read_block_tokens)
         else:
             turn.de_read_fraction = p.de_read_fraction
         self.group_of[p.de].add(self.loads[p.de], turn.tokens, turn.kv_bytes)

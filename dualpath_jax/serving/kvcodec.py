@@ -79,10 +79,16 @@ def layer_of(kv, layer):
     return jax.lax.dynamic_index_in_dim(kv, layer, 0, keepdims=True)
 
 
-def copy_hit_to_kv(kv_host: np.ndarray, blocks_u8: np.ndarray, cfg: ModelConfig) -> None:
-    """Host: Full Blocks uint8 [n, Y, T, B] -> kv_host[:, :n*T] ([Y, tokens, D]) in one strided copy."""
+@jax.jit
+def join_tokens(first, last):
+    """Device: [B, a, D] and [B, b, D] -> [B, a+b, D] (a split read's two shares, in token order)."""
+    return jnp.concatenate([first, last], axis=1)
+
+
+def copy_hit_to_kv(kv_host: np.ndarray, blocks_u8: np.ndarray, cfg: ModelConfig, at: int = 0) -> None:
+    """Host: Full Blocks uint8 [n, Y, T, B] -> kv_host[:, at:at+n*T] ([Y, tokens, D]), one strided copy."""
     n, y, t, _ = blocks_u8.shape
     d = cfg.kv_width
     src = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, d)
-    for layer in range(y):  # kv_host[layer, :n*t] is contiguous, so its reshape is a view
-        kv_host[layer, : n * t].reshape(n, t, d)[...] = src[:, layer]
+    for layer in range(y):  # kv_host[layer, at:at+n*t] is contiguous, so its reshape is a view
+        kv_host[layer, at : at + n * t].reshape(n, t, d)[...] = src[:, layer]

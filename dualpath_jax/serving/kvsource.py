@@ -4,12 +4,16 @@ and never ask which system they serve.
 
 `StoredKV`, the real data path, per turn:
 - at arrival, the longest stored prefix in whole Full Blocks (pinned until the turn is persisted);
-- when placed, the hit blocks are read from the TensorStore store through the read node's
-  throttled SNIC into its DRAM buffer; on the DE path they are then staged once onto the DE GPU
-  (one H2D, reordered there to [Y, hit, M]) and the hit KV is copied into the DE buffer;
-- per layer into the PE: the PE path's H2D from the PE node's buffer, or the DE path's
-  device-to-device hop (a `Hop`, issued by the PE thread: loaders.py);
-- out of the PE: the new tokens' KV (and on the PE path the hit KV too) into the DE buffer;
+- when placed, the hit blocks are read from the TensorStore store: the first ones through the PE
+  node's throttled SNIC into its DRAM buffer, the last `de_hit` tokens' (the placement's
+  `de_read_fraction`, in whole blocks) through the DE node's into its buffer; the DE node's
+  blocks are then staged once onto the DE GPU (one H2D, reordered there to [Y, de_hit, M]) and
+  copied into the DE buffer's KV. A read through one side only is the same with no blocks on the
+  other; a split read is ready once both sides' reads (and the DE side's staging) are done;
+- per layer into the PE: the PE node's share by H2D from its buffer, the DE node's by a
+  device-to-device hop (a `Hop`, issued by the PE thread: loaders.py), joined on the PE device
+  when the read was split (a `Split`);
+- out of the PE: the new tokens' KV, and the hit KV the PE node read, into the DE buffer;
 - into the DE: one H2D of the whole KV from the DE buffer; after decode the turn's new whole blocks
   are written back through the DE node's SNIC.
 
@@ -22,6 +26,7 @@ engine or node in brackets).
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
@@ -47,6 +52,28 @@ class Hop(NamedTuple):
     src: jax.Array
 
 
+class Split(NamedTuple):
+    """Layer i of a split read's hit KV: the PE node's share [1, hit - de_hit, M] on the PE device
+    and the DE node's [1, de_hit, M] (a `Hop` until the PE thread issues it), in token order."""
+
+    pe: jax.Array
+    de: Hop | jax.Array
+
+
+class _Countdown:
+    """Calls `done()` once, when `tick()` has been called `n` times (from any threads)."""
+
+    def __init__(self, n: int, done: Callable[[], None]):
+        self.n, self.done, self.lock = n, done, threading.Lock()
+
+    def tick(self) -> None:
+        with self.lock:
+            self.n -= 1
+            last = self.n == 0
+        if last:
+            self.done()
+
+
 class KVSource:
     """The data-path operations a run calls; `StoredKV` and `StagedKV` implement them."""
 
@@ -59,11 +86,13 @@ class KVSource:
         raise NotImplementedError
 
     def layer_in(self, turn: TestbedTurn, i: int, pe: int):
-        """Layer i of the turn's hit KV [1, hit, M]: on PE `pe`'s device, or a `Hop` to issue."""
+        """Layer i of the turn's hit KV [1, hit, M]: on PE `pe`'s device, a `Hop` to issue, or a
+        `Split` of both."""
         raise NotImplementedError
 
-    def start_send(self, batch: list, prefix_kv, new_kv):
-        """A prefilled layer's outbound device-to-host copies, started (or None)."""
+    def start_send(self, batch: list, parts: list | None, new_kv):
+        """A prefilled layer's outbound device-to-host copies, started (or None); `parts` are the
+        batch's `layer_in` results for that layer, their hops issued."""
         return None
 
     def send_layer(self, batch: list, i: int, pe: int, sent) -> None:
@@ -93,6 +122,7 @@ class StoredKV(KVSource):
     def __init__(self, store: KVStore, cluster: EmulatedCluster, mcfg: ModelConfig, spec: TestbedSpec, de_ids):
         self.store, self.cluster, self.mcfg, self.spec = store, cluster, mcfg, spec
         self.bt = spec.tokens_per_block
+        self.kvb = kvcodec.bytes_per_token(mcfg)
         self.links = cluster.links
         self.stagers = {e: ThreadPoolExecutor(1, thread_name_prefix=f"de{e}-stage") for e in de_ids}
 
@@ -109,34 +139,40 @@ class StoredKV(KVSource):
     # ---- into the PE --------------------------------------------------------------------------
     def fetch(self, turn, ready, fail):
         cl = self.cluster
-        turn.read_node = cl.node_of(turn.de if turn.read_on_de else turn.pe).id
+        n = len(turn.keys)
+        de_blocks = round(turn.de_read_fraction * n)  # whole blocks already (the Dispatcher's read_block_tokens)
+        turn.de_hit = de_blocks * self.bt
         shape = (self.mcfg.n_layers, turn.input, self.mcfg.kv_width)
         cl.node_of(turn.de).buffer.alloc(("kv", turn.rid), shape, kvcodec.np_dtype(self.mcfg))
         if turn.hit == 0:
             ready(turn)
             return
-        node = cl.nodes[turn.read_node]
-        cl.book_read(node.id, turn.hit_bytes)
-        buf = node.buffer.alloc(("blocks", turn.rid), (len(turn.keys),) + self.store.layout.full_block_shape, np.uint8)
-        fut = self.store.read_blocks(turn.keys, throttle=node.snic_read, out=buf, verify=self.spec.verify_reads)
+        pe_node, de_node = cl.node_of(turn.pe), cl.node_of(turn.de)
+        reads = [(node, keys) for node, keys in ((pe_node, turn.keys[: n - de_blocks]), (de_node, turn.keys[n - de_blocks :])) if keys]  # fmt: skip
+        # the turn is ready when every read has landed and the DE node's share is staged
+        parts = _Countdown(len(reads) + (de_blocks > 0), lambda: ready(turn))
+        reads_left = _Countdown(len(reads), lambda: setattr(turn, "ready", time.perf_counter()))
+        for node, keys in reads:
+            cl.book_read(node.id, len(keys) * self.bt * self.kvb)
+            buf = node.buffer.alloc(("blocks", turn.rid), (len(keys),) + self.store.layout.full_block_shape, np.uint8)
+            fut = self.store.read_blocks(keys, throttle=node.snic_read, out=buf, verify=self.spec.verify_reads)
 
-        def read_done(f):
-            if f.exception() is not None:
-                fail(f.exception())
-                return
-            self.links.add(f"snic_read[{node.id}]", buf.nbytes)
-            turn.ready = time.perf_counter()
-            if turn.read_on_de:
-                self.stagers[turn.de].submit(self._stage, turn, node, buf, ready, fail)
-            else:
-                ready(turn)
+            def read_done(f, node=node, buf=buf):
+                if f.exception() is not None:
+                    fail(f.exception())
+                    return
+                self.links.add(f"snic_read[{node.id}]", buf.nbytes)
+                reads_left.tick()
+                if node is de_node:
+                    self.stagers[turn.de].submit(self._stage, turn, node, buf, parts.tick, fail)
+                parts.tick()
 
-        fut.add_done_callback(read_done)
+            fut.add_done_callback(read_done)
 
-    def _stage(self, turn, node, buf: np.ndarray, ready: Ready, fail) -> None:
-        """DE path, once per turn, off the PE's threads: one H2D of the read blocks onto the DE
-        device, reordered there to [Y, hit, M] (the loader then moves each layer as one D2D copy),
-        and the hit KV copied into the DE buffer (where the DE's join H2D takes it from)."""
+    def _stage(self, turn, node, buf: np.ndarray, done: Callable[[], None], fail) -> None:
+        """The DE node's share, once per turn, off the PE's threads: one H2D of its read blocks onto
+        the DE device, reordered there to [Y, de_hit, M] (the loader then moves each layer as one D2D
+        copy), and that KV copied into the DE buffer (where the DE's join H2D takes it from)."""
         try:
             cl = self.cluster
             t0 = time.perf_counter()
@@ -146,47 +182,58 @@ class StoredKV(KVSource):
             del up
             cl.links.add(f"de_h2d_stage[{turn.de}]", buf.nbytes)
             cl.link_s.add(f"de_h2d_stage[{turn.de}]", time.perf_counter() - t0)
-            kvcodec.copy_hit_to_kv(node.buffer.get(("kv", turn.rid)), buf, self.mcfg)
+            kvcodec.copy_hit_to_kv(node.buffer.get(("kv", turn.rid)), buf, self.mcfg, at=turn.hit - turn.de_hit)
             turn.staged = staged
-            ready(turn)
+            done()
         except BaseException as e:
             fail(e)
 
     def layer_in(self, turn, i, pe):
-        if turn.read_on_de:
-            # DE path: the hit KV was staged on the DE device once per turn (_stage); this layer is
+        pe_hit = turn.hit - turn.de_hit
+        on_pe = hop = None
+        if pe_hit:  # the PE node's share: one H2D from its buffer
+            blocks = self.cluster.node_of(turn.pe).buffer.get(("blocks", turn.rid))
+            host = kvcodec.layer_of_blocks(blocks, i, self.mcfg)[None]  # [1, pe_hit, M]
+            on_pe = jax.device_put(host, self.cluster.device(pe))
+            self.links.add(f"pe_cnic_in[{pe}]", host.nbytes)
+        if turn.de_hit:
+            # the DE node's share was staged on the DE device once per turn (_stage); this layer is
             # one contiguous slice there, copied device-to-device to the PE.
             src = kvcodec.layer_of(turn.staged, np.int32(i))
             src.block_until_ready()
             if i == self.mcfg.n_layers - 1:
                 turn.staged = None  # free the DE device's copy once the last slice is cut
-            return Hop(turn.de, src)
-        blocks = self.cluster.nodes[turn.read_node].buffer.get(("blocks", turn.rid))
-        host = kvcodec.layer_of_blocks(blocks, i, self.mcfg)[None]  # [1, P, M]
-        out = jax.device_put(host, self.cluster.device(pe))
-        self.links.add(f"pe_cnic_in[{pe}]", host.nbytes)
-        return out
+            hop = Hop(turn.de, src)
+        if on_pe is None or hop is None:
+            return hop if on_pe is None else on_pe
+        return Split(on_pe, hop)
 
     # ---- out of the PE ------------------------------------------------------------------------
-    def start_send(self, batch, prefix_kv, new_kv):
-        pe_path = batch[0].hit and any(not r.read_on_de for r in batch)
-        return start_to_host(new_kv), (start_to_host(prefix_kv) if pe_path else None)
+    def start_send(self, batch, parts, new_kv):
+        # the hit KV the PE node read goes on to the DE buffer through the PE (the DE node's share
+        # is there already, copied at staging)
+        hit_out = [
+            start_to_host(p.pe if isinstance(p, Split) else p) if r.hit > r.de_hit else None
+            for r, p in zip(batch, parts or [None] * len(batch))
+        ]
+        return start_to_host(new_kv), hit_out
 
     def send_layer(self, batch, i, pe, sent):
-        new, pre = to_numpy(sent[0]), None if sent[1] is None else to_numpy(sent[1])
+        new, hit_out = to_numpy(sent[0]), sent[1]
         hit = batch[0].hit
         for b, turn in enumerate(batch):
             kv_host = self.cluster.node_of(turn.de).buffer.get(("kv", turn.rid))
             kv_host[i, hit : turn.input] = new[b, : turn.new]
             self.links.add(f"pe_cnic_out[{pe}]", new[b, : turn.new].nbytes)
-            if hit and not turn.read_on_de:  # PE path: the hit KV goes PE GPU -> DE buffer too
-                # (DE path: the hit KV already sits in the DE buffer, copied there at staging)
-                kv_host[i, :hit] = pre[b]
-                self.links.add(f"pe_cnic_out[{pe}]", pre[b].nbytes)
+            if hit_out[b] is not None:
+                pre = to_numpy(hit_out[b])[0]  # [hit - de_hit, M]
+                kv_host[i, : len(pre)] = pre
+                self.links.add(f"pe_cnic_out[{pe}]", pre.nbytes)
 
     def prefilled(self, turn):
         if turn.hit:
-            self.cluster.nodes[turn.read_node].buffer.free(("blocks", turn.rid))
+            self.cluster.node_of(turn.pe).buffer.free(("blocks", turn.rid))
+            self.cluster.node_of(turn.de).buffer.free(("blocks", turn.rid))
 
     # ---- into and out of the DE ---------------------------------------------------------------
     def decode_in(self, turn, de):

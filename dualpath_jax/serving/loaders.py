@@ -2,6 +2,9 @@
 to the DE buffers after it. What moves, and over which link, is the run's `KVSource`
 (kvsource.py: the store's PE and DE paths, or the oracle's staged copies); this file orders it.
 
+A split read's layer comes as a `Split`: the PE node's share already on the PE device and the DE
+node's as a hop; `inputs` joins them on the PE device once the hop is issued.
+
 A cross-device copy is ordered after the work already queued on its destination device. The loader
 thread therefore only prepares the DE path's source (its layer slice on the DE device, a `Hop`);
 the PE thread issues the hop (`issue_hops`) between layers, before it dispatches the layer that
@@ -14,8 +17,9 @@ import time
 
 import jax
 
+from . import kvcodec
 from .context import EngineContext
-from .kvsource import Hop
+from .kvsource import Hop, Split
 
 
 class LayerLoader:
@@ -37,9 +41,15 @@ class LayerLoader:
         """Start the DE->PE copies among `parts` (in place); `timer` times each to its end."""
         for k, part in enumerate(parts or ()):
             if isinstance(part, Hop):
-                t0 = time.perf_counter()
-                parts[k] = out = jax.device_put(part.src, self.dev)
-                timer.submit(self._time_hop, part, out, t0)
+                parts[k] = self._issue(part, timer)
+            elif isinstance(part, Split) and isinstance(part.de, Hop):
+                parts[k] = Split(part.pe, self._issue(part.de, timer))
+
+    def _issue(self, hop: Hop, timer) -> jax.Array:
+        t0 = time.perf_counter()
+        out = jax.device_put(hop.src, self.dev)
+        timer.submit(self._time_hop, hop, out, t0)
+        return out
 
     def _time_hop(self, hop, out, t0: float) -> None:
         out.block_until_ready()
@@ -56,14 +66,16 @@ class LayerLoader:
         if parts is None:
             return None
         self.issue_hops(parts, timer)
-        kv = parts[0] if len(parts) == 1 else jax.numpy.concatenate(parts, axis=0)
+        whole = [kvcodec.join_tokens(p.pe, p.de) if isinstance(p, Split) else p for p in parts]
+        kv = whole[0] if len(whole) == 1 else jax.numpy.concatenate(whole, axis=0)
         return kv.block_until_ready()
 
     # ---- outbound -------------------------------------------------------------------------
-    def start_send(self, prefix_kv, new_kv):
+    def start_send(self, parts: list | None, new_kv):
         """On the PE thread, as soon as a layer is done: start its outbound device-to-host copies
-        into pinned host memory (hostcopy.py), so `send_layer` only waits for them."""
-        return self.ctx.kv.start_send(self.batch, prefix_kv, new_kv)
+        into pinned host memory (hostcopy.py), so `send_layer` only waits for them. `parts`: the
+        layer's inbound parts (after `inputs`), whose PE-node shares go on to the DE buffers."""
+        return self.ctx.kv.start_send(self.batch, parts, new_kv)
 
     def send_layer(self, i: int, sent) -> None:
         """Layer i's KV into each turn's DE buffer (a send thread)."""

@@ -178,23 +178,26 @@ class PrefillEngine:
                     # layer i+1's DE->PE hops go out before layer i is dispatched (loaders.py)
                     parts.append(take())
                     loader.issue_hops(parts[i + 1], self.hop_timer)
-                prefix = inputs(parts[i])
-                parts[i] = None
+                loaded, parts[i] = parts[i], None
+                prefix = inputs(loaded)
                 t0 = time.perf_counter()
                 x, kv = self.lw.layer_kv(i, x, prefix)
                 x.block_until_ready()
                 busy += time.perf_counter() - t0
-                sends.append(self.senders.submit(self._send, loader, i, loader.start_send(prefix, kv)))
+                sends.append(self.senders.submit(self._send, loader, i, loader.start_send(loaded, kv)))
                 if len(parts) == i + 1 and i + 1 < self.n_layers:
                     parts.append(take())
             logits = self.lw.head(x)
         else:
-            layers = [inputs(take()) for _ in range(self.n_layers)]
+            loaded, layers = [], []
+            for _ in range(self.n_layers):
+                loaded.append(take())
+                layers.append(inputs(loaded[-1]))
             t0 = time.perf_counter()
             outs = []
             for i, prefix in enumerate(layers):
                 x, kv = self.lw.layer_kv(i, x, prefix)
-                outs.append((prefix, kv))
+                outs.append((loaded[i], kv))
             logits = self.lw.head(x)
             logits.block_until_ready()
             busy = time.perf_counter() - t0

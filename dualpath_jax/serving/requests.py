@@ -28,7 +28,7 @@ class TestbedTurn(Turn):
     queue; after staging on the DE path) -> prefill_start -> first_token -> joined -> finished ->
     persisted (its new KV written back)."""
 
-    __slots__ = ("rid", "ids", "keys", "pin", "read_node", "staged", "decode_kv", "queued", "prefill_start",
+    __slots__ = ("rid", "ids", "keys", "pin", "de_hit", "staged", "decode_kv", "queued", "prefill_start",
                  "persisted", "first_logits")  # fmt: skip
     __test__ = False
 
@@ -37,7 +37,7 @@ class TestbedTurn(Turn):
         super().__init__(agent, index, turn.input, hit, turn.output, kvb, arrive)
         self.rid, self.ids = rid, ids
         self.keys, self.pin = keys, pin  # store keys of the hit blocks; the PrefixHit holding them
-        self.read_node = -1  # the node whose SNIC reads the hit blocks
+        self.de_hit = 0  # hit tokens read through the DE node's SNIC (the last ones); the rest via the PE's
         self.staged = None  # DE path: the hit KV [Y, hit, M] staged on the DE device
         self.decode_kv = None  # the whole KV on the DE device, between its H2D and the batch
         self.queued = self.prefill_start = self.persisted = -1.0

@@ -87,7 +87,7 @@ class Testbed:
         self.init_s = time.perf_counter() - t0
         self._whole_kv: list[np.ndarray] | None = None
         self.warm_s = 0.0
-        self._warm = False
+        self._warm = self._warm_split = False
 
     # ---- untimed preparation -------------------------------------------------------------------
     def whole_kv(self) -> list[np.ndarray]:
@@ -102,17 +102,53 @@ class Testbed:
             self._whole_kv = out
         return self._whole_kv
 
+    def _hit_shapes(self) -> set[tuple[int, int]]:
+        bt = self.spec.tokens_per_block
+        return {(t.cached // bt * bt, t.input - t.cached // bt * bt) for a in self.agents for t in a.turns}
+
     def warmup(self, ctx: EngineContext) -> None:
-        """Compile every prefill, insert, extract and decode shape of the workload (untimed), once."""
-        if self._warm or not self.spec.warmup:
+        """Compile every prefill, insert, extract and decode shape of the workload (untimed), once;
+        and for a split-read system every way to split each hit in whole blocks."""
+        if not self.spec.warmup:
             return
+        if not self._warm:
+            self._warm_serving(ctx)
+        if ctx.system.split_read and not self._warm_split:
+            t0 = time.perf_counter()
+            self._warm_splits()
+            self.warm_s += time.perf_counter() - t0
+
+    def _warm_splits(self) -> None:
+        """A split of a hit of n blocks into n - k via the PE node and k via the DE node (0 < k < n):
+        the DE device stages k blocks and slices a layer of them; the PE device joins the shares."""
+        bt, d, dt = self.spec.tokens_per_block, self.mcfg.kv_width, self.mcfg.dtype
+        splits = {(hit - k * bt, k * bt) for hit, _ in self._hit_shapes() for k in range(1, hit // bt)}
+        for e in self.pe_ids:
+            dev = self.devices[e]
+            for first, last in sorted(splits):
+                a, b = (jax.device_put(np.zeros((1, n, d), dt), dev) for n in (first, last))
+                kvcodec.join_tokens(a, b).block_until_ready()
+        self._warm_stage({last for _, last in splits})
+        self._warm_split = True
+
+    def _warm_stage(self, hits: set[int]) -> None:
+        """The DE path's staging (blocks -> [Y, hit, D] on the DE device) and per-layer slice."""
+        bt, d = self.spec.tokens_per_block, self.mcfg.kv_width
+        shape = kvcodec.block_layout(self.mcfg, bt).full_block_shape
+        for e in self.de_ids:
+            for hit in sorted(hits):
+                blocks = np.zeros((hit // bt,) + shape, np.uint8)
+                st = kvcodec.stage_blocks(jax.device_put(blocks, self.devices[e]), self.mcfg.dtype, d)
+                kvcodec.layer_of(st, np.int32(0)).block_until_ready()
+                del st
+
+    def _warm_serving(self, ctx: EngineContext) -> None:
         t0 = time.perf_counter()
         bt = self.spec.tokens_per_block
-        shapes, inputs, writes = set(), set(), set()
+        shapes, inputs, writes = self._hit_shapes(), set(), set()
         for a in self.agents:
             for t in a.turns:
                 hit = t.cached // bt * bt
-                shapes.add((hit, t.input - hit))
                 inputs.add(t.input)
                 w = ((t.input + t.output) // bt - hit // bt) * bt
                 if w > 0:
@@ -129,14 +165,8 @@ class Testbed:
                 lw.head(x)[:, new - 1].block_until_ready()
         for e in self.de_ids:
             DecodeEngine(ctx, e, self.state[e], self.step[e], None, None).warmup(inputs, writes)
-            # the DE path's staging (blocks -> [Y, hit, D] on the DE device) and per-layer slice
-            for hit, _ in sorted(shapes):
-                if hit:
-                    blocks = np.zeros((hit // bt,) + kvcodec.block_layout(self.mcfg, bt).full_block_shape, np.uint8)
-                    st = kvcodec.stage_blocks(jax.device_put(blocks, self.devices[e]), self.mcfg.dtype, d)
-                    kvcodec.layer_of(st, np.int32(0)).block_until_ready()
-                    del st
-        self.warm_s = time.perf_counter() - t0
+        self._warm_stage({hit for hit, _ in shapes if hit})
+        self.warm_s += time.perf_counter() - t0
         self._warm = True
 
     # ---- one system ------------------------------------------------------------------------------

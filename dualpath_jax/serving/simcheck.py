@@ -96,6 +96,12 @@ def simulate(
             "error": m.jct_s / t - 1.0,
             "sim_prefill_gpu_util": m.prefill_gpu_util,
             "testbed_prefill_gpu_util": measured[system.name].prefill_gpu_util,
+            # where the simulated reads went (the SNIC balance the testbed's counters show too)
+            "sim_bytes_read_pe_nodes": m.bytes_read_pe_nodes,
+            "sim_bytes_read_de_nodes": m.bytes_read_de_nodes,
+            "sim_snic_util_pe": m.snic_util_pe,
+            "sim_snic_util_de": m.snic_util_de,
+            "sim_snic_read_max_avg": m.snic_read_max_avg,
         }
     out["_inputs"] = {
         "prefill_efficiency": e_p,

@@ -7,7 +7,7 @@ frozen `EngineContext` and the callbacks below; turns go from stage to stage as 
 
 Where the testbed differs from the simulator it says so to the `Dispatcher`: no PE overload
 threshold (`beta_tokens=inf`: the testbed has no calibrated prefill rate to scale `sim.beta_s` by),
-whole reads (a split read goes to its larger side; the loaders read whole turns), and
+a split read's DE share in whole KV blocks (`read_block_tokens`: the store reads Full Blocks), and
 `testbed.force_read_side`.
 """
 
@@ -88,7 +88,7 @@ class SystemRun:
             free_io=system.free_io,
             on_placed=self._placed,
             clock=time.perf_counter,
-            whole_reads=True,
+            read_block_tokens=bt,
             read_side=spec.force_read_side,
         )
         self.pes = {e: PrefillEngine(self.ctx, e, tb.lw[e], self._prefilled) for e in tb.pe_ids}
@@ -158,9 +158,13 @@ class SystemRun:
 
     def _placed(self, turn: TestbedTurn) -> None:
         turn.ready = turn.placed  # moves on when there is a read
-        role = "de" if turn.read_on_de else "pe"
-        for link, b in self.dispatcher.plan(turn).bytes_on().items():
-            self.plan_bytes[f"{link}_{role}_read" if link == "snic_read" else link] += b
+        plan = self.dispatcher.plan(turn)
+        for link, b in plan.bytes_on().items():
+            if link != "snic_read":
+                self.plan_bytes[link] += b
+        # storage reads by the side whose SNIC carries them (both for a split read)
+        self.plan_bytes["snic_read_pe_read"] += plan.read_pe_bytes
+        self.plan_bytes["snic_read_de_read"] += plan.read_de_bytes
         self.kv.fetch(turn, self._to_pe, self.fail)
 
     def _to_pe(self, turn: TestbedTurn) -> None:

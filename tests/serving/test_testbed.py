@@ -1,6 +1,7 @@
 """The real testbed on CPU devices (tiny model, fp32): every turn's first-token logits, with the
-prefix KV moved through the PE path, the DE path, Basic's whole-prefix load and the oracle's
-staged KV, equal a full recompute of that prompt; bytes per link match the data-path plan."""
+prefix KV moved through the PE path, the DE path, both at once (a split read), Basic's
+whole-prefix load and the oracle's staged KV, equal a full recompute of that prompt; bytes per
+link match the data-path plan."""
 
 from dataclasses import replace
 
@@ -40,12 +41,14 @@ def runs():
     spec = TestbedSpec(tokens_per_block=BT, max_context=256, keep_logits=True)
     tb = Testbed(cfg, spec, agents())
     by = {s.name: s for s in systems()}
+    split = replace(by["dualpath"], name="dualpath_split", split_read=True)
     out = {}
     for name, system, side in (
         ("basic", by["basic"], ""),
         ("pe_path", by["dualpath"], "pe"),
         ("de_path", by["dualpath"], "de"),
         ("dualpath", by["dualpath"], ""),
+        ("split", split, ""),
         ("oracle", by["oracle"], ""),
     ):
         tb.spec = replace(spec, force_read_side=side)
@@ -98,6 +101,25 @@ def test_paths_read_through_their_node(runs):
     assert out["oracle"][0].bytes_read == 0 and out["oracle"][0].link_bytes == {}
 
 
+def test_a_split_read_reads_each_share_through_its_node_in_whole_blocks(runs):
+    """The split system reads each turn's first hit blocks through the PE node and the last
+    `de_hit` tokens through the DE node, in the policy's proportion rounded to whole blocks, and
+    some turn really reads through both."""
+    _, out = runs
+    m, reqs = out["split"]
+    for r in reqs:
+        blocks = r.hit // BT
+        assert r.de_hit % BT == 0 and 0 <= r.de_hit <= r.hit
+        assert r.de_read_fraction * blocks == pytest.approx(r.de_hit // BT, abs=1e-9)
+    both = [r for r in reqs if 0 < r.de_hit < r.hit]
+    assert both, [(r.hit, r.de_hit) for r in reqs]
+    assert m.bytes_read_pe_nodes + m.bytes_read_de_nodes == m.hit_bytes
+    assert m.bytes_read_pe_nodes > 0 and m.bytes_read_de_nodes > 0
+    assert m.link_bytes["d2d[1->0]"] == m.bytes_read_de_nodes  # the DE share crosses DE device -> PE device
+    assert m.link_bytes["de_h2d_stage[1]"] == m.bytes_read_de_nodes
+    assert {row["de_hit"] for row in m.timeline} == {r.de_hit for r in reqs}
+
+
 def test_bytes_per_link_match_the_plan(runs):
     tb, out = runs
     kvb = tb.kvb
@@ -106,11 +128,13 @@ def test_bytes_per_link_match_the_plan(runs):
         if name == "oracle":
             assert all(v == 0 for v in plan.values())
             continue
-        assert lb.get("snic_read[0]", 0) == plan.get("snic_read_pe_read", 0), name
-        assert lb.get("snic_read[1]", 0) == plan.get("snic_read_de_read", 0), name
+        # the plan of each turn's fraction as placed (a split's in whole blocks): equal to the byte
+        # (approx only for the float products of a split fraction)
+        assert lb.get("snic_read[0]", 0) == pytest.approx(plan["snic_read_pe_read"], rel=1e-12), name
+        assert lb.get("snic_read[1]", 0) == pytest.approx(plan["snic_read_de_read"], rel=1e-12), name
         assert m.bytes_read_pe_nodes + m.bytes_read_de_nodes == sum(r.hit for r in reqs) * kvb
         assert lb["pe_cnic_in[0]"] == plan["pe_cnic_in"], name
-        assert lb["pe_cnic_out[0]"] == plan["pe_cnic_out"], name
+        assert lb["pe_cnic_out[0]"] == pytest.approx(plan["pe_cnic_out"], rel=1e-12), name
         assert lb["de_cnic_in[1]"] == plan["de_cnic_in"], name
         # writes: only whole blocks are stored, so at most the plan's (new + output) KV
         bt = tb.spec.tokens_per_block
@@ -179,7 +203,13 @@ def test_timeline_and_pe_thread_time_account_for_the_run(runs):
         by = {(r.agent, r.index): r for r in reqs}
         for row in m.timeline:
             r = by[(row["agent"], row["turn"])]
-            assert (row["pe"], row["de"], row["read_on_de"], row["hit"]) == (r.pe, r.de, r.read_on_de, r.hit)
+            assert (row["pe"], row["de"], row["read_on_de"], row["hit"], row["de_hit"]) == (
+                r.pe,
+                r.de,
+                r.read_on_de,
+                r.hit,
+                r.de_hit,
+            )
             assert 0 <= row["arrive"] <= row["first_token"] <= row["persisted"] <= m.jct_s + 1e-9, (name, row)
         for pe, t in m.pe_time_s.items():
             thread = t["idle"] + t["load"] + t["inputs"] + t["busy"]
@@ -210,7 +240,8 @@ def test_timed_serving_compiles_nothing():
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     tb = Testbed(config(), TestbedSpec(tokens_per_block=BT, max_context=256), agents(n=2, turns=2))
-    for system in systems():
+    split = replace({s.name: s for s in systems()}["dualpath"], name="dualpath_split", split_read=True)
+    for system in (*systems(), split):
         compiles.clear()
         with tb.system_run(system) as run:  # prepared: warm-up and staging are done here
             timing[0] = True

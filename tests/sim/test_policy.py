@@ -182,6 +182,26 @@ def test_split_read_finishes_both_queues_together():
     assert out[0].de_read_fraction == pytest.approx(0.75)
 
 
+def test_the_testbed_rounds_a_split_to_whole_blocks_and_the_simulator_does_not():
+    """With `read_block_tokens` (the testbed) the DE share is the nearest whole number of the hit's
+    blocks, a tie to the PE node; without (the simulator) it is the policy's fraction."""
+    from dualpath_jax.scheduling.dispatch import whole_blocks
+
+    assert [whole_blocks(f, 4) for f in (0.0, 0.1, 0.125, 0.13, 0.62, 0.875, 1.0)] == [0, 0, 0, 0.25, 0.5, 0.75, 1]
+    assert whole_blocks(0.5, 3) == 1 / 3 and whole_blocks(0.7, 0) == 0.0
+    queues = {0: 2.0, 1: 2.0, 2: 0.5, 3: 0.5}  # split_fraction 0.75 of a 3e9-byte hit (above)
+    for block_tokens, want in ((0, 0.75), (1000, 2 / 3), (3000, 1.0)):
+        placed = []
+        dispatcher = Dispatcher(LeastLoadedScheduler(dual_path=True, split_read=True), pe_groups(), de_groups(),
+                                ctx(queues, bw=1e9), kv_bytes_per_token=1.0, free_io=False,
+                                on_placed=placed.append, clock=lambda: 0.0, read_block_tokens=block_tokens)  # fmt: skip
+        turn = Turn(agent=0, index=0, input=3100, hit=3000, output=0, kv_bytes_per_token=1.0, arrive=0.0)
+        turn.kv_bytes, turn.hit_bytes = 5.0, 3e9  # fits a DE; the policy reads 3e9 hit bytes
+        dispatcher.enqueue(turn)
+        dispatcher.schedule()
+        assert placed[0].de_read_fraction == pytest.approx(want), block_tokens
+
+
 # ---- intra-engine: quota packing and chunk search -------------------------------------------------
 def predict(cached, new):  # toy curve in exact binary fractions, growing with both
     return new * (1 + cached / 1024) / 1024
