@@ -97,7 +97,8 @@ def offline_config(overrides):
 def online_config(overrides, aps: float | None = None):
     from dualpath_jax.configure import build_config
 
-    extra = [f"+aps={aps:g}"] if aps is not None else ["+capacity=true"]
+    # repr: the rate exactly (a capacity found by a search has more digits than :g keeps)
+    extra = [f"+aps={float(aps)!r}"] if aps is not None else ["+capacity=true"]
     return build_config(compose("online", [*QUIET, *ONLINE, *overrides, *extra]), online=True)
 
 
@@ -155,7 +156,8 @@ def compute(cell) -> tuple[dict, str]:
     if cell.kind == "online":
         systems = run_online(cfg, anchor, progress=_turns_progress())
         return {"systems": systems}, as_text(online_table(cfg, systems), width=140)
-    systems = run_capacity(cfg, anchor, log=lambda m: _log(f"     {m}"))
+    # its systems' searches side by side, as many as JOBS allows (--jobs 1: one process in all)
+    systems = run_capacity(cfg, anchor, log=lambda m: _log(f"     {m}"), jobs=min(len(cfg.systems), JOBS))
     return {"systems": systems}, as_text(capacity_table(cfg, systems), width=140)
 
 
