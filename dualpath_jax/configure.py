@@ -33,6 +33,7 @@ from .costmodel.deploy import deployed
 from .online.think import trace_gaps
 from .paths import load_named, repo_path
 from .workload.synthetic import mal_problem, supported_mal_range
+from .workload.trace import TraceError
 
 LEN_HELP = (
     "len takes 32k, 48k or 64k (the paper's trace sets), any <N>k, or a token count "
@@ -225,7 +226,7 @@ def _check_no_effect(cfg: ExperimentConfig, online: bool, capacity: bool) -> Non
         if s != 0:
             raise ConfigError(
                 f"config.seed: the offline experiment draws nothing from the top-level seed "
-                f"(only the online experiment's exponential think times do), got seed={s}; "
+                f"(only the online experiment's drawn think times do), got seed={s}; "
                 f"set workload.seed={s} (the trajectories) or testbed.seed={s} "
                 f"(backend=real: weights and token streams)"
             )
@@ -297,7 +298,11 @@ def _check_think_trace(cfg: ExperimentConfig) -> None:
         found = False
     if not found:
         raise ConfigError(f"{where}: no such file: {path if think.trace else '(empty)'}")
-    if trace_gaps(path).size == 0:
+    try:
+        gaps = trace_gaps(path)
+    except TraceError as e:  # a bad line: its file and line are in the message
+        raise ConfigError(f"{where}: {e}") from None
+    if gaps.size == 0:
         raise ConfigError(
             f"{where}: {path} has no agent with two timed turns, so no gap between turns to draw "
             f"(online.think.kind=trace needs a multi-turn trace)"

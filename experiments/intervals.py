@@ -17,8 +17,8 @@ that system's capacity, whose working set (mean and peak bytes of KV held in sto
 agents) and mean agent JCT are that system's at r. Every cell goes through the results store: a
 stored cell is read, so a second run recomputes nothing (`rerun=true` recomputes). The exponents are
 least-squares slopes of ln(y) on ln(r) over r > 0, per system, drawn beside the argument of issue 16
-(capacity ~ r, working set ~ r^2). Writes results/figures/intervals_<model>_<cluster>_len<L>_<kind>
-.{csv,png}: a row per system and r, naming the cells it was drawn from, and a row per fit.
+(capacity ~ r, working set ~ r^2). Writes results/figures/<figure_name>.{csv,png}: a row per system
+and r, naming the cells it was drawn from, and a row per fit.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def exponent(fits: list[dict], s: str, q: str) -> float | None:
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
-    return "-" if x is None else format(x, spec)
+    return "-" if x is None else format(x + 0.0, spec).replace("-0.00", "0.00")
 
 
 def _panel(ax, points, fits, q: str, label: str, ls="-", mfc=None, scale=1.0) -> None:
@@ -210,7 +210,7 @@ def _reference(ax, points, q: str, slope: float, scale: float, text: str) -> Non
 
 def plot(points: list[dict], fits: list[dict], title: str):
     style()
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.8))
+    fig, (a1, a2, a3, note) = plt.subplots(1, 4, figsize=(17, 5), width_ratios=(1, 1, 1, 0.75))
     _panel(a1, points, fits, "capacity_aps", "capacity")
     _reference(a1, points, "capacity_aps", 1.0, 1.0, "argument: capacity ~ r")
     a1.set_ylabel("SLO capacity (agents/s)")
@@ -227,14 +227,16 @@ def plot(points: list[dict], fits: list[dict], title: str):
         ax.set_yscale("log")
         ax.set_xlabel("mean think time r (s)")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
-    systems = list(dict.fromkeys(p["system"] for p in points))
-    lines = ["fitted exponents (ln-ln least squares, r > 0)   capacity   WS mean   WS peak"]
-    for s in systems:
+    used = sorted({float(x) for f in fits if f["fit_r_s"] for x in f["fit_r_s"].split(";")})
+    lines = ["fitted exponents, y ~ r^b", f"(ln-ln least squares, r = {', '.join(f'{r:g}' for r in used)} s)", ""]
+    lines.append(f"{'':<20}{'capacity':>9}{'WS mean':>9}{'WS peak':>9}")
+    for s in dict.fromkeys(p["system"] for p in points):
         e = [_fmt(exponent(fits, s, q)) for q in ("capacity_aps", "ws_mean_bytes", "ws_max_bytes")]
-        lines.append(f"{system_name(s):<12} {e[0]:>36} {e[1]:>9} {e[2]:>9}")
-    lines.append(f"{'argument (issue 16)':<20} {'1':>28} {'2':>9} {'2':>9}")
+        lines.append(f"{system_name(s):<20}{e[0]:>9}{e[1]:>9}{e[2]:>9}")
+    lines.append(f"{'argument (issue 16)':<20}{'1':>9}{'2':>9}{'2':>9}")
+    note.axis("off")
+    note.text(0.0, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=8.5, transform=note.transAxes)
     fig.suptitle(title + "\n(dotted: r = 0, no think time; markers: each system at its own capacity)")
-    fig.text(0.5, -0.2, "\n".join(lines), ha="center", va="top", family="monospace", fontsize=8.5)
     fig.tight_layout()
     return fig
 
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> tuple:
         sys.exit(2)
     cfg = next(c for c, r in zip(cfgs, rs) if r > 0)
     kind = cfg.online.think.kind
-    name = f"intervals_{cfg.model.name}_{cfg.cluster.name}_len{cfg.workload.mal_label}_{kind}"
+    name = figure_name(cfg)
     cells.JOBS, saved_jobs = jobs, cells.JOBS
     try:
         caps = cells.fetch([("capacity", [*base, *think_overrides(r, think)]) for r in rs], name, results_dir)
@@ -275,6 +277,20 @@ def main(argv: list[str] | None = None) -> tuple:
     report(console, points, fits, title)
     console.print(f"figure: {rel(png)}\ntable: {rel(csv_path)}", soft_wrap=True)
     return csv_path, png, points, fits
+
+
+def figure_name(cfg) -> str:
+    """intervals_<model>_<cluster>_len<L>_<kind>[_sigma<s>][_<system set>][_d<duration>]: the
+    duration only when not the figures' window, so sweeps of other windows keep their own files."""
+    t = cfg.online.think
+    name = f"intervals_{cfg.model.name}_{cfg.cluster.name}_len{cfg.workload.mal_label}_{t.kind}"
+    if t.kind == "lognormal":
+        name += f"_sigma{t.sigma:g}"
+    if cfg.system_set != "paper":
+        name += f"_{cfg.system_set}"
+    if cfg.online.duration_s != float(cells.ONLINE[0].split("=")[1]):
+        name += f"_d{cfg.online.duration_s:g}"
+    return name
 
 
 def think_title(cfg) -> str:

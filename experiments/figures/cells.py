@@ -11,6 +11,8 @@ or stale cell is an error naming its file instead, and `RERUN` (--rerun) recompu
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import threading
 import time
@@ -73,12 +75,18 @@ def dedupe(overrides) -> list[str]:
 
 def compose(name: str, overrides: list[str] | tuple[str, ...]) -> dict:
     """configs/<name>.yaml composed with `overrides`, as plain containers (without `rerun`, which
-    is the CLI's switch, not part of a cell)."""
+    is the CLI's switch, not part of a cell). A fresh copy each call: a sweep locates each of its
+    cells more than once, and Hydra takes most of a second per composition."""
+    return copy.deepcopy(_composed(name, tuple(dedupe(overrides))))
+
+
+@functools.lru_cache(maxsize=512)
+def _composed(name: str, overrides: tuple[str, ...]) -> dict:
     import hydra
     from omegaconf import OmegaConf
 
     with hydra.initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        raw = OmegaConf.to_container(hydra.compose(name, overrides=dedupe(overrides)), resolve=True)
+        raw = OmegaConf.to_container(hydra.compose(name, overrides=list(overrides)), resolve=True)
     raw.pop("rerun", None)
     return raw
 
