@@ -120,7 +120,7 @@ TINY = [
     "workload.trajectories=4",
     "online.duration_s=30",
     "online.warmup_s=5",
-    "online.capacity_lo=0.4",
+    "online.capacity_lo=0.4123456789",  # digits that :g would round away: the cells take the exact rate
     "online.capacity_max_probes=2",
     "~system.oracle",
     "system_set=paper_no_oracle",
