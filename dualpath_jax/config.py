@@ -117,7 +117,7 @@ Source = Literal["synthetic", "jsonl", "mooncake"]  # workload/agents.py SOURCES
 Scheduler = Literal["least_loaded", "round_robin", "dualpath"]  # scheduling SCHEDULERS
 Batching = Literal["tokens", "quota"]  # sim/engines.py
 Arrivals = Literal["poisson", "trace"]  # online/run.py
-ThinkKind = Literal["none", "fixed", "exponential"]  # online/arrivals.py
+ThinkKind = Literal["none", "fixed", "exponential", "lognormal", "trace"]  # online/think.py
 WandbMode = Literal["online", "offline", "disabled", "shared"]  # wandb.init(mode=...)
 Backend = Literal["sim", "real"]
 TestbedModel = Literal["tiny", "ds16b", "dsv3", "dsv3_e32"]  # model/config.py known_configs()
@@ -458,12 +458,23 @@ class SimSpec:
     progress: bool = True
 
 
+# lognormal think time: the sigma of ln(think time). Assumed (the paper tested no think time): the
+# gaps between an agent's turns in the Mooncake conversation trace have sigma 0.98 (online/think.py,
+# trace_gaps; tests/test_intervals.py checks it), rounded.
+THINK_SIGMA = 1.0
+# trace think time: a Mooncake-format trace whose gaps between one agent's turns are drawn (rescaled)
+THINK_TRACE = "dualpath_jax/workload/data/mooncake/conversation_trace.jsonl"
+
+
 @dataclass(frozen=True)
 class ThinkSpec:
-    """Tool/think time between an agent's turns (the paper tested none)."""
+    """Tool/think time between an agent's turns (the paper tested none). `sigma` shapes
+    `lognormal` only and `trace` feeds `trace` only (online/think.py; docs/online.md)."""
 
-    kind: ThinkKind = "none"  # none | fixed | exponential
+    kind: ThinkKind = "none"  # none | fixed | exponential | lognormal | trace
     mean_s: NonNegFloat = 0.0
+    sigma: PosFloat = THINK_SIGMA
+    trace: str = THINK_TRACE
 
     def _validate(self, where: str) -> None:
         if self.kind == "none":
@@ -471,7 +482,7 @@ class ThinkSpec:
                 self.mean_s == 0,
                 f"{where}.mean_s",
                 f"{self.mean_s:g} s of think time has no effect "
-                f"with {where}.kind=none; set {where}.kind=fixed or exponential",
+                f"with {where}.kind=none; set {where}.kind=fixed, exponential, lognormal or trace",
             )
         else:
             _need(
@@ -480,6 +491,16 @@ class ThinkSpec:
                 f"{where}.kind={self.kind} needs a mean think time "
                 f"> 0, got {self.mean_s:g} (no think time is {where}.kind=none)",
             )
+        _need(
+            self.kind == "lognormal" or self.sigma == THINK_SIGMA,
+            f"{where}.sigma",
+            f"{self.sigma:g} has no effect with {where}.kind={self.kind}; it shapes {where}.kind=lognormal only",
+        )
+        _need(
+            self.kind == "trace" or self.trace == THINK_TRACE,
+            f"{where}.trace",
+            f"{self.trace!r} has no effect with {where}.kind={self.kind}; it is read by {where}.kind=trace only",
+        )
 
 
 @dataclass(frozen=True)

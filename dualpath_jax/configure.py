@@ -30,8 +30,10 @@ from .config import (
 )
 from .costmodel import calibrate
 from .costmodel.deploy import deployed
+from .online.think import trace_gaps
 from .paths import load_named, repo_path
 from .workload.synthetic import mal_problem, supported_mal_range
+from .workload.trace import TraceError
 
 LEN_HELP = (
     "len takes 32k, 48k or 64k (the paper's trace sets), any <N>k, or a token count "
@@ -39,6 +41,7 @@ LEN_HELP = (
     "table supports (an error names that range)"
 )
 MIN_LEN, MAX_LEN = 1024, 1 << 20
+DRAWN_THINK = ("exponential", "lognormal", "trace")  # think kinds drawn from the top-level seed
 
 
 def parse_len(value: Any) -> tuple[int, str]:
@@ -180,6 +183,7 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
     cfg = from_dict(ExperimentConfig, raw, "config")
     _check_no_effect(cfg, online, capacity)
     _check_workload(cfg)
+    _check_think_trace(cfg)
     if cfg.backend == "sim":
         _preflight(cfg)
     return cfg
@@ -235,7 +239,7 @@ def _check_no_effect(cfg: ExperimentConfig, online: bool, capacity: bool) -> Non
         if s != 0:
             raise ConfigError(
                 f"config.seed: the offline experiment draws nothing from the top-level seed "
-                f"(only the online experiment's exponential think times do), got seed={s}; "
+                f"(only the online experiment's drawn think times do), got seed={s}; "
                 f"set workload.seed={s} (the trajectories) or testbed.seed={s} "
                 f"(backend=real: weights and token streams)"
             )
@@ -245,11 +249,11 @@ def _check_no_effect(cfg: ExperimentConfig, online: bool, capacity: bool) -> Non
                 "online settings belong to python -m experiments.online"
             )
     else:
-        if s != 0 and cfg.online.think.kind != "exponential":
+        if s != 0 and cfg.online.think.kind not in DRAWN_THINK:
             raise ConfigError(
-                f"config.seed: the online experiment draws only exponential think times from "
-                f"the top-level seed, and online.think.kind={cfg.online.think.kind}, got "
-                f"seed={s}; arrivals and trajectories follow workload.seed={s}"
+                f"config.seed: the online experiment draws only exponential, lognormal and "
+                f"trace think times from the top-level seed, and online.think.kind="
+                f"{cfg.online.think.kind}, got seed={s}; arrivals and trajectories follow workload.seed={s}"
             )
         if capacity and cfg.online.arrivals == "trace":
             raise ConfigError(
@@ -291,6 +295,31 @@ def _check_workload(cfg: ExperimentConfig) -> None:
         found = False
     if not found:
         raise ConfigError(f"{where}: no such file: {path}")
+
+
+def _check_think_trace(cfg: ExperimentConfig) -> None:
+    """online.think.kind=trace: the trace must be there, with at least one gap between two turns
+    of an agent (its lines are checked as it is read: file:line errors)."""
+    think = cfg.online.think
+    if think.kind != "trace":
+        return
+    where = "config.online.think.trace"
+    try:
+        path = repo_path(think.trace)
+        found = path.is_file()
+    except (OSError, ValueError):  # e.g. a NUL byte in the name
+        found = False
+    if not found:
+        raise ConfigError(f"{where}: no such file: {path if think.trace else '(empty)'}")
+    try:
+        gaps = trace_gaps(path)
+    except TraceError as e:  # a bad line: its file and line are in the message
+        raise ConfigError(f"{where}: {e}") from None
+    if gaps.size == 0:
+        raise ConfigError(
+            f"{where}: {path} has no agent with two timed turns, so no gap between turns to draw "
+            f"(online.think.kind=trace needs a multi-turn trace)"
+        )
 
 
 def anchor_model(cfg: ExperimentConfig) -> ModelSpec:

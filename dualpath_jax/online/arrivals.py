@@ -1,12 +1,8 @@
-"""Agent arrival times and tool/think time between turns, both seeded."""
+"""Agent arrival times, seeded (think times between turns: think.py)."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
-
-from ..config import ThinkSpec
 
 
 def poisson_arrivals(rate: float, duration_s: float, seed: int) -> np.ndarray:
@@ -19,16 +15,3 @@ def poisson_arrivals(rate: float, duration_s: float, seed: int) -> np.ndarray:
     while times[-1] < duration_s:  # practically never: draw more
         times = np.concatenate([times, times[-1] + np.cumsum(rng.exponential(1.0 / rate, size=n))])
     return times[times < duration_s]
-
-
-def think_sampler(spec: ThinkSpec, seed: int) -> Callable[[], float]:
-    if spec.kind == "none":
-        return lambda: 0.0
-    if spec.mean_s < 0:
-        raise ValueError(f"online.think.mean_s must be >= 0, got {spec.mean_s}")
-    if spec.kind == "fixed":
-        return lambda: spec.mean_s
-    if spec.kind == "exponential":
-        rng = np.random.default_rng(seed + 7919)
-        return lambda: float(rng.exponential(spec.mean_s)) if spec.mean_s > 0 else 0.0
-    raise ValueError(f"online.think.kind={spec.kind!r} is unknown; known: none, fixed, exponential")

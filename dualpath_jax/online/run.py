@@ -14,9 +14,10 @@ from ..costmodel.deploy import deployed
 from ..paths import ROOT
 from ..results.turns import turn_records
 from ..workload import load_trajectories
-from .arrivals import poisson_arrivals, think_sampler
+from .arrivals import poisson_arrivals
 from .capacity import find_capacity
 from .simulation import OnlineSimulation
+from .think import think_sampler
 
 
 def _arrivals(cfg: ExperimentConfig, trajs, aps: float):

@@ -6,10 +6,13 @@ reads:
 
     {"kind": "offline", "config": {...}, "inputs": {"workload_sha256": "..."}}
 
-Left out: `results_dir`, `tracking` and `sim.progress` always (and `sim.record_turns` reads as false); on offline runs the `online`
-section and the top-level `seed` (only online think times draw from it); on simulator runs the
-`testbed` section; with `costmodel.version=v1` the `costmodel` section (v1 reads none of it, so
-every v1 cell keeps the identity it had before v2 existed). The file name keeps a readable part
+Left out: `results_dir`, `tracking` and `sim.progress` always (and `sim.record_turns` reads as
+false); on offline runs the `online` section and the top-level `seed` (only online think times draw
+from it); on simulator runs the `testbed` section; `online.think.sigma` and `online.think.trace`
+unless the think kind reads them (lognormal, trace: so every other cell keeps the identity it had
+before they existed; a trace think time adds its file's digest to the inputs); with
+`costmodel.version=v1` the `costmodel` section (v1 reads none of it, so every v1 cell keeps the
+identity it had before v2 existed). The file name keeps a readable part
 (`_costv2` marks a v2 cell) and adds the first 8 hex digits of the SHA-256 of the canonical
 identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never share a file, the same
 cell always maps to the same file, and the readable part says which cell it is to a person who
@@ -52,6 +55,12 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
     if kind == "offline":
         out.pop("online")
         out.pop("seed")
+    else:  # a think field enters only with the kind that reads it: other cells keep their identity
+        think = out["online"]["think"]
+        if cfg.online.think.kind != "lognormal":
+            think.pop("sigma")
+        if cfg.online.think.kind != "trace":
+            think.pop("trace")
     if kind != "offline" or cfg.backend == "sim":
         out.pop("testbed")
     return out
@@ -73,12 +82,18 @@ def file_sha256(path: Path) -> str:
 
 
 def cell_inputs(cfg: ExperimentConfig) -> dict:
+    out = {}
     path = workload_file(cfg)
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise ConfigError(f"config.workload.path: {path}: trace file not found")
-    return {"workload_sha256": file_sha256(path)}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config.workload.path: {path}: trace file not found")
+        out["workload_sha256"] = file_sha256(path)
+    if cfg.online.think.kind == "trace":  # the think times are drawn from this file's gaps
+        path = repo_path(cfg.online.think.trace)
+        if not path.is_file():
+            raise ConfigError(f"config.online.think.trace: {path}: trace file not found")
+        out["think_trace_sha256"] = file_sha256(path)
+    return out
 
 
 def canonical(obj) -> bytes:
@@ -113,6 +128,8 @@ def readable_name(cfg: ExperimentConfig, kind: str) -> str:
         think = cfg.online.think
         if think.kind != "none":
             name += f"_think{think.kind}{think.mean_s:g}"
+        if think.kind == "lognormal":
+            name += f"_sigma{think.sigma:g}"
     return name
 
 

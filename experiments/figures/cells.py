@@ -11,6 +11,8 @@ or stale cell is an error naming its file instead, and `RERUN` (--rerun) recompu
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import threading
 import time
@@ -73,12 +75,18 @@ def dedupe(overrides) -> list[str]:
 
 def compose(name: str, overrides: list[str] | tuple[str, ...]) -> dict:
     """configs/<name>.yaml composed with `overrides`, as plain containers (without `rerun`, which
-    is the CLI's switch, not part of a cell)."""
+    is the CLI's switch, not part of a cell). A fresh copy each call: a sweep locates each of its
+    cells more than once, and Hydra takes most of a second per composition."""
+    return copy.deepcopy(_composed(name, tuple(dedupe(overrides))))
+
+
+@functools.lru_cache(maxsize=512)
+def _composed(name: str, overrides: tuple[str, ...]) -> dict:
     import hydra
     from omegaconf import OmegaConf
 
     with hydra.initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        raw = OmegaConf.to_container(hydra.compose(name, overrides=dedupe(overrides)), resolve=True)
+        raw = OmegaConf.to_container(hydra.compose(name, overrides=list(overrides)), resolve=True)
     raw.pop("rerun", None)
     return raw
 
@@ -97,7 +105,8 @@ def offline_config(overrides):
 def online_config(overrides, aps: float | None = None):
     from dualpath_jax.configure import build_config
 
-    extra = [f"+aps={aps:g}"] if aps is not None else ["+capacity=true"]
+    # repr: the rate exactly (a capacity found by a search has more digits than :g keeps)
+    extra = [f"+aps={float(aps)!r}"] if aps is not None else ["+capacity=true"]
     return build_config(compose("online", [*QUIET, *ONLINE, *overrides, *extra]), online=True)
 
 
@@ -155,7 +164,8 @@ def compute(cell) -> tuple[dict, str]:
     if cell.kind == "online":
         systems = run_online(cfg, anchor, progress=_turns_progress())
         return {"systems": systems}, as_text(online_table(cfg, systems), width=140)
-    systems = run_capacity(cfg, anchor, log=lambda m: _log(f"     {m}"))
+    # its systems' searches side by side, as many as JOBS allows (--jobs 1: one process in all)
+    systems = run_capacity(cfg, anchor, log=lambda m: _log(f"     {m}"), jobs=min(len(cfg.systems), JOBS))
     return {"systems": systems}, as_text(capacity_table(cfg, systems), width=140)
 
 
