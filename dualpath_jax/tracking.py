@@ -78,3 +78,21 @@ def log_cell(run, results_file: Path) -> None:
         if f.is_file():
             artifact.add_file(str(f))
     run.log_artifact(artifact)
+
+
+def log_figure(spec: TrackingSpec, name: str, png: Path, csv_path: Path, config: dict) -> None:
+    """Log a study's figure as a run of its own (group `figures`): the PNG as an image, the CSV it
+    was drawn from as a table, and both files as a `figure` artifact named after it."""
+    if not spec.wandb:
+        return
+    import csv
+
+    import wandb
+
+    with track(spec, name=name, group="figures", config=config) as run:
+        header, *rows = csv.reader(csv_path.read_text().splitlines())
+        run.log({"figure": wandb.Image(str(png)), "table": wandb.Table(columns=header, data=rows)})
+        artifact = wandb.Artifact(f"figure-{name}", type="figure")
+        for f in (png, csv_path):
+            artifact.add_file(str(f))
+        run.log_artifact(artifact)

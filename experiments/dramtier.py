@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.paths import load_named, repo_path
+from dualpath_jax.tracking import log_figure
 from experiments.figures import cells
 from experiments.figures.plot import cluster_name, color, model_name, rel, save, style, system_name
 from experiments.sensitivity import key_of
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> tuple:
         f"MAL {cfg.workload.mal_label}, {cfg.workload.agents} agents"
     )
     csv_path, png = save(plot(rows, title), rows, name, results_dir)
+    log_figure(cfg.tracking, name, png, csv_path, {"overrides": task})
     systems = list(dict.fromkeys(r["system"] for r in rows))
     table = Table("tier TB/node", *(f"{system_name(s)} JCT s (gain)" for s in systems), title=title)
     for t in tiers:

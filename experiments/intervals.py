@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.paths import repo_path
+from dualpath_jax.tracking import log_figure
 from experiments.figures import cells
 from experiments.figures.plot import bytes_unit, color, online_note, rel, save, style, system_name, title_of
 from experiments.sensitivity import key_of
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> tuple:
     t = think_title(cfg)
     title = f"Interaction intervals: {title_of(caps[0]['config'])}, {t}\n({online_note(caps[0]['config'])})"
     csv_path, png = save(plot(points, fits, title), points + fits, name, results_dir)
+    log_figure(cfg.tracking, name, png, csv_path, {"overrides": task})
     report(console, points, fits, title)
     console.print(f"figure: {rel(png)}\ntable: {rel(csv_path)}", soft_wrap=True)
     return csv_path, png, points, fits

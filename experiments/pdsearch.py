@@ -33,6 +33,7 @@ from rich.table import Table
 from dualpath_jax.cluster import check_pd_ratio
 from dualpath_jax.config import ClusterSpec
 from dualpath_jax.paths import repo_path
+from dualpath_jax.tracking import log_figure
 from experiments.figures import cells
 from experiments.figures.plot import color, model_name, rel, save, style, system_name
 from experiments.sensitivity import key_of
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> tuple:
     rows = rows_of(plan, data, cfg.cluster, tol)
     title = f"{model_name(cfg.model.name)}, {gpus} GPUs, MAL {cfg.workload.mal_label}, {cfg.workload.agents} agents"
     csv_path, png = save(plot(rows, title, tol, skipped), rows, name, results_dir)
+    log_figure(cfg.tracking, name, png, csv_path, {"overrides": task})
     systems = list(data[0]["systems"])
     table = Table("shape", "P/D", "in bound", *(f"{system_name(s)} JCT s" for s in systems), title=title)
     for p, d in plan:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.paths import repo_path
+from dualpath_jax.tracking import log_figure
 from experiments.figures import cells
 from experiments.figures.plot import color, rel, save, style, system_name, title_of
 from experiments.sweep import refuse_group_lists
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> tuple:
         base = base_overrides(task)
         refuse_group_lists(base)
         raw = cells.compose("offline", [*cells.QUIET, *base])
-        results_dir = repo_path(cells.offline_config(base).results_dir)
+        cfg = cells.offline_config(base)
+        results_dir = repo_path(cfg.results_dir)
     except (HydraException, OmegaConfBaseException, ValueError) as e:  # the user's overrides
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         sys.exit(2)
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> tuple:
     data = cells.fetch([p[3] for p in plan], NAME, results_dir)
     rows = rows_of(plan, data)
     csv_path, png = save(tornado(rows, title_of(data[0]["config"])), rows, NAME, results_dir)
+    log_figure(cfg.tracking, NAME, png, csv_path, {"overrides": task})
     table = Table("input", "end", "value", "speedup", *(f"{system_name(s)} JCT s" for s in data[0]["systems"]))
     for (label, end, value, _), d in zip(plan, data):
         jcts = [f"{m['jct_s']:,.1f}" for m in d["systems"].values()]

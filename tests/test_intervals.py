@@ -125,6 +125,7 @@ TINY = [
     "~system.oracle",
     "system_set=paper_no_oracle",
     "+jobs=1",
+    "tracking.wandb=false",
 ]
 
 

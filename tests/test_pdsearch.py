@@ -72,6 +72,22 @@ def test_the_pd_bound_is_marked_per_shape(search):
     assert [r["in_pd_bound"] for r in marked] == [True, False, False]  # 4 > 3.5; 1/8 < 1/7
 
 
+def test_with_wandb_the_figure_is_logged_as_image_table_and_artifact(search, tmp_path, monkeypatch):
+    out, csv_path, png, rows, ran = search
+    monkeypatch.chdir(tmp_path)  # W&B writes its offline run here
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    before = cells.RUNS["offline"]
+    wandb_on = [o for o in TINY if not o.startswith("tracking.")] + ["tracking.wandb=true"]
+    pdsearch.main([*wandb_on, "+gpus=32", f"results_dir={out}"])
+    assert cells.RUNS["offline"] == before  # the stored cells were read, not run
+    [run] = (tmp_path / "wandb").glob("offline-run-*")
+    [log] = run.glob("*.wandb")
+    raw = log.read_bytes()
+    assert b"image-file" in raw and b"table-file" in raw  # the figure and its CSV
+    assert f"figure-{png.stem}".encode() in raw  # the artifact named after the figure
+    assert sorted(p.name for p in run.rglob("media/images/*.png"))  # the PNG itself went along
+
+
 def test_a_second_search_reads_every_cell(search):
     out = search[0]
     jobs, cells.JOBS = cells.JOBS, 1
