@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
 from .cluster import check_pd_ratio
@@ -288,13 +289,18 @@ def _check_workload(cfg: ExperimentConfig) -> None:
     where = "config.workload.path"
     if w.path in ("", "???"):
         raise ConfigError(f"{where}: workload={w.source} reads a trace file; set workload.path=<file>")
+    path = _existing_file(w.path)
+    if path is None:
+        raise ConfigError(f"{where}: no such file: {repo_path(w.path)}")
+
+
+def _existing_file(name: str) -> Path | None:
+    """The file a config names (relative to the repository), or None if there is none."""
     try:
-        path = repo_path(w.path)
-        found = path.is_file()
+        path = repo_path(name)
+        return path if path.is_file() else None
     except (OSError, ValueError):  # e.g. a NUL byte in the name
-        found = False
-    if not found:
-        raise ConfigError(f"{where}: no such file: {path}")
+        return None
 
 
 def _check_think_trace(cfg: ExperimentConfig) -> None:
@@ -304,13 +310,9 @@ def _check_think_trace(cfg: ExperimentConfig) -> None:
     if think.kind != "trace":
         return
     where = "config.online.think.trace"
-    try:
-        path = repo_path(think.trace)
-        found = path.is_file()
-    except (OSError, ValueError):  # e.g. a NUL byte in the name
-        found = False
-    if not found:
-        raise ConfigError(f"{where}: no such file: {path if think.trace else '(empty)'}")
+    path = _existing_file(think.trace)
+    if path is None:
+        raise ConfigError(f"{where}: no such file: {repo_path(think.trace) if think.trace else '(empty)'}")
     try:
         gaps = trace_gaps(path)
     except TraceError as e:  # a bad line: its file and line are in the message

@@ -255,10 +255,9 @@ def plot(points: list[dict], fits: list[dict], title: str):
 
 
 def main(argv: list[str] | None = None) -> tuple:
-    task = list(sys.argv[1:] if argv is None else argv)
+    task = cells.study_task(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        cells.RERUN = any(o in ("rerun=true", "+rerun=true") for o in task)
         base, think, rs, jobs = split_args(task)
         refuse_group_lists(base)
         # every cell's config is built (and so checked) before any cell runs

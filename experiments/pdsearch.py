@@ -163,10 +163,9 @@ def plot(rows: list[dict], title: str, tol: float, skipped: list = ()):
 
 
 def main(argv: list[str] | None = None) -> tuple:
-    task = list(sys.argv[1:] if argv is None else argv)
+    task = cells.study_task(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        cells.RERUN = any(o in ("rerun=true", "+rerun=true") for o in task)
         base, gpus, tol = split_args(task)
         refuse_group_lists(base)
         cfg = cells.offline_config(base)

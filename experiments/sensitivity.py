@@ -151,10 +151,9 @@ def tornado(rows: list[dict], title: str):
 
 def main(argv: list[str] | None = None) -> tuple:
     """Hydra overrides of configs/offline.yaml (the base cell), plus `rerun=true`."""
-    task = list(sys.argv[1:] if argv is None else argv)
+    task = cells.study_task(argv)
     console = Console(width=None if sys.stdout.isatty() else 110)
     try:
-        cells.RERUN = any(o in ("rerun=true", "+rerun=true") for o in task)
         base = base_overrides(task)
         refuse_group_lists(base)
         raw = cells.compose("offline", [*cells.QUIET, *base])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -40,6 +41,14 @@ RERUN_DONE: set[str] = set()  # results files this invocation has (re)written
 console = Console(stderr=True)
 _log: Callable[[str], None] = console.print
 _bar = None  # the rich Progress of `fetch`, while one is open: simulations add a turns bar to it
+
+
+def study_task(argv: list[str] | None) -> list[str]:
+    """A study command's overrides (argv, else the command line); `rerun=true` among them sets RERUN."""
+    global RERUN
+    task = list(sys.argv[1:] if argv is None else argv)
+    RERUN = any(o in ("rerun=true", "+rerun=true") for o in task)
+    return task
 
 
 def _turns_progress():
