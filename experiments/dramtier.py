@@ -16,12 +16,7 @@ Writes results/figures/dramtier_<model>_<cluster>_len<L>_a<agents>.{csv,png}.
 
 from __future__ import annotations
 
-import sys
-
 import matplotlib.pyplot as plt
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.paths import load_named, repo_path
@@ -137,9 +132,8 @@ def plot(rows: list[dict], title: str):
 
 
 def main(argv: list[str] | None = None) -> tuple:
-    task = cells.study_task(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    try:
+    task, console = cells.study_task(argv)
+    with cells.user_overrides(console):
         base, tiers = split_args(task)
         refuse_group_lists(base)
         cfg = cells.offline_config(base)
@@ -149,9 +143,6 @@ def main(argv: list[str] | None = None) -> tuple:
         for spec in specs:
             cells.locate(spec)  # every config is built (and checked) before any cell runs
         results_dir = repo_path(cfg.results_dir)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:  # the user's overrides
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-        sys.exit(2)
     name = f"dramtier_{cfg.model.name}_{cfg.cluster.name}_len{cfg.workload.mal_label}_a{cfg.workload.agents}"
     data = cells.fetch(specs, name, results_dir)
     rows = rows_of(tiers, data)

@@ -24,12 +24,9 @@ and r, naming the cells it was drawn from, and a row per fit.
 from __future__ import annotations
 
 import math
-import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
@@ -255,17 +252,13 @@ def plot(points: list[dict], fits: list[dict], title: str):
 
 
 def main(argv: list[str] | None = None) -> tuple:
-    task = cells.study_task(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    try:
+    task, console = cells.study_task(argv)
+    with cells.user_overrides(console):
         base, think, rs, jobs = split_args(task)
         refuse_group_lists(base)
         # every cell's config is built (and so checked) before any cell runs
         cfgs = [cells.online_config([*base, *think_overrides(r, think)]) for r in rs]
         results_dir = repo_path(cfgs[0].results_dir)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:  # the user's overrides
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-        sys.exit(2)
     cfg = next(c for c, r in zip(cfgs, rs) if r > 0)
     kind = cfg.online.think.kind
     name = figure_name(cfg)

@@ -21,13 +21,9 @@ Only node splits are searched: the EP group sizes stay the cost model's (`costmo
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.cluster import check_pd_ratio
@@ -163,18 +159,14 @@ def plot(rows: list[dict], title: str, tol: float, skipped: list = ()):
 
 
 def main(argv: list[str] | None = None) -> tuple:
-    task = cells.study_task(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    try:
+    task, console = cells.study_task(argv)
+    with cells.user_overrides(console):
         base, gpus, tol = split_args(task)
         refuse_group_lists(base)
         cfg = cells.offline_config(base)
         base = [*base, f"cluster={cfg.cluster.name}"]  # the template by name (`paper` is the model's)
         plan, skipped = feasible(base, shapes(gpus, cfg.cluster.gpus_per_node))
         results_dir = repo_path(cfg.results_dir)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:  # the user's overrides
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-        sys.exit(2)
     for (p, d), why in skipped:
         console.print(f"[yellow]{p}P{d}D not searched: {why}[/]", soft_wrap=True)
     name = f"pdsearch_{cfg.model.name}_{gpus}g_len{cfg.workload.mal_label}_a{cfg.workload.agents}"

@@ -15,13 +15,9 @@ DualPath-vs-Basic speedup and one of each system's JCT, inputs ordered by the sp
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-from rich.console import Console
 from rich.table import Table
 
 from dualpath_jax.paths import repo_path
@@ -151,17 +147,13 @@ def tornado(rows: list[dict], title: str):
 
 def main(argv: list[str] | None = None) -> tuple:
     """Hydra overrides of configs/offline.yaml (the base cell), plus `rerun=true`."""
-    task = cells.study_task(argv)
-    console = Console(width=None if sys.stdout.isatty() else 110)
-    try:
+    task, console = cells.study_task(argv, width=110)
+    with cells.user_overrides(console):
         base = base_overrides(task)
         refuse_group_lists(base)
         raw = cells.compose("offline", [*cells.QUIET, *base])
         cfg = cells.offline_config(base)
         results_dir = repo_path(cfg.results_dir)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:  # the user's overrides
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-        sys.exit(2)
     plan = specs(base, raw)
     data = cells.fetch([p[3] for p in plan], NAME, results_dir)
     rows = rows_of(plan, data)

@@ -19,19 +19,18 @@ from operator import attrgetter
 from typing import Iterator, Sequence
 
 from .readside import read_fraction
-from .state import EngineLoad, GroupLoad, Placement, RankedGroups, RequestView, SchedContext, load_key
+from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, least_loaded_group, load_key
 
 Z_SLACK = 1.05
 
 
-_group_key = attrgetter("least_key")
 _group_tok = attrgetter("tok")
 
 
 def choose_pe(groups: Sequence[GroupLoad], ctx: SchedContext) -> EngineLoad | None:
     # A group's least-loaded engine is its best candidate; if it is overloaded, all of them are.
     queue, alpha, beta = ctx.read_queue_s, ctx.alpha_s, ctx.beta_tokens
-    top = groups.least() if isinstance(groups, RankedGroups) else min(groups, key=_group_key)
+    top = least_loaded_group(groups)
     if top.least.tok > beta:
         return None  # every engine is overloaded: stop fetching
     if queue[top.node] <= alpha:

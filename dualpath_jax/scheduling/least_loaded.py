@@ -6,23 +6,20 @@ hold the request, the one with the fewest unfinished tokens; none -> the queue w
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import Iterable, Iterator, Sequence
 
 from .readside import read_fraction
-from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, load_key
-
-_group_key = attrgetter("least_key")
+from .state import EngineLoad, GroupLoad, Placement, RequestView, SchedContext, least_loaded_group, load_key
 
 
 def choose_pe(groups: Sequence[GroupLoad]) -> EngineLoad:
-    return min(groups, key=_group_key).least
+    return least_loaded_group(groups).least
 
 
 def choose_de(groups: Sequence[GroupLoad], req: RequestView) -> EngineLoad | None:
     """Least-loaded decode engine with HBM room (a group's least-loaded engine, when it has room,
     is that group's best; otherwise its engines are searched)."""
-    top = min(groups, key=_group_key).least
+    top = least_loaded_group(groups).least
     if top.free_kv >= req.kv_bytes:
         return top  # the least-loaded engine overall has room
     best = None

@@ -83,7 +83,7 @@ class RankedGroups(list):
     def __init__(self, groups):
         super().__init__(groups)
         for i, g in enumerate(self):
-            g.rank, g.index = None, i
+            g.index = i
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -102,6 +102,15 @@ class RankedGroups(list):
             if self[i].least_key == key:
                 return self[i]
             heappop(heap)  # stale: that group's least-loaded engine has changed since
+
+
+_least_key = attrgetter("least_key")
+
+
+def least_loaded_group(groups) -> GroupLoad:
+    """The group whose least-loaded engine is the least loaded of all (from the heap of
+    `RankedGroups`, what the dispatcher passes, or a scan of a plain sequence)."""
+    return groups.least() if isinstance(groups, RankedGroups) else min(groups, key=_least_key)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ or stale cell is an error naming its file instead, and `RERUN` (--rerun) recompu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from rich.console import Console
 
@@ -43,12 +44,26 @@ _log: Callable[[str], None] = console.print
 _bar = None  # the rich Progress of `fetch`, while one is open: simulations add a turns bar to it
 
 
-def study_task(argv: list[str] | None) -> list[str]:
-    """A study command's overrides (argv, else the command line); `rerun=true` among them sets RERUN."""
+def study_task(argv: list[str] | None, width: int = 120) -> tuple[list[str], Console]:
+    """A study command's overrides (argv, else the command line; `rerun=true` among them sets
+    RERUN) and the console it prints to."""
     global RERUN
     task = list(sys.argv[1:] if argv is None else argv)
     RERUN = any(o in ("rerun=true", "+rerun=true") for o in task)
-    return task
+    return task, Console(width=None if sys.stdout.isatty() else width)
+
+
+@contextlib.contextmanager
+def user_overrides(console: Console) -> Iterator[None]:
+    """A study reads its overrides in this block: a bad one prints its message and exits 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
 
 
 def _turns_progress():
