@@ -36,6 +36,7 @@ from flax import nnx
 
 from .config import ModelConfig
 from .layers import RMSNorm, apply_rope, param, rope_angles
+from .rope import yarn_softmax_factor
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class MLA(nnx.Module):
 
     @property
     def scale(self) -> float:
-        return 1.0 / math.sqrt(self.cfg.qk_head_dim)
+        return yarn_softmax_factor(self.cfg.rope_yarn) / math.sqrt(self.cfg.qk_head_dim)
 
     def w_uk(self):
         return self.wkv_b[...][:, :, : self.cfg.qk_nope_dim]
@@ -219,7 +220,7 @@ class MLA(nnx.Module):
                 q = jnp.einsum("...Q,QHA->...HA", q_a, self.wq_b[...])
             else:
                 q = jnp.einsum("...D,DHA->...HA", x, self.wq[...])
-            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta)
+            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta, cfg.rope_yarn)
             q_rope = apply_rope(q[..., cfg.qk_nope_dim :], cos[..., None, :], sin[..., None, :])
             return q[..., : cfg.qk_nope_dim], q_rope
 
@@ -229,7 +230,7 @@ class MLA(nnx.Module):
         with jax.named_scope("project_kv"):
             kv = jnp.einsum("...D,DM->...M", x, self.wkv_a[...])
             latent = self.kv_norm(kv[..., : cfg.kv_lora_rank])
-            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta)
+            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta, cfg.rope_yarn)
             k_rope = apply_rope(kv[..., cfg.kv_lora_rank :], cos, sin)
             return jnp.concatenate([latent, k_rope.astype(latent.dtype)], axis=-1)
 

@@ -19,6 +19,19 @@ ATTN_IMPLS = ("auto", "cudnn-mla", "cudnn", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
+class RopeYarn:
+    """YaRN rope scaling as DeepSeek-V2/V3 configs give it (`rope_scaling` type "yarn"); the
+    formulas are in rope.py. Defaults are transformers' (beta_fast 32, beta_slow 1)."""
+
+    factor: float
+    original_max_position: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float = 0.0  # 0: absent (the cos/sin factor is then 0.1 ln(factor) + 1)
+    mscale_all_dim: float = 0.0  # 0: absent (no factor on the softmax scale)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     name: str
     vocab_size: int
@@ -42,7 +55,8 @@ class ModelConfig:
     topk_group: int
     routed_scaling_factor: float
     # Misc
-    rope_theta: float = 10000.0  # plain RoPE; DeepSeek's YaRN scaling is not modelled
+    rope_theta: float = 10000.0
+    rope_yarn: RopeYarn | None = None  # None: plain RoPE (the built-in configs); see rope.py
     rms_eps: float = 1e-6
     dtype: str = "bfloat16"  # parameters and activations; norms, softmax, router in float32
     moe_backend: str = "sort"  # one of MOE_BACKENDS
