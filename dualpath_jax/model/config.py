@@ -13,6 +13,10 @@ import dataclasses
 import jax.numpy as jnp
 
 MOE_BACKENDS = ("sort", "ragged", "dense")
+# Router rules (moe.route): "noaux_tc" is DeepSeek-V3's (sigmoid scores, selection bias, groups
+# scored by their top-2); "greedy" and "group_limited_greedy" are DeepSeek-V2's (softmax scores,
+# groups scored by their best expert).
+ROUTER_METHODS = {"noaux_tc": "sigmoid", "greedy": "softmax", "group_limited_greedy": "softmax"}
 # Prefill attention kernels. "auto" is a request, resolved once when the model is built
 # (attention.choose_attn_impl); a built model's cfg.attn_impl is always one of the other three.
 ATTN_IMPLS = ("auto", "cudnn-mla", "cudnn", "xla")
@@ -54,6 +58,8 @@ class ModelConfig:
     n_group: int  # router groups (group-limited top-k); 1 = no grouping
     topk_group: int
     routed_scaling_factor: float
+    router_method: str = "noaux_tc"  # one of ROUTER_METHODS
+    norm_topk_prob: bool = True  # combine weights renormalised to sum 1 before the scaling factor
     # Misc
     rope_theta: float = 10000.0
     rope_yarn: RopeYarn | None = None  # None: plain RoPE (the built-in configs); see rope.py
@@ -82,6 +88,10 @@ class ModelConfig:
             raise ValueError(f"config {self.name!r}: topk_group > n_group")
         if self.top_k > (self.n_routed_experts // self.n_group) * self.topk_group:
             raise ValueError(f"config {self.name!r}: top_k={self.top_k} exceeds the experts in the kept groups")
+        if self.router_method not in ROUTER_METHODS:
+            raise ValueError(
+                f"config {self.name!r}: router_method={self.router_method!r} is not one of {tuple(ROUTER_METHODS)}"
+            )
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"config {self.name!r}: attn_impl={self.attn_impl!r} is not one of {ATTN_IMPLS}")
 

@@ -50,7 +50,7 @@ from safetensors.torch import save_file
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 PROMPT = [3, 17, 42, 5, 88, 23, 61, 9, 70, 14, 33, 50]
 PREFILL_LEN = 7
-ROUTER_TOKENS = 16
+ROUTER_TOKENS = 64
 WEIGHT_STD = 0.15  # large enough that each mapping moves the logits well above float32 noise
 FP8_BLOCK = (128, 128)  # DeepSeek-V3's weight_block_size
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
