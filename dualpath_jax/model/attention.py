@@ -40,6 +40,10 @@ from .rope import yarn_softmax_factor
 
 log = logging.getLogger(__name__)
 
+# The latent norms (q_norm, kv_norm) use 1e-6 whatever cfg.rms_eps is: DeepSeek's and
+# transformers' DeepseekV2/V3 build them with their RMSNorm's default eps, not rms_norm_eps.
+LATENT_NORM_EPS = 1e-6
+
 # What a kernel that cannot run here raises while it is traced, lowered or compiled: ImportError /
 # AttributeError (jax's internal cuDNN module moved), NotImplementedError / ValueError / TypeError
 # (jax's shape, dtype and device checks), RuntimeError (cuDNN missing, or the compile failed:
@@ -192,12 +196,12 @@ class MLA(nnx.Module):
         self.cfg = cfg
         if cfg.q_lora_rank:
             self.wq_a = param(rngs, (d, cfg.q_lora_rank), dt, std)
-            self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.rms_eps, dt)
+            self.q_norm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS, dt)
             self.wq_b = param(rngs, (cfg.q_lora_rank, h, cfg.qk_head_dim), dt, std)
         else:
             self.wq = param(rngs, (d, h, cfg.qk_head_dim), dt, std)
         self.wkv_a = param(rngs, (d, cfg.kv_width), dt, std)
-        self.kv_norm = RMSNorm(cfg.kv_lora_rank, cfg.rms_eps, dt)
+        self.kv_norm = RMSNorm(cfg.kv_lora_rank, LATENT_NORM_EPS, dt)
         self.wkv_b = param(rngs, (cfg.kv_lora_rank, h, cfg.qk_nope_dim + cfg.v_head_dim), dt, std)
         self.wo = param(rngs, (h, cfg.v_head_dim, d), dt, std)
 
