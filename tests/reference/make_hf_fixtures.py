@@ -252,6 +252,42 @@ def dequantize_fp8(q: torch.Tensor, scale_inv: torch.Tensor) -> torch.Tensor:
     return q.float() * s
 
 
+def to_file_names(state: dict) -> dict:
+    """transformers 5 keeps each layer's experts fused (experts.gate_up_proj [E,2F,D],
+    experts.down_proj [E,D,F]); checkpoints on disk, DeepSeek's and what save_pretrained writes,
+    have one tensor per expert and projection (experts.e.gate_proj.weight [F,D], ...)."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(".mlp.experts.gate_up_proj"):
+            base, f = k[: -len("gate_up_proj")], v.shape[1] // 2
+            for e in range(v.shape[0]):
+                out[f"{base}{e}.gate_proj.weight"] = v[e, :f].clone()
+                out[f"{base}{e}.up_proj.weight"] = v[e, f:].clone()
+        elif k.endswith(".mlp.experts.down_proj"):
+            base = k[: -len("down_proj")]
+            for e in range(v.shape[0]):
+                out[f"{base}{e}.down_proj.weight"] = v[e].clone()
+        else:
+            out[k] = v
+    return out
+
+
+def from_file_names(files_state: dict, like: dict) -> dict:
+    """The inverse of to_file_names, for the keys of `like` (a transformers state dict)."""
+    out = {}
+    for k, v in like.items():
+        if k.endswith(".mlp.experts.gate_up_proj"):
+            base = k[: -len("gate_up_proj")]
+            out[k] = torch.stack([torch.cat([files_state[f"{base}{e}.gate_proj.weight"],
+                                             files_state[f"{base}{e}.up_proj.weight"]]) for e in range(v.shape[0])])  # fmt: skip
+        elif k.endswith(".mlp.experts.down_proj"):
+            base = k[: -len("down_proj")]
+            out[k] = torch.stack([files_state[f"{base}{e}.down_proj.weight"] for e in range(v.shape[0])])
+        else:
+            out[k] = files_state[k]
+    return out
+
+
 def mtp_tensors(state: dict, layer: int, src_layer: int) -> dict:
     """Stand-ins for DeepSeek's MTP layer (model.layers.{num_hidden_layers}.*): a copy of a decoder
     layer plus the MTP-only projections, so a loader must skip them by index, not by failing."""
@@ -371,17 +407,19 @@ def build_fixture(fx: Fixture, root: Path) -> dict:
     randomise(model, fx.seed)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    files_state = dict(state)
+    files_state = to_file_names(state)
     if fx.fp8:
-        for k in sorted(state):
+        dequantized = dict(files_state)
+        for k in sorted(files_state):
             if k.startswith("model.layers.") and k.endswith(FP8_SUFFIXES) and ".mlp.gate." not in k:
-                q, s = quantize_fp8(state[k])
+                q, s = quantize_fp8(files_state[k])
                 files_state[k] = q
                 files_state[k + "_scale_inv"] = s
-                state[k] = dequantize_fp8(q, s)  # transformers runs the weights the file encodes
-        model.load_state_dict(state)
+                dequantized[k] = dequantize_fp8(q, s)  # transformers runs the weights the file encodes
+        model.load_state_dict(from_file_names(dequantized, state))
+    plain = to_file_names(state)
     for m in range(fx.mtp_layers):
-        files_state.update(mtp_tensors(state, cfg.num_hidden_layers + m, cfg.num_hidden_layers - 1))
+        files_state.update(mtp_tensors(plain, cfg.num_hidden_layers + m, cfg.num_hidden_layers - 1))
 
     files = write_safetensors(directory, files_state, fx.shard_bytes)
     config = json.loads(cfg.to_json_string())  # what save_pretrained writes: fields at their defaults left out
