@@ -133,7 +133,8 @@ def _rope(cfg: dict, source: str) -> tuple[float, RopeYarn | None]:
             _fail(source, f"{where}.{extra[0]}", "set for plain (default) rope, which takes no parameters")
         return float(theta), None
     if kind != "yarn":
-        _fail(source, f"{where}.rope_type", f"{kind!r} is not implemented (only 'default' and 'yarn')")
+        key = "rope_type" if "rope_type" in rp else "type"
+        _fail(source, f"{where}.{key}", f"{kind!r} is not implemented (only 'default' and 'yarn')")
     for key in sorted(rp):
         if key not in YARN_KEYS:
             _fail(source, f"{where}.{key}", "unknown yarn parameter")
