@@ -110,6 +110,11 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
     for key, example in needed:
         if key not in raw:
             raise ConfigError(f"missing '{key}': append it on the command line, e.g. {example}")
+    if source in ("jsonl", "mooncake") and "len" in raw:  # as +aps with trace arrivals, below
+        raise ConfigError(
+            f"+len={raw['len']}: workload={source} replays the trace's own turn lengths, "
+            f"so +len would change nothing; drop it"
+        )
     capacity = False
     if online:
         if "agents" in raw:

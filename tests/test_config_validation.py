@@ -50,9 +50,11 @@ def composed(name, overrides):
 
 
 def _job(overrides=(), online=False):
+    # a trace workload brings its own lengths (+len is refused there)
+    length = [] if any(o in ("workload=jsonl", "workload=mooncake") for o in overrides) else ["+len=32k"]
     if not online:
-        return "offline", _merge(["+agents=4", "+len=32k", *SMALL], overrides)
-    base = ["+len=32k", *SMALL]
+        return "offline", _merge(["+agents=4", *length, *SMALL], overrides)
+    base = [*length, *SMALL]
     if not any(o.startswith(("+aps", "+capacity")) for o in overrides):
         base.append("+aps=0.5")
     return "online", _merge(base, overrides)
@@ -125,6 +127,7 @@ BAD = [
     (["workload.table=[]"], False, "config.workload.table: ", "trace statistics"),
     (["workload=jsonl"], False, "config.workload.path: ", "workload.path=<file>"),
     (["workload=jsonl", "workload.path=/no/such.jsonl"], False, "config.workload.path: ", "no such file"),
+    (["workload=mooncake", "+len=64k"], False, "+len=64k: workload=mooncake replays", "drop it"),
     (["+len=8k"], False, "+len=8k: ", "from 18139 to 165527 tokens"),
     (["+len=17k"], False, "+len=17k: ", "workload=jsonl"),
     (["+len=162k"], False, "+len=162k: ", "+len=18k to +len=161k"),
@@ -282,11 +285,12 @@ def test_simulator_runs_at_the_boundaries(mal):
     assert all(m.jct_s > 0 for m in res.systems.values())
 
 
-def test_jsonl_trace_takes_any_len_in_range(tmp_path):
+def test_a_trace_workload_refuses_len_it_would_not_shape(tmp_path):
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"id": "a0", "turns": [{"input": 40, "cached": 0, "output": 5}]}\n')
-    cfg = build_config(offline_raw(["workload=jsonl", f"workload.path={trace}", "+len=1024k"]))
-    assert cfg.workload.mal == 1 << 20
+    for workload in (["workload=jsonl", f"workload.path={trace}"], ["workload=mooncake"]):
+        with pytest.raises(ConfigError, match=r"^\+len=32k: workload=(jsonl|mooncake) replays .* drop it"):
+            build_config(offline_raw([*workload, "+len=32k"]))
 
 
 # ---- the schema's string choices are the code's ---------------------------------------------------
@@ -318,9 +322,10 @@ def test_each_shipped_file_builds_through_hydra(tmp_path):
         for c in _names("cluster")
     ]
     jobs += [[*base, f"system={s}"] for s in _names("system")]
+    traced = [o for o in base if not o.startswith("+len")]  # a trace brings its own lengths
     jobs += [
-        [*base, "workload=mooncake"],
-        [*base, "workload=jsonl", f"workload.path={trace}"],
+        [*traced, "workload=mooncake"],
+        [*traced, "workload=jsonl", f"workload.path={trace}"],
         [*base, "backend=real", "cluster=testbed_1p1d"],
     ]
     online = [

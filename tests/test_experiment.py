@@ -135,7 +135,6 @@ def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(work
             "workload=jsonl",
             f"workload.path={trace}",
             "+agents=3",
-            "+len=32k",
             "+testbed.max_context=256",
             "tracking.wandb=false",
             f"results_dir={workdir / 'res'}",
@@ -143,7 +142,7 @@ def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(work
         workdir,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    [path] = (workdir / "res" / "offline" / "tiny_testbed_1p1d").glob("agents3_len32k_real_jsonl-*.json")
+    [path] = (workdir / "res" / "offline" / "tiny_testbed_1p1d").glob("agents3_real_jsonl-*.json")
     data = json.loads(path.read_text())
     assert set(data["systems"]) == {"basic", "dualpath", "oracle"}
     assert data["calibration"]["attn_impl"] == "xla"  # the kernel the model was built with, on CPU

@@ -58,15 +58,15 @@ def test_the_same_cell_always_maps_to_the_same_file_whatever_cannot_change_numbe
 
 
 def test_a_trace_replay_and_a_trace_edit_are_other_cells(tmp_path):
-    poisson = cell(["workload=mooncake"], kind="online", base=TINY[:4])
+    poisson = cell(["workload=mooncake"], kind="online", base=TINY[:2])
     raw = cells.compose("online", [*cells.QUIET, *TINY[:2], "workload=mooncake", "online.arrivals=trace"])
     replay = cell_of(build_config(raw, online=True), "online", "res")
     assert poisson.path != replay.path and re.fullmatch(r"trace_mooncake_costv2-[0-9a-f]{8}\.json", replay.path.name)
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"id": "a", "turns": [{"input": 100, "cached": 0, "output": 5}]}\n')
-    first = cell(["workload=jsonl", f"workload.path={trace}"], base=TINY[:4])
+    first = cell(["workload=jsonl", f"workload.path={trace}"], base=TINY[:3])
     trace.write_text('{"id": "a", "turns": [{"input": 200, "cached": 0, "output": 5}]}\n')
-    second = cell(["workload=jsonl", f"workload.path={trace}"], base=TINY[:4])
+    second = cell(["workload=jsonl", f"workload.path={trace}"], base=TINY[:3])
     assert first.identity["inputs"]["workload_sha256"] != second.identity["inputs"]["workload_sha256"]
     assert first.path != second.path
 

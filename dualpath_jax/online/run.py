@@ -44,13 +44,16 @@ def run_online(
     progress: Callable[[str, int], Callable[[], None]] | None = None,
     turns: dict | None = None,
 ) -> dict:
-    """{system name: online summary} at `aps` (default cfg.online.aps). With `sim.record_turns`,
+    """{system name: online summary} at `aps` (default cfg.online.aps; with trace arrivals the
+    summary's `aps` is the trace's own mean rate over the window). With `sim.record_turns`,
     `turns` (if given) gets each system's per-turn records (`results.turns`)."""
     aps = cfg.online.aps if aps is None else aps
     check_pd_ratio(cfg.cluster)
     eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
     trajs = load_trajectories(cfg.workload, ROOT)
     agents, starts, replay = _arrivals(cfg, trajs, aps)
+    if replay:
+        aps = len(agents) / cfg.online.duration_s
     out = {}
     for system in systems or cfg.systems:
         view, cost = deployed(cfg, system, eff)

@@ -29,7 +29,7 @@ CELLS = {
     "offline_qwen32b_1p2d_all": ("offline", ["model=qwen32b", "system=all", V1, *TINY]),
     "offline_ds27b_1p1d_mooncake": (
         "offline",
-        ["model=ds27b", "cluster=1p1d", "workload=mooncake", "+agents=40", "+len=32k", V1],
+        ["model=ds27b", "cluster=1p1d", "workload=mooncake", "+agents=40", V1],
     ),
     "online_ds27b_1p1d_think": (
         "online",
