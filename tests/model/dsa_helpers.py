@@ -1,12 +1,18 @@
-"""Shared pieces of the DSA tests: tiny DSA modules with NumPy-drawn weights and jitted calls into
-them (float32, CPU).
+"""Shared pieces of the DSA tests: tiny DSA modules with NumPy-drawn weights, and one jitted run
+per entry point that gives back everything the tests look at (float32, CPU).
 
-Weights come from NumPy into an abstract module (nnx.eval_shape), not from the modules' own
-initialisers: each jax.random draw of a new shape is its own XLA compile (1-2 s each on the 2-core
-VM), which made building one tiny layer take 10-20 s. Calls run under jit for the same reason
-(op-by-op dispatch compiles every op on its own)."""
+Built this way for time, measured on the 2-core VM: each jax.random draw of a new shape is its own
+XLA compile (1-2 s), which made building one tiny layer through its initialisers take 10-20 s, so
+weights come from NumPy into an abstract module (nnx.eval_shape); and each compiled DSA program
+costs 2-3 s, so a run computes the DSA output, its selection and the dense-MLA output of the same
+weights in one program, and the test files share these runs (B = 2 requests, T = 20 tokens split
+P = 8 + 12, SLOTS = 24 cache slots) so that each shape compiles once: the tests' runs are `whole_run` (T tokens, with dense),
+`cached_run` (the last T - P over the first P tokens' entries, with chunked), and decode over SLOTS.
+A prefix's entries are the whole run's first P: an entry is a projection of its own token alone.
+"""
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +20,12 @@ import numpy as np
 from flax import nnx
 
 from dualpath_jax.model import abstract_model, get_config
+from dualpath_jax.model.attention import MLA
+from dualpath_jax.model.indexer import index_scores
 from dualpath_jax.model.sparse import DSAttention
+
+B, T, P, SLOTS = 2, 20, 8, 24
+CHUNK_QUERIES = 8  # PrefillRun.chunked: 8 queries at a time (12 new tokens: the last chunk padded)
 
 
 def fill_numpy(module, seed: int, std: float):
@@ -38,10 +49,10 @@ def fill_numpy(module, seed: int, std: float):
 
 
 @functools.cache
-def tiny_dsa_layer(seed: int = 0, **overrides) -> DSAttention:
-    """One DSA attention layer of the tiny_dsa shape (XLA kernel: the model builders choose it).
-    Cached: tests must not modify it."""
-    cfg = get_config("tiny_dsa", attn_impl="xla", **overrides)
+def tiny_dsa_layer(seed: int = 0) -> DSAttention:
+    """One DSA attention layer of the tiny_dsa shape (index_topk 8; XLA kernel, as the model
+    builders would choose on CPU). Cached: tests must not modify it."""
+    cfg = get_config("tiny_dsa", attn_impl="xla")
     return fill_numpy(nnx.eval_shape(lambda: DSAttention(cfg, rngs=nnx.Rngs(0))), seed, cfg.init_std)
 
 
@@ -51,12 +62,67 @@ def tiny_dsa_model(seed: int = 0, **overrides):
     return fill_numpy(abstract_model(cfg), seed, cfg.init_std)
 
 
-def hidden(layer: DSAttention, batch: int, tokens: int, seed: int = 1):
+def hidden(layer: DSAttention, batch: int = B, tokens: int = T, seed: int = 1) -> np.ndarray:
     """Hidden states [batch, tokens, D] ~ N(0, 1), the scale of the layer's normed input."""
-    x = np.random.default_rng(seed).standard_normal((batch, tokens, layer.cfg.d_model))
-    return jnp.asarray(x, layer.cfg.jdtype)
+    return np.random.default_rng(seed).standard_normal((batch, tokens, layer.cfg.d_model)).astype(np.float32)
 
 
-project_entry = nnx.jit(lambda layer, x, pos: layer.project_entry(x, pos))
-select = nnx.jit(lambda layer, x, pos, entries, visible: layer.select(x, pos, entries, visible))
-decode = nnx.jit(lambda layer, x, cache, pos: layer.decode(x, cache, pos))
+class PrefillRun(NamedTuple):
+    out: jax.Array  # [B,T,D] DSA prefill output
+    entries: jax.Array  # [B,T,W] the new tokens' cache entries
+    keys: jax.Array  # [B,L,W] prefix then new entries: what the queries select from
+    idx: jax.Array  # [B,T,Z] the selection (layer.select over keys, causal)
+    selected: jax.Array  # [B,T,Z]
+    scores: jax.Array  # [B,T,L] index scores
+    q_nope: jax.Array  # [B,T,H,K]
+    q_rope: jax.Array  # [B,T,H,R]
+    dense: jax.Array | None  # [B,T,D] MLA.prefill of the same weights over every visible key
+    chunked: jax.Array | None  # [B,T,D] DSA prefill run CHUNK_QUERIES queries at a time
+
+
+@functools.partial(nnx.jit, static_argnames=("dense", "chunked"))
+def run_prefill(layer: DSAttention, x, prefix, *, dense: bool = False, chunked: bool = False) -> PrefillRun:
+    """Only what a test asks for is compiled (dense, chunked): a bigger program compiles slower."""
+    cfg = layer.cfg
+    b, t, _ = x.shape
+    p = 0 if prefix is None else prefix.shape[1]
+    out, entries = layer.prefill(x, prefix)
+    keys = entries if prefix is None else jnp.concatenate([prefix, entries], axis=1)
+    pos = jnp.broadcast_to(p + jnp.arange(t, dtype=jnp.int32), (b, t))
+    visible = jnp.arange(p + t)[None, None, :] <= pos[..., None]
+    idx, selected = layer.select(x, pos, keys, visible)
+    scores = index_scores(
+        layer.indexer.queries(layer.q_latent(x), pos), layer.indexer.head_weights(x), keys[..., cfg.kv_width :]
+    )
+    q_nope, q_rope = layer.project_q(x, pos)
+    dense_out = MLA.prefill(layer, x, None if prefix is None else prefix[..., : cfg.kv_width])[0] if dense else None
+    budget = CHUNK_QUERIES * cfg.index_n_heads * (p + t) * 4
+    chunked_out = layer.prefill(x, prefix, budget=budget)[0] if chunked else None
+    return PrefillRun(out, entries, keys, idx, selected, scores, q_nope, q_rope, dense_out, chunked_out)
+
+
+def whole_run(layer: DSAttention, x) -> PrefillRun:
+    """One prefill of all T tokens of x [B,T,D], with the dense-MLA output."""
+    return run_prefill(layer, x, None, dense=True)
+
+
+def cached_run(layer: DSAttention, x) -> PrefillRun:
+    """A prefill of x's last T - P tokens over its first P tokens' entries, also chunked."""
+    return run_prefill(layer, x[:, P:], whole_run(layer, x).entries[:, :P], chunked=True)
+
+
+class DecodeRun(NamedTuple):
+    out: jax.Array  # [B,D]
+    cache: jax.Array  # [B,L,W] with this step's entries written
+    idx: jax.Array  # [B,1,Z] the selection over the updated cache
+    selected: jax.Array  # [B,1,Z]
+    dense: jax.Array  # [B,D] MLA.decode of the same weights over every visible slot
+
+
+@nnx.jit
+def run_decode(layer: DSAttention, x, cache, pos) -> DecodeRun:
+    out, after = layer.decode(x, cache, pos)
+    visible = jnp.arange(cache.shape[1])[None, None, :] <= pos[:, None, None]
+    idx, selected = layer.select(x[:, None], pos[:, None], after, visible)
+    dense = MLA.decode(layer, x, cache[..., : layer.cfg.kv_width], pos)[0]
+    return DecodeRun(out, after, idx, selected, dense)

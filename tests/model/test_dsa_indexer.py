@@ -1,22 +1,12 @@
 """The lightning indexer against a NumPy transcription of DeepSeek-V3.2's indexer (bf16 path, no
 Hadamard rotation or FP8: docs/model.md "DeepSeek Sparse Attention"): its scores, its top-k sets
-(near-ties allowed) and its causal mask."""
+(near-ties allowed) and its causal mask, in prefill (with and without a cached prefix) and decode."""
 
 import numpy as np
-from flax import nnx
 
-from dualpath_jax.model.indexer import index_scores
-
-from .dsa_helpers import decode, hidden, project_entry, select, tiny_dsa_layer
+from .dsa_helpers import SLOTS, B, P, T, cached_run, hidden, run_decode, tiny_dsa_layer, whole_run
 
 TIE_TOL = 1e-4  # scores this close to the k-th best may fall either side of the cut
-
-
-@nnx.jit
-def scores(layer, x, pos, entries):
-    """The index scores [B,T,L] from the layer's own pieces, keys as cached in the entries."""
-    q = layer.indexer.queries(layer.q_latent(x), pos)
-    return index_scores(q, layer.indexer.head_weights(x), entries[..., layer.cfg.kv_width :])
 
 
 def _rms(x, w, eps):
@@ -30,8 +20,7 @@ def _layer_norm(x, w, b, eps=1e-6):
 
 def _rope_first(x, pos, r, theta):
     """Rotate dims (i, i + r/2) of x[..., :r] by pos * theta^(-2i/r); the rest passes."""
-    freq = theta ** (-np.arange(0, r, 2) / r)
-    ang = pos[:, None] * freq  # [T, r/2]
+    ang = pos[:, None] * theta ** (-np.arange(0, r, 2) / r)  # [T, r/2]
     if x.ndim == 3:  # per-head [T, J, I]: one angle per token
         ang = ang[:, None, :]
     cos, sin = np.cos(ang), np.sin(ang)
@@ -44,8 +33,7 @@ def reference_scores(layer, x, pos):
     cfg, ix = layer.cfg, layer.indexer
     f = lambda a: np.asarray(a, np.float64)  # noqa: E731
     q_lat = _rms(x @ f(layer.wq_a[...]), f(layer.q_norm.weight[...]), cfg.rms_eps)
-    q = np.einsum("tq,qji->tji", q_lat, f(ix.wq_b[...]))
-    q = _rope_first(q, pos, cfg.qk_rope_dim, cfg.rope_theta)
+    q = _rope_first(np.einsum("tq,qji->tji", q_lat, f(ix.wq_b[...])), pos, cfg.qk_rope_dim, cfg.rope_theta)
     k = _layer_norm(x @ f(ix.wk[...]), f(ix.k_norm.weight[...]), f(ix.k_norm.bias[...]))
     k = _rope_first(k, pos, cfg.qk_rope_dim, cfg.rope_theta)
     w = x @ f(ix.weights_proj[...]) * cfg.index_n_heads**-0.5
@@ -56,7 +44,7 @@ def reference_scores(layer, x, pos):
 def _check_topk(idx, selected, scores, visible, z):
     """idx/selected [Z] for one query against reference scores [L] and visible [L]."""
     n_vis = int(visible.sum())
-    chosen = set(np.asarray(idx)[np.asarray(selected)].tolist())
+    chosen = set(idx[selected].tolist())
     assert len(chosen) == min(z, n_vis)
     assert all(visible[i] for i in chosen), "selected a key the query may not see"
     if n_vis <= z:
@@ -72,51 +60,40 @@ def _check_topk(idx, selected, scores, visible, z):
 
 def test_index_scores_and_topk_match_the_numpy_reference():
     layer = tiny_dsa_layer()
-    t = 24
-    x = hidden(layer, 2, t)
-    pos = np.broadcast_to(np.arange(t, dtype=np.int32), (2, t))
-    entries = project_entry(layer, x, pos)
-    visible = np.broadcast_to(np.tril(np.ones((t, t), bool)), (2, t, t))
-    idx, selected = select(layer, x, pos, entries, visible)
+    x = hidden(layer)
+    whole, cached = whole_run(layer, x), cached_run(layer, x)  # T queries; T - P over a P prefix
     z = layer.cfg.index_topk
-    assert idx.shape == (2, t, z) and selected.shape == (2, t, z)
-    got = np.asarray(scores(layer, x, pos, entries))  # through the module's pieces, keys as cached
-    idx, selected = np.asarray(idx), np.asarray(selected)
-    for b in range(2):
-        ref = reference_scores(layer, np.asarray(x[b], np.float64), np.arange(t))
-        np.testing.assert_allclose(got[b], ref, rtol=1e-4, atol=1e-5)
-        for i in range(t):
-            _check_topk(idx[b, i], selected[b, i], ref[i], np.arange(t) <= i, z)
+    assert whole.idx.shape == (B, T, z)
+    for b in range(B):
+        ref = reference_scores(layer, x[b].astype(np.float64), np.arange(T))
+        for run, first in ((whole, 0), (cached, P)):
+            np.testing.assert_allclose(np.asarray(run.scores[b]), ref[first:], rtol=1e-4, atol=1e-5)
+            idx, selected = np.asarray(run.idx[b]), np.asarray(run.selected[b])
+            for i in range(T - first):
+                _check_topk(idx[i], selected[i], ref[first + i], np.arange(T) <= first + i, z)
 
 
 def test_no_future_token_is_ever_selected():
-    """Keys past a query's position are poisoned to score far above every other key; over a cached
-    prefix (prefill) and in decode, no query picks one, and each sees min(Z, pos + 1) keys."""
+    """In prefill over a prefix no query picks a later token; in decode, unwritten cache slots
+    hold keys that would outscore every written one, and no query picks one either."""
     layer = tiny_dsa_layer()
     cfg = layer.cfg
-    p, t = 10, 14
-    x = hidden(layer, 2, p + t, seed=3)
-    pos = np.broadcast_to(np.arange(p + t, dtype=np.int32), (2, p + t))
-    poisoned = np.array(project_entry(layer, x, pos))
-    poisoned[..., cfg.kv_width :] *= 1e3  # relu(q.k) becomes huge for some heads
-    qpos = pos[:, p:]
-    visible = np.arange(p + t)[None, None, :] <= qpos[..., None]
-    idx, selected = map(np.asarray, select(layer, x[:, p:], qpos, poisoned, visible))
-    for b in range(2):
-        for i in range(t):
+    x = hidden(layer, seed=3)
+    run = cached_run(layer, x)
+    idx, selected = np.asarray(run.idx), np.asarray(run.selected)
+    for b in range(B):
+        for i in range(T - P):
             chosen = idx[b, i][selected[b, i]]
-            assert chosen.size == min(cfg.index_topk, p + i + 1)
-            assert chosen.max() <= p + i
-    # Decode: unwritten cache slots hold large keys too; decode writes the step's entry first.
-    slots = 32
-    cache = np.full((2, slots, cfg.cache_width), 50.0, np.float32)
-    cache[:, : p + t] = poisoned
-    lengths = np.array([5, p + t - 1], np.int32)
-    step = hidden(layer, 2, 1, seed=4)[:, 0]
-    _, after = decode(layer, step, cache, lengths)
-    visible = np.arange(slots)[None, None, :] <= lengths[:, None, None]
-    idx, selected = map(np.asarray, select(layer, step[:, None], lengths[:, None], after, visible))
-    for b in range(2):
-        chosen = idx[b, 0][selected[b, 0]]
-        assert chosen.size == min(cfg.index_topk, int(lengths[b]) + 1)
-        assert chosen.max() <= int(lengths[b])
+            assert chosen.size == min(cfg.index_topk, P + i + 1)
+            assert chosen.max() <= P + i
+    cache = np.zeros((B, SLOTS, cfg.cache_width), np.float32)
+    cache[:, :T] = np.asarray(run.keys)
+    cache[:, T:] = np.asarray(run.keys)[:, :1]
+    cache[:, T:, cfg.kv_width :] *= 1e3  # relu(q.k) huge for some heads: they would win
+    pos = np.array([5, T - 1], np.int32)
+    cache[0, pos[0] + 1 :] = cache[1, T]  # request 0: everything past its position is poisoned
+    step = run_decode(layer, hidden(layer, B, 1, seed=4)[:, 0], cache, pos)
+    for b in range(B):
+        chosen = np.asarray(step.idx[b, 0])[np.asarray(step.selected[b, 0])]
+        assert chosen.size == min(cfg.index_topk, int(pos[b]) + 1)
+        assert chosen.max() <= int(pos[b])
