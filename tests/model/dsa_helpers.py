@@ -7,7 +7,7 @@ weights come from NumPy into an abstract module (nnx.eval_shape); and each compi
 costs 2-3 s, so a run computes the DSA output, its selection and the dense-MLA output of the same
 weights in one program, and the test files share these runs (B = 2 requests, T = 20 tokens split
 P = 8 + 12, SLOTS = 24 cache slots) so that each shape compiles once: the tests' runs are `whole_run` (T tokens, with dense),
-`cached_run` (the last T - P over the first P tokens' entries, with chunked), and decode over SLOTS.
+`cached_run` (the last T - P over the first P tokens' entries, in chunks), and decode over SLOTS.
 A prefix's entries are the whole run's first P: an entry is a projection of its own token alone.
 """
 
@@ -22,10 +22,10 @@ from flax import nnx
 from dualpath_jax.model import abstract_model, get_config
 from dualpath_jax.model.attention import MLA
 from dualpath_jax.model.indexer import index_scores
-from dualpath_jax.model.sparse import DSAttention
+from dualpath_jax.model.sparse import INDEX_LOGITS_BUDGET_BYTES, DSAttention
 
 B, T, P, SLOTS = 2, 20, 8, 24
-CHUNK_QUERIES = 8  # PrefillRun.chunked: 8 queries at a time (12 new tokens: the last chunk padded)
+CHUNK_QUERIES = 8  # cached_run's prefill: 8 queries at a time
 
 
 def fill_numpy(module, seed: int, std: float):
@@ -77,16 +77,17 @@ class PrefillRun(NamedTuple):
     q_nope: jax.Array  # [B,T,H,K]
     q_rope: jax.Array  # [B,T,H,R]
     dense: jax.Array | None  # [B,T,D] MLA.prefill of the same weights over every visible key
-    chunked: jax.Array | None  # [B,T,D] DSA prefill run CHUNK_QUERIES queries at a time
 
 
-@functools.partial(nnx.jit, static_argnames=("dense", "chunked"))
-def run_prefill(layer: DSAttention, x, prefix, *, dense: bool = False, chunked: bool = False) -> PrefillRun:
-    """Only what a test asks for is compiled (dense, chunked): a bigger program compiles slower."""
+@functools.partial(nnx.jit, static_argnames=("dense", "chunk"))
+def run_prefill(layer: DSAttention, x, prefix, *, dense: bool = False, chunk: int = 0) -> PrefillRun:
+    """dense: also MLA's output (only what a test asks for is compiled: a bigger program compiles
+    slower). chunk > 0: the prefill runs `chunk` queries at a time."""
     cfg = layer.cfg
     b, t, _ = x.shape
     p = 0 if prefix is None else prefix.shape[1]
-    out, entries = layer.prefill(x, prefix)
+    budget = chunk * cfg.index_n_heads * (p + t) * 4 if chunk else INDEX_LOGITS_BUDGET_BYTES
+    out, entries = layer.prefill(x, prefix, budget=budget)
     keys = entries if prefix is None else jnp.concatenate([prefix, entries], axis=1)
     pos = jnp.broadcast_to(p + jnp.arange(t, dtype=jnp.int32), (b, t))
     visible = jnp.arange(p + t)[None, None, :] <= pos[..., None]
@@ -96,9 +97,7 @@ def run_prefill(layer: DSAttention, x, prefix, *, dense: bool = False, chunked: 
     )
     q_nope, q_rope = layer.project_q(x, pos)
     dense_out = MLA.prefill(layer, x, None if prefix is None else prefix[..., : cfg.kv_width])[0] if dense else None
-    budget = CHUNK_QUERIES * cfg.index_n_heads * (p + t) * 4
-    chunked_out = layer.prefill(x, prefix, budget=budget)[0] if chunked else None
-    return PrefillRun(out, entries, keys, idx, selected, scores, q_nope, q_rope, dense_out, chunked_out)
+    return PrefillRun(out, entries, keys, idx, selected, scores, q_nope, q_rope, dense_out)
 
 
 def whole_run(layer: DSAttention, x) -> PrefillRun:
@@ -107,8 +106,9 @@ def whole_run(layer: DSAttention, x) -> PrefillRun:
 
 
 def cached_run(layer: DSAttention, x) -> PrefillRun:
-    """A prefill of x's last T - P tokens over its first P tokens' entries, also chunked."""
-    return run_prefill(layer, x[:, P:], whole_run(layer, x).entries[:, :P], chunked=True)
+    """A prefill of x's last T - P tokens over its first P tokens' entries, CHUNK_QUERIES queries
+    at a time (12 = 8 + 4, the last chunk padded)."""
+    return run_prefill(layer, x[:, P:], whole_run(layer, x).entries[:, :P], chunk=CHUNK_QUERIES)
 
 
 class DecodeRun(NamedTuple):

@@ -1,11 +1,13 @@
 """DSA attention (model/sparse.py): it is attention over exactly the keys the indexer selected
 (against an expanded-form NumPy reference with the selection as a mask); where index_topk covers
 the context it is dense MLA; prefill over a cached prefix and ragged batched decode equal one
-prefill of the whole sequence; chunked prefill equals unchunked."""
+prefill of the whole sequence (the cached prefill in chunks of queries)."""
 
 import numpy as np
 
-from .dsa_helpers import SLOTS, B, P, T, cached_run, hidden, run_decode, tiny_dsa_layer, whole_run
+from dualpath_jax.model.sparse import query_chunk
+
+from .dsa_helpers import CHUNK_QUERIES, SLOTS, B, P, T, cached_run, hidden, run_decode, tiny_dsa_layer, whole_run
 
 
 def _close(a, b, tol=1e-5):
@@ -79,8 +81,13 @@ def test_prefix_prefill_and_batched_decode_equal_one_prefill():
     _close(np.asarray(cache)[1, :T], full.entries[1])
 
 
-def test_chunked_prefill_equals_unchunked():
+def test_prefill_chunks_are_powers_of_two_within_the_budget():
+    """cached_run (compared with one prefill above) runs its 12 queries as 8 + 4 padded."""
     layer = tiny_dsa_layer()
-    x = hidden(layer)
-    cached = cached_run(layer, x)  # 12 queries in chunks of 8
-    _close(cached.chunked, cached.out, tol=1e-6)
+    heads = layer.cfg.index_n_heads
+    assert query_chunk(T - P, heads, T, CHUNK_QUERIES * heads * T * 4) == CHUNK_QUERIES
+    assert query_chunk(T - P, heads, T, (CHUNK_QUERIES + 3) * heads * T * 4) == CHUNK_QUERIES
+    assert query_chunk(T - P, heads, T, 1) == 1  # at least one query
+    assert query_chunk(T - P, heads, T) == T - P  # the default budget: one chunk here
+    # dsv32 at 4K new over 64K cached: 8 queries' per-head logits (<= 256 MiB) at a time.
+    assert query_chunk(4096, 64, 65536 + 4096) == 8

@@ -5,40 +5,9 @@ Hadamard rotation or FP8: docs/model.md "DeepSeek Sparse Attention"): its scores
 import numpy as np
 
 from .dsa_helpers import SLOTS, B, P, T, cached_run, hidden, run_decode, tiny_dsa_layer, whole_run
+from .dsa_reference import reference_scores
 
 TIE_TOL = 1e-4  # scores this close to the k-th best may fall either side of the cut
-
-
-def _rms(x, w, eps):
-    return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps) * w
-
-
-def _layer_norm(x, w, b, eps=1e-6):
-    mu = x.mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * w + b
-
-
-def _rope_first(x, pos, r, theta):
-    """Rotate dims (i, i + r/2) of x[..., :r] by pos * theta^(-2i/r); the rest passes."""
-    ang = pos[:, None] * theta ** (-np.arange(0, r, 2) / r)  # [T, r/2]
-    if x.ndim == 3:  # per-head [T, J, I]: one angle per token
-        ang = ang[:, None, :]
-    cos, sin = np.cos(ang), np.sin(ang)
-    a, b = x[..., : r // 2], x[..., r // 2 : r]
-    return np.concatenate([a * cos - b * sin, b * cos + a * sin, x[..., r:]], -1)
-
-
-def reference_scores(layer, x, pos):
-    """x [T, D] (one request), pos [T] -> index scores [T, T] (query, key) in float64, unmasked."""
-    cfg, ix = layer.cfg, layer.indexer
-    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
-    q_lat = _rms(x @ f(layer.wq_a[...]), f(layer.q_norm.weight[...]), cfg.rms_eps)
-    q = _rope_first(np.einsum("tq,qji->tji", q_lat, f(ix.wq_b[...])), pos, cfg.qk_rope_dim, cfg.rope_theta)
-    k = _layer_norm(x @ f(ix.wk[...]), f(ix.k_norm.weight[...]), f(ix.k_norm.bias[...]))
-    k = _rope_first(k, pos, cfg.qk_rope_dim, cfg.rope_theta)
-    w = x @ f(ix.weights_proj[...]) * cfg.index_n_heads**-0.5
-    logits = np.maximum(np.einsum("tji,si->tjs", q, k) * cfg.index_head_dim**-0.5, 0.0)
-    return np.einsum("tj,tjs->ts", w, logits)
 
 
 def _check_topk(idx, selected, scores, visible, z):
