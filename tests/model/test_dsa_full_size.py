@@ -8,6 +8,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import nnx
 
 from dualpath_jax.model import get_config
@@ -67,3 +68,16 @@ def test_dsv32_blocks_counts_and_shapes():
         jax.ShapeDtypeStruct((64, 1, 65536), jnp.bool_),
     )
     assert idx.shape == selected.shape == (64, 1, 2048)
+
+
+def test_dsa_fields_are_checked_by_name():
+    for over, field in (
+        (dict(index_n_heads=0), "index_n_heads"),
+        (dict(index_head_dim=4), "index_head_dim"),  # below qk_rope_dim 8: nothing to rotate into
+        (dict(q_lora_rank=0), "q_lora_rank"),  # the index query comes from the q latent
+    ):
+        with pytest.raises(ValueError, match=field):
+            get_config("tiny_dsa", **over)
+    with pytest.raises(ValueError, match="index_topk"):
+        get_config("tiny", index_n_heads=4, index_head_dim=16)  # a half-configured indexer
+    assert not get_config("tiny").is_dsa and get_config("tiny").cache_width == get_config("tiny").kv_width
