@@ -288,6 +288,10 @@ class CostModelSpec:
     # Expert-parallel groups are bounded: a role's GPUs form groups of at most this many.
     ep_max_prefill: PosInt = 32  # DeepSeek Day 6: prefill runs EP32
     ep_max_decode: PosInt = 144  # DeepSeek Day 6: decode runs EP144
+    # The calibration anchor's own deployment (Day 6: EP32 prefill, EP144 decode), kept apart from
+    # the simulated one above so that choosing another EP size does not re-fit the efficiencies.
+    anchor_ep_prefill: PosInt = 32
+    anchor_ep_decode: PosInt = 144
     # One MoE layer's dispatch and combine latency by EP size (DeepEP low-latency kernels, H800,
     # 128 tokens per GPU, FP8 dispatch / BF16 combine); interpolated linearly in log2(EP).
     ep_sizes: tuple[PosInt, ...] = (8, 16, 32, 64, 128, 256)

@@ -119,20 +119,15 @@ def test_cli_multirun_writes_results_and_finishes_each_wandb_run(workdir):
     assert sorted({x.decode() for x in logged}) == stems
 
 
+@pytest.mark.xdist_group("testbed")  # after tests/serving: its shapes are in the run's XLA cache
 def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(workdir):
     """`backend=real` runs the offline experiment on the testbed (tiny model, CPU devices) and
     writes the simulator's schema plus the measured fields, filed under the model that ran."""
-    from dualpath_jax.workload import Trajectory, Turn
     from dualpath_jax.workload.trace import write_trace
+    from tests.serving.test_testbed import agents
 
     trace = workdir / "trace.jsonl"
-    write_trace(
-        trace,
-        [
-            Trajectory(f"a{k}", (Turn(input=40 + k, cached=0, output=5), Turn(input=70 + k, cached=45 + k, output=5)))
-            for k in range(3)
-        ],
-    )
+    write_trace(trace, agents(n=3, turns=2))
     out = _cli(
         [
             "backend=real",
@@ -141,6 +136,7 @@ def test_cli_backend_real_writes_the_results_schema_under_the_testbed_model(work
             f"workload.path={trace}",
             "+agents=3",
             "+len=32k",
+            "+testbed.max_context=256",
             "tracking.wandb=false",
             f"results_dir={workdir / 'res'}",
         ],

@@ -68,7 +68,8 @@ def test_the_pd_bound_is_marked_per_shape(search):
     assert {r["shape"]: r["in_pd_bound"] for r in rows} == {"1P3D": True, "2P2D": True, "3P1D": True}
     template = cells.offline_config(TINY).cluster
     fake = {"systems": {"basic": {"jct_s": 1.0}}, "comparison": {"basic": {"speedup_vs_basic": 1.0}}, "_path": "x"}
-    marked = pdsearch.rows_of([(3, 1), (4, 1), (1, 8)], [fake] * 3, template, 0.1)
+    plan = [pdsearch.Deployment(3, 1), pdsearch.Deployment(4, 1), pdsearch.Deployment(1, 8)]
+    marked = pdsearch.rows_of(plan, [fake] * 3, template, 0.1)
     assert [r["in_pd_bound"] for r in marked] == [True, False, False]  # 4 > 3.5; 1/8 < 1/7
 
 
@@ -109,6 +110,11 @@ def test_a_second_search_reads_every_cell(search):
         ([], "+gpus=N is required"),
         (["+gpus=16", "model=[1,2]"], "model=[1,2]: the config group model takes one option name"),
         (["+gpus=16", "model=ds660b"], "no split of the budget holds the model: ds660b on 1p1d: prefill weights"),
+        (["+gpus=16", "+ep_decode=0"], "+ep_decode=0: takes distinct positive EP group sizes"),
+        (["+gpus=16", "+ep_decode=8,x"], "+ep_decode=8,x: takes distinct positive EP group sizes"),
+        (["+gpus=16", "+ep_decode=8", "costmodel=v1"], "cost model v1 has no EP groups"),
+        (["+gpus=16", "+capacity=maybe"], "+capacity=maybe: capacity takes true or false"),
+        (["+gpus=16", "online.duration_s=60"], "online.duration_s=60: online settings shape only the capacity cells"),
     ],
 )
 def test_a_bad_budget_exits_2_naming_it(capsys, args, says):
@@ -120,7 +126,49 @@ def test_a_bad_budget_exits_2_naming_it(capsys, args, says):
 
 def test_a_shape_that_cannot_hold_the_model_is_skipped_with_its_reason():
     base = ["model=ds660b", "cluster=2p4d", "+agents=8", "+len=32k", "tracking.wandb=false"]
-    ok, skipped = pdsearch.feasible(base, pdsearch.shapes(48, 8))
-    assert ok == [(2, 4), (3, 3), (4, 2)]
-    assert [s for s, _ in skipped] == [(1, 5), (5, 1)]
+    ok, skipped = pdsearch.feasible(base, pdsearch.deployments(pdsearch.shapes(48, 8), (), ()))
+    assert [(d.p, d.d) for d in ok] == [(2, 4), (3, 3), (4, 2)]
+    assert [(d.p, d.d) for d, _ in skipped] == [(1, 5), (5, 1)]
     assert "prefill weights" in skipped[0][1] and "decode weights" in skipped[1][1]
+
+
+def test_ep_caps_are_deployment_options_that_keep_the_anchor_calibration(tmp_path):
+    """+ep_decode searches the decode EP cap with every split, one cell each, under the anchor's own
+    calibration (choosing the deployment's EP re-fits nothing); rows carry each cell's numbers."""
+    from dualpath_jax.configure import anchor_model
+    from dualpath_jax.costmodel import calibrate
+
+    _, png, rows = pdsearch.main([*TINY, "+gpus=16", "+ep_prefill=4", "+ep_decode=4,8", f"results_dir={tmp_path}"])
+    assert png.name == "pdsearch_ds27b_16g_len32k_a8_epp4_epd4-8.png"
+    assert [(r["deployment"], r["ep_max_prefill"], r["ep_max_decode"]) for r in rows if r["system"] == "basic"] == [
+        ("1P1D (EP prefill 4, EP decode 4)", 4, 4),
+        ("1P1D (EP prefill 4, EP decode 8)", 4, 8),
+    ]
+    cfg = cells.offline_config(TINY)  # the cost model's own EP caps
+    anchor = calibrate(anchor_model(cfg), cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel).as_dict()
+    data = [json.loads(Path(f).read_text()) for f in sorted({r["file"] for r in rows})]
+    assert [d["calibration"] for d in data] == [anchor, anchor]
+    for r in rows:
+        assert r["jct_s"] == json.loads(Path(r["file"]).read_text())["systems"][r["system"]]["jct_s"]
+
+
+def test_capacity_per_deployment_through_the_capacity_cells(tmp_path):
+    """+capacity=true adds one SLO capacity search per deployment (its online settings from the
+    `online.*` overrides); the best for capacity is the highest, good ones within tol of the best."""
+    short = [
+        "system=paper",
+        "online.duration_s=60",
+        "online.warmup_s=10",
+        "online.capacity_lo=1",
+        "online.capacity_max_probes=3",
+    ]
+    _, _, rows = pdsearch.main([*TINY, "+gpus=16", "+capacity=true", *short, f"results_dir={tmp_path}"])
+    [cap_file] = {r["capacity_file"] for r in rows}
+    cap = json.loads(Path(cap_file).read_text())
+    assert cap["cell"]["kind"] == "capacity" and cap["config"]["online"]["duration_s"] == 60
+    assert {r["system"]: r["capacity_aps"] for r in rows} == {s: m["capacity_aps"] for s, m in cap["systems"].items()}
+    best = pdsearch.best_by_system(rows)
+    top = max(r["capacity_aps"] for r in rows if r["system"] != "oracle")
+    for s, b in best.items():
+        assert b["best_capacity"]["capacity_aps"] == max(r["capacity_aps"] for r in rows if r["system"] == s)
+        assert b["good_capacity_shapes"] == (["1P1D"] if b["best_capacity"]["capacity_aps"] >= 0.9 * top else [])

@@ -51,7 +51,7 @@ def calibrate(
     prompts_per_s_gpu = cal.prefill_tokens_per_s_node / g / prompt
     prefill = prompts_per_s_gpu * flops_per_prompt / peak
     if v2:  # a step of the anchor's batch pays the fixed terms; its compute is what is left
-        ep = terms.ep_max_prefill  # the anchor's deployment (DeepSeek's prefill EP)
+        ep = terms.anchor_ep_prefill  # the anchor's deployment (DeepSeek's prefill EP)
         step = terms.prefill_anchor_batch_tokens / (prompt - cached) / prompts_per_s_gpu
         fixed = _all_to_all_s(counts, terms, ep) * terms.prefill_layer_latency_scale
         floor = _prefill_weight_floor_s(counts, terms, ep, g, gpu.hbm_tbps * 1e12 * cal.hbm_efficiency)
@@ -69,7 +69,7 @@ def calibrate(
     ctx = cal.decode_context_tokens
     step = 1.0 / cal.decode_tokens_per_s_request
     keys = counts.decode_keys(ctx)
-    ep = ep_group(cal.decode_gpus, terms.ep_max_decode) if v2 else cal.decode_gpus
+    ep = ep_group(cal.decode_gpus, terms.anchor_ep_decode) if v2 else cal.decode_gpus
     mem_bytes = counts.weight_bytes_per_gpu(ep, g) + b * counts.decode_kv_read_bytes(keys, ctx)
     mem_time = mem_bytes / (gpu.hbm_tbps * 1e12 * cal.hbm_efficiency)
     compute_time = step - mem_time - cal.decode_step_overhead_ms / 1e3

@@ -36,8 +36,13 @@ from flax import nnx
 
 from .config import ModelConfig
 from .layers import RMSNorm, apply_rope, param, rope_angles
+from .rope import yarn_softmax_factor
 
 log = logging.getLogger(__name__)
+
+# The latent norms (q_norm, kv_norm) use 1e-6 whatever cfg.rms_eps is: DeepSeek's and
+# transformers' DeepseekV2/V3 build them with their RMSNorm's default eps, not rms_norm_eps.
+LATENT_NORM_EPS = 1e-6
 
 # What a kernel that cannot run here raises while it is traced, lowered or compiled: ImportError /
 # AttributeError (jax's internal cuDNN module moved), NotImplementedError / ValueError / TypeError
@@ -191,18 +196,18 @@ class MLA(nnx.Module):
         self.cfg = cfg
         if cfg.q_lora_rank:
             self.wq_a = param(rngs, (d, cfg.q_lora_rank), dt, std)
-            self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.rms_eps, dt)
+            self.q_norm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS, dt)
             self.wq_b = param(rngs, (cfg.q_lora_rank, h, cfg.qk_head_dim), dt, std)
         else:
             self.wq = param(rngs, (d, h, cfg.qk_head_dim), dt, std)
         self.wkv_a = param(rngs, (d, cfg.kv_width), dt, std)
-        self.kv_norm = RMSNorm(cfg.kv_lora_rank, cfg.rms_eps, dt)
+        self.kv_norm = RMSNorm(cfg.kv_lora_rank, LATENT_NORM_EPS, dt)
         self.wkv_b = param(rngs, (cfg.kv_lora_rank, h, cfg.qk_nope_dim + cfg.v_head_dim), dt, std)
         self.wo = param(rngs, (h, cfg.v_head_dim, d), dt, std)
 
     @property
     def scale(self) -> float:
-        return 1.0 / math.sqrt(self.cfg.qk_head_dim)
+        return yarn_softmax_factor(self.cfg.rope_yarn) / math.sqrt(self.cfg.qk_head_dim)
 
     def w_uk(self):
         return self.wkv_b[...][:, :, : self.cfg.qk_nope_dim]
@@ -219,7 +224,7 @@ class MLA(nnx.Module):
                 q = jnp.einsum("...Q,QHA->...HA", q_a, self.wq_b[...])
             else:
                 q = jnp.einsum("...D,DHA->...HA", x, self.wq[...])
-            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta)
+            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta, cfg.rope_yarn)
             q_rope = apply_rope(q[..., cfg.qk_nope_dim :], cos[..., None, :], sin[..., None, :])
             return q[..., : cfg.qk_nope_dim], q_rope
 
@@ -229,7 +234,7 @@ class MLA(nnx.Module):
         with jax.named_scope("project_kv"):
             kv = jnp.einsum("...D,DM->...M", x, self.wkv_a[...])
             latent = self.kv_norm(kv[..., : cfg.kv_lora_rank])
-            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta)
+            cos, sin = rope_angles(positions, cfg.qk_rope_dim, cfg.rope_theta, cfg.rope_yarn)
             k_rope = apply_rope(kv[..., cfg.kv_lora_rank :], cos, sin)
             return jnp.concatenate([latent, k_rope.astype(latent.dtype)], axis=-1)
 

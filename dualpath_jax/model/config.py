@@ -13,9 +13,26 @@ import dataclasses
 import jax.numpy as jnp
 
 MOE_BACKENDS = ("sort", "ragged", "dense")
+# Router rules (moe.route): "noaux_tc" is DeepSeek-V3's (sigmoid scores, selection bias, groups
+# scored by their top-2); "greedy" and "group_limited_greedy" are DeepSeek-V2's (softmax scores,
+# groups scored by their best expert).
+ROUTER_METHODS = {"noaux_tc": "sigmoid", "greedy": "softmax", "group_limited_greedy": "softmax"}
 # Prefill attention kernels. "auto" is a request, resolved once when the model is built
 # (attention.choose_attn_impl); a built model's cfg.attn_impl is always one of the other three.
 ATTN_IMPLS = ("auto", "cudnn-mla", "cudnn", "xla")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeYarn:
+    """YaRN rope scaling as DeepSeek-V2/V3 configs give it (`rope_scaling` type "yarn"); the
+    formulas are in rope.py. Defaults are transformers' (beta_fast 32, beta_slow 1)."""
+
+    factor: float
+    original_max_position: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float = 0.0  # 0: absent (the cos/sin factor is then 0.1 ln(factor) + 1)
+    mscale_all_dim: float = 0.0  # 0: absent (no factor on the softmax scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +58,11 @@ class ModelConfig:
     n_group: int  # router groups (group-limited top-k); 1 = no grouping
     topk_group: int
     routed_scaling_factor: float
+    router_method: str = "noaux_tc"  # one of ROUTER_METHODS
+    norm_topk_prob: bool = True  # combine weights renormalised to sum 1 before the scaling factor
     # Misc
-    rope_theta: float = 10000.0  # plain RoPE; DeepSeek's YaRN scaling is not modelled
+    rope_theta: float = 10000.0
+    rope_yarn: RopeYarn | None = None  # None: plain RoPE (the built-in configs); see rope.py
     rms_eps: float = 1e-6
     dtype: str = "bfloat16"  # parameters and activations; norms, softmax, router in float32
     moe_backend: str = "sort"  # one of MOE_BACKENDS
@@ -74,6 +94,10 @@ class ModelConfig:
             raise ValueError(f"config {self.name!r}: topk_group > n_group")
         if self.top_k > (self.n_routed_experts // self.n_group) * self.topk_group:
             raise ValueError(f"config {self.name!r}: top_k={self.top_k} exceeds the experts in the kept groups")
+        if self.router_method not in ROUTER_METHODS:
+            raise ValueError(
+                f"config {self.name!r}: router_method={self.router_method!r} is not one of {tuple(ROUTER_METHODS)}"
+            )
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"config {self.name!r}: attn_impl={self.attn_impl!r} is not one of {ATTN_IMPLS}")
         self._check_dsa()

@@ -51,7 +51,7 @@ class LayerNorm(nnx.Module):
 def _rotate_first(x, positions, cfg: ModelConfig):
     """RoPE on the first R dims of x [..., I] (pairs (i, i+R/2)); the rest passes through."""
     r = cfg.qk_rope_dim
-    cos, sin = rope_angles(positions, r, cfg.rope_theta)
+    cos, sin = rope_angles(positions, r, cfg.rope_theta, cfg.rope_yarn)  # the main attention's angles
     if x.ndim == positions.ndim + 2:  # per-head [..., J, I]: one angle per token, shared by heads
         cos, sin = cos[..., None, :], sin[..., None, :]
     return jnp.concatenate([apply_rope(x[..., :r], cos, sin), x[..., r:]], axis=-1)

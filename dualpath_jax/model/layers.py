@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .rope import yarn_inv_freq, yarn_rope_factor
+
 
 def param(rngs: nnx.Rngs, shape, dtype, std: float) -> nnx.Param:
     """Random-normal parameter created directly in `dtype` (cheap under jit on device)."""
@@ -29,11 +31,16 @@ class RMSNorm(nnx.Module):
         return (xf * self.weight[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def rope_angles(positions, dim: int, theta: float):
-    """cos, sin of shape positions.shape + (dim // 2,), float32. Plain RoPE (no YaRN)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
-    ang = positions.astype(jnp.float32)[..., None] * inv_freq
-    return jnp.cos(ang), jnp.sin(ang)
+def rope_angles(positions, dim: int, theta: float, yarn=None):
+    """cos, sin of shape positions.shape + (dim // 2,), float32. yarn: a config.RopeYarn for
+    YaRN-scaled frequencies with its factor on cos and sin (rope.py), or None for plain RoPE."""
+    if yarn is None:
+        inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+        ang = positions.astype(jnp.float32)[..., None] * inv_freq
+        return jnp.cos(ang), jnp.sin(ang)
+    ang = positions.astype(jnp.float32)[..., None] * jnp.asarray(yarn_inv_freq(dim, theta, yarn))
+    factor = jnp.float32(yarn_rope_factor(yarn))
+    return jnp.cos(ang) * factor, jnp.sin(ang) * factor
 
 
 def apply_rope(x, cos, sin):

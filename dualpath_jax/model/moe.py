@@ -5,11 +5,17 @@ Axis letters (capitals in the einsum strings): docs/model.md "Axis letters". Use
 per token (top_k), G router groups, X capacity slots per expert, Z token-expert assignments (T*J),
 sorted by expert in the sort/ragged backends.
 
-Router (DeepSeek-V3): scores = sigmoid(x W_gate); a per-expert selection bias (trained by the
-auxiliary-loss-free balancer, `e_score_correction_bias`) is added ONLY for choosing experts:
-groups of E/G experts are scored by the sum of their top-2 biased scores, the best `topk_group`
-groups are kept, and the top-J biased scores inside them are chosen. The combine weights are the
-UNBIASED sigmoid scores of the chosen experts, normalised to sum 1, times routed_scaling_factor.
+Router, cfg.router_method:
+  noaux_tc (DeepSeek-V3): scores = sigmoid(x W_gate); a per-expert selection bias (trained by the
+    auxiliary-loss-free balancer, `e_score_correction_bias`) is added ONLY for choosing experts:
+    groups of E/G experts are scored by the sum of their top-2 biased scores, the best
+    `topk_group` groups are kept, and the top-J biased scores inside them are chosen. The combine
+    weights are the UNBIASED sigmoid scores of the chosen experts.
+  greedy (DeepSeek-V2-Lite): scores = softmax(x W_gate) over all experts; the top-J are chosen.
+  group_limited_greedy (DeepSeek-V2): softmax scores; groups are scored by their best expert, the
+    best `topk_group` groups are kept, and the top-J scores inside them are chosen.
+  The combine weights are the chosen scores, normalised to sum 1 if cfg.norm_topk_prob, times
+  routed_scaling_factor.
 
 Grouped matmul backends (cfg.moe_backend):
   sort   - sort assignments by expert, gather into a capacity-padded [E, X, D] buffer, three
@@ -32,23 +38,48 @@ from .config import ModelConfig
 from .layers import MLP, param
 
 
-def route(logits, bias, *, top_k: int, n_group: int, topk_group: int, scaling: float):
-    """DeepSeek-V3 routing. logits [T, E] (float32), bias [E] -> (weights [T, J] f32, idx [T, J])."""
+def _kept_groups(group_score, topk_group: int, per: int):
+    """group_score [T, G] -> [T, E] mask of the experts in each token's best topk_group groups."""
+    t, n_group = group_score.shape
+    _, gidx = jax.lax.top_k(group_score, topk_group)  # [T, topk_group]
+    gmask = jnp.zeros((t, n_group), bool).at[jnp.arange(t)[:, None], gidx].set(True)
+    return jnp.repeat(gmask, per, axis=1)
+
+
+def route(
+    logits,
+    bias,
+    *,
+    top_k: int,
+    n_group: int,
+    topk_group: int,
+    scaling: float,
+    method: str = "noaux_tc",
+    norm_topk_prob: bool = True,
+):
+    """logits [T, E] (float32), bias [E] (noaux_tc only) -> (weights [T, J] f32, idx [T, J]).
+    The rules are in this file's docstring."""
     t, e = logits.shape
-    scores = jax.nn.sigmoid(logits.astype(jnp.float32))
-    choice = scores + bias.astype(jnp.float32)[None, :]
-    if n_group > 1:
-        per = e // n_group
-        grouped = choice.reshape(t, n_group, per)
-        top2 = jax.lax.top_k(grouped, min(2, per))[0]
-        group_score = top2.sum(-1)  # [T, G]
-        _, gidx = jax.lax.top_k(group_score, topk_group)  # [T, topk_group]
-        gmask = jnp.zeros((t, n_group), bool).at[jnp.arange(t)[:, None], gidx].set(True)
-        emask = jnp.repeat(gmask, per, axis=1)  # [T, E]
-        choice = jnp.where(emask, choice, -jnp.inf)
+    per = e // n_group
+    if method == "noaux_tc":
+        scores = jax.nn.sigmoid(logits.astype(jnp.float32))
+        choice = scores + bias.astype(jnp.float32)[None, :]
+        if n_group > 1:
+            top2 = jax.lax.top_k(choice.reshape(t, n_group, per), min(2, per))[0]
+            choice = jnp.where(_kept_groups(top2.sum(-1), topk_group, per), choice, -jnp.inf)
+    elif method in ("greedy", "group_limited_greedy"):
+        scores = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        choice = scores
+        if method == "group_limited_greedy" and n_group > 1:
+            best = scores.reshape(t, n_group, per).max(-1)
+            # 0, not -inf, outside the kept groups: as DeepSeek's code (scores are positive)
+            choice = jnp.where(_kept_groups(best, topk_group, per), scores, 0.0)
+    else:
+        raise ValueError(f"unknown router method {method!r}")
     _, idx = jax.lax.top_k(choice, top_k)
     w = jnp.take_along_axis(scores, idx, axis=-1)
-    w = w / (w.sum(-1, keepdims=True) + 1e-20)
+    if norm_topk_prob:
+        w = w / (w.sum(-1, keepdims=True) + 1e-20)
     return w * scaling, idx.astype(jnp.int32)
 
 
@@ -143,6 +174,8 @@ class MoE(nnx.Module):
             n_group=cfg.n_group,
             topk_group=cfg.topk_group,
             scaling=cfg.routed_scaling_factor,
+            method=cfg.router_method,
+            norm_topk_prob=cfg.norm_topk_prob,
         )
 
     def __call__(self, x, *, backend: str | None = None, capacity_factor: float | None = None):

@@ -12,7 +12,8 @@ from it); on simulator runs the `testbed` section; `online.think.sigma` and `onl
 unless the think kind reads them (lognormal, trace: so every other cell keeps the identity it had
 before they existed; a trace think time adds its file's digest to the inputs); with
 `costmodel.version=v1` the `costmodel` section (v1 reads none of it, so every v1 cell keeps the
-identity it had before v2 existed). The file name keeps a readable part
+identity it had before v2 existed), and with v2 `costmodel.anchor_ep_*` at their defaults (as
+before those fields existed). The file name keeps a readable part
 (`_costv2` marks a v2 cell) and adds the first 8 hex digits of the SHA-256 of the canonical
 identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never share a file, the same
 cell always maps to the same file, and the readable part says which cell it is to a person who
@@ -26,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, ExperimentConfig, to_dict
+from ..config import ConfigError, CostModelSpec, ExperimentConfig, to_dict
 from ..paths import repo_path
 
 KINDS = ("offline", "online", "capacity")
@@ -50,6 +51,10 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
     out["sim"]["record_turns"] = False  # records change no number (results/turns.py): one cell either way
     if cfg.costmodel.version == "v1":
         out.pop("costmodel")  # v1 has no parameters: its cells keep the identity they had before v2
+    else:  # the anchor's EP enters only when changed: other cells keep the identity they had before it
+        for key in ("anchor_ep_prefill", "anchor_ep_decode"):
+            if out["costmodel"][key] == getattr(CostModelSpec, key):
+                out["costmodel"].pop(key)
     if cfg.workload.turns_sigma_scale == 1.0:
         out["workload"].pop("turns_sigma_scale")  # as before the knob existed: the same cells
     if kind == "offline":

@@ -104,3 +104,22 @@ def test_on_a_hopper_gpu_the_mla_kernel_is_chosen_and_agrees_with_xla():
     ref = both("xla")
     for impl in ("cudnn-mla", "cudnn"):
         assert float(jnp.linalg.norm(both(impl) - ref) / jnp.linalg.norm(ref)) < 1e-2, impl
+
+
+def test_latent_norms_use_upstream_eps_not_rms_eps():
+    """q_norm and kv_norm take 1e-6 (DeepSeek/transformers) even when rms_norm_eps differs; on
+    small activations a latent normed with rms_eps=1e-2 would be far off."""
+    from flax import nnx
+
+    from dualpath_jax.model.attention import MLA
+
+    cfg = get_config("tiny", rms_eps=1e-2, attn_impl="xla")
+    mla = MLA(cfg, rngs=nnx.Rngs(0))
+    x = 0.01 * jax.random.normal(jax.random.key(1), (5, cfg.d_model))
+    latent = np.asarray(x @ mla.wkv_a[...])[:, : cfg.kv_lora_rank]
+    want = latent / np.sqrt((latent**2).mean(-1, keepdims=True) + 1e-6)
+    got = np.asarray(mla.project_kv(x, jnp.arange(5)))[:, : cfg.kv_lora_rank]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    q_a = np.asarray(x @ mla.wq_a[...])
+    want_q = q_a / np.sqrt((q_a**2).mean(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(np.asarray(mla.q_norm(jnp.asarray(q_a))), want_q, rtol=1e-4, atol=1e-6)
