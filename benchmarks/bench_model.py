@@ -224,7 +224,9 @@ def random_prefix(cfg, p: int, seed: int):
     """Per layer a random cached prefix [1, P, M] (the joined latent+rope entry), or None."""
     if p == 0:
         return None
-    return [jax.random.normal(jax.random.key(seed + i), (1, p, cfg.kv_width), cfg.jdtype) for i in range(cfg.n_layers)]
+    return [
+        jax.random.normal(jax.random.key(seed + i), (1, p, cfg.cache_width), cfg.jdtype) for i in range(cfg.n_layers)
+    ]
 
 
 def bench_prefill(cfg, model, t: int, prefixes, reps: int, peak_tflops: float):
@@ -273,7 +275,7 @@ def bench_decode(cfg, model, batch: int, ctx: int, reps: int, hbm_tbps: float):
     steps = 3 + reps
     # Random cache contents (never zeros), drawn layer by layer so that no draw needs a uint32
     # temporary the size of the whole cache.
-    draw = jax.jit(lambda key: jax.random.normal(key, (batch, ctx, cfg.kv_width), cfg.jdtype))
+    draw = jax.jit(lambda key: jax.random.normal(key, (batch, ctx, cfg.cache_width), cfg.jdtype))
     kv = tuple(block(draw(jax.random.key(1000 + i))) for i in range(cfg.n_layers))
     start = ctx - steps - 1 - jnp.arange(batch, dtype=jnp.int32) % 8  # slightly ragged lengths
     cache = KVCache(kv=kv, lengths=start)

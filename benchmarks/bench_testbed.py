@@ -148,7 +148,7 @@ def transfer_figures(dp, refs: dict, tb: Testbed, de_dev, pe_dev) -> dict:
     transfer["de_path_vs_d2d_copy"] = transfer["de_dram_to_pe_gpu_GBps"] / refs["d2d_layer_GBps"]
     # the same hops as plain copies, now, on the same devices: one [1, tokens, D] array per size
     ref_t, sizes = 0.0, {}
-    width = tb.mcfg.kv_width
+    width = tb.mcfg.cache_width
     for nb, (count, secs) in dp.hop_sizes.items():
         tokens = int(nb) // tb.mcfg.kv_bytes_per_token_layer()
         x = jax.device_put(np.ones((1, tokens, width), kvcodec.np_dtype(tb.mcfg)), de_dev)
@@ -176,7 +176,7 @@ def profiled_hops(tb: Testbed, system, dp, de_dev, pe_dev, where: Path) -> dict:
     run_dir, ref_dir = where / "run", where / "copies"
     with jax.profiler.trace(str(run_dir)):
         m = tb.run_system(system)
-    width = tb.mcfg.kv_width
+    width = tb.mcfg.cache_width
     with jax.profiler.trace(str(ref_dir)):
         for nb in dp.hop_sizes:
             tokens = int(nb) // tb.mcfg.kv_bytes_per_token_layer()
@@ -366,7 +366,7 @@ def main(argv=None):
     # ---- link references measured in this run --------------------------------------------------
     pe_dev, de_dev = tb.devices[tb.pe_ids[0]], tb.devices[tb.de_ids[0]]
     layer_bytes = 16384 * tb.mcfg.kv_bytes_per_token_layer()  # one layer of a 16K-token prefix
-    host = np.ones((16384, tb.mcfg.kv_width), kvcodec.np_dtype(tb.mcfg))
+    host = np.ones((16384, tb.mcfg.cache_width), kvcodec.np_dtype(tb.mcfg))
     on_de = jax.device_put(host, de_dev)
     d2d_s = timed_copy(on_de, pe_dev)
     h2d_s = timed_copy(host, pe_dev)

@@ -33,7 +33,7 @@ class KVCache:
     @staticmethod
     def init(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
         """An empty cache (zeros, lengths 0) for `batch` requests of up to `max_len` tokens."""
-        shape = (batch, max_len, cfg.kv_width)
+        shape = (batch, max_len, cfg.cache_width)  # M, or W = M + the index key under DSA
         return KVCache(
             kv=tuple(jnp.zeros(shape, dtype or cfg.jdtype) for _ in range(cfg.n_layers)),
             lengths=jnp.zeros((batch,), jnp.int32),

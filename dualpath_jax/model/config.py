@@ -74,6 +74,12 @@ class ModelConfig:
     # kernel chosen (docs/model.md "Attention kernel").
     attn_impl: str = "auto"
     init_std: float = 0.02
+    # DeepSeek Sparse Attention (DeepSeek-V3.2's lightning indexer, model/indexer.py): index_topk 0
+    # is dense MLA. The indexer has index_n_heads query heads of width index_head_dim (J, I) and
+    # one shared key [I] per token, cached after the MLA entry (cache_width).
+    index_n_heads: int = 0
+    index_head_dim: int = 0
+    index_topk: int = 0
     assumed: str = ""  # free text naming assumptions where we depart from the public config
 
     def __post_init__(self):
@@ -94,6 +100,22 @@ class ModelConfig:
             )
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"config {self.name!r}: attn_impl={self.attn_impl!r} is not one of {ATTN_IMPLS}")
+        self._check_dsa()
+
+    def _check_dsa(self):
+        if not (self.index_topk or self.index_n_heads or self.index_head_dim):
+            return
+        where = f"config {self.name!r}"
+        for name in ("index_topk", "index_n_heads", "index_head_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{where}: {name}={getattr(self, name)} must be > 0 when DSA is on (index_* fields)")
+        if self.index_head_dim < self.qk_rope_dim:
+            raise ValueError(
+                f"{where}: index_head_dim={self.index_head_dim} must be >= qk_rope_dim={self.qk_rope_dim} "
+                "(the indexer rotates its first qk_rope_dim dims)"
+            )
+        if not self.q_lora_rank:
+            raise ValueError(f"{where}: DSA needs q_lora_rank > 0 (the indexer's query comes from the q latent)")
 
     # ---- derived sizes ---------------------------------------------------------------------
     @property
@@ -108,6 +130,16 @@ class ModelConfig:
     def kv_width(self) -> int:
         """M: the width of one cached token's entry per layer, latent [C] then rope [R]."""
         return self.kv_lora_rank + self.qk_rope_dim
+
+    @property
+    def is_dsa(self) -> bool:
+        """DeepSeek Sparse Attention on: every layer has a lightning indexer."""
+        return self.index_topk > 0
+
+    @property
+    def cache_width(self) -> int:
+        """W: one cached token's entry per layer: the MLA entry [M], then (DSA) the indexer key [I]."""
+        return self.kv_width + (self.index_head_dim if self.is_dsa else 0)
 
     @property
     def n_moe_layers(self) -> int:
@@ -129,7 +161,14 @@ class ModelConfig:
         kv = d * (self.kv_lora_rank + self.qk_rope_dim) + self.kv_lora_rank
         kv += self.kv_lora_rank * h * (self.qk_nope_dim + self.v_head_dim)
         o = h * self.v_head_dim * d
-        return q + kv + o
+        return q + kv + o + self.indexer_params()
+
+    def indexer_params(self) -> int:
+        """The lightning indexer's: query up-projection, key projection + LayerNorm, head weights."""
+        if not self.is_dsa:
+            return 0
+        j, i = self.index_n_heads, self.index_head_dim
+        return self.q_lora_rank * j * i + self.d_model * i + 2 * i + self.d_model * j
 
     def mlp_params(self, ffn: int) -> int:
         return 3 * self.d_model * ffn
@@ -152,7 +191,7 @@ class ModelConfig:
         return self.vocab_size * self.d_model + sum(self.layer_params(i, active=True) for i in range(self.n_layers))
 
     def kv_bytes_per_token_layer(self) -> int:
-        return self.kv_width * self.jdtype.itemsize
+        return self.cache_width * self.jdtype.itemsize
 
 
 def _tiny() -> ModelConfig:
@@ -250,7 +289,51 @@ def _dsv3_e32() -> ModelConfig:
     )
 
 
-_CONFIGS = {"tiny": _tiny, "ds16b": _ds16b, "dsv3": _dsv3, "dsv3_e32": _dsv3_e32}
+# DeepSeek-V3.2 = V3 + DSA; index_* from DeepSeek-V3.2-Exp's published inference/config_671B_v3.2.json.
+_DSV32_INDEXER = dict(index_n_heads=64, index_head_dim=128, index_topk=2048)
+
+
+def _dsv32() -> ModelConfig:
+    return dataclasses.replace(
+        _dsv3(),
+        name="dsv32",
+        **_DSV32_INDEXER,
+        assumed="DeepSeek-V3.2 shape (V3 plus DSA's lightning indexer), for eval_shape and loading; no MTP; "
+        "the indexer in bf16 without DeepSeek's Hadamard rotation and FP8 scoring (docs/model.md, DSA). "
+        "Plain RoPE (no YaRN)",
+    )
+
+
+def _dsv32_e32() -> ModelConfig:
+    return dataclasses.replace(
+        _dsv3_e32(),
+        name="dsv32_e32",
+        **_DSV32_INDEXER,
+        assumed="dsv32 with 32 routed experts instead of 256, as dsv3_e32 is to dsv3 (testbed size); "
+        "the attention, indexer and KV bytes per token are V3.2's. Plain RoPE (no YaRN)",
+    )
+
+
+def _tiny_dsa() -> ModelConfig:
+    return dataclasses.replace(
+        _tiny(),
+        name="tiny_dsa",
+        index_n_heads=4,
+        index_head_dim=16,
+        index_topk=8,
+        assumed="test shape: tiny plus a 4-head indexer keeping 8 keys, so 9+ token contexts are sparse",
+    )
+
+
+_CONFIGS = {
+    "tiny": _tiny,
+    "ds16b": _ds16b,
+    "dsv3": _dsv3,
+    "dsv3_e32": _dsv3_e32,
+    "dsv32": _dsv32,
+    "dsv32_e32": _dsv32_e32,
+    "tiny_dsa": _tiny_dsa,
+}
 
 
 def known_configs() -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from .cache import KVCache
 from .config import ModelConfig
 from .layers import MLP, RMSNorm, param
 from .moe import MoE
+from .sparse import DSAttention
 
 
 class PrefillOutput(NamedTuple):
@@ -41,7 +42,7 @@ def with_attn_impl(cfg: ModelConfig) -> ModelConfig:
 class Block(nnx.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
         self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_eps, cfg.jdtype)
-        self.attn = MLA(cfg, rngs=rngs)
+        self.attn = DSAttention(cfg, rngs=rngs) if cfg.is_dsa else MLA(cfg, rngs=rngs)
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.rms_eps, cfg.jdtype)
         self.is_moe = cfg.is_moe_layer(layer_idx)
         if self.is_moe:

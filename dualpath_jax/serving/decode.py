@@ -73,7 +73,7 @@ class DecodeEngine:
     def warmup(self, inputs, writes) -> None:
         """Compile the insert/extract shapes of this workload and one decode step (untimed)."""
         mcfg = self.ctx.mcfg
-        y, d = mcfg.n_layers, mcfg.kv_width
+        y, d = mcfg.n_layers, mcfg.cache_width
         for n in sorted(inputs):  # committed, as the joins' device_put arrays are (a jit cache key)
             self.insert(0, jax.device_put(np.zeros((y, n, d), kvcodec.np_dtype(mcfg)), self.dev))
         for n in sorted(writes):

@@ -1,10 +1,11 @@
 """KV bytes between the model's arrays and the store's Full Blocks.
 
 Per token per layer the model's cache entry is one joined vector [M] = latent [C] then rope [R]
-in the model dtype (dualpath_jax/model/cache.py); the store keeps it as B = M * itemsize bytes
-(`BlockLayout(layers=Y, bytes_per_token=B)`). Host arrays here are `kv [Y, tokens, M]` in the
+in the model dtype (dualpath_jax/model/cache.py), and under DeepSeek Sparse Attention [W] = [M]
+then the indexer key [I] (`cfg.cache_width`); the store keeps it as B = width * itemsize bytes
+(`BlockLayout(layers=Y, bytes_per_token=B)`). Host arrays here are `kv [Y, tokens, M or W]` in the
 model dtype (numpy; bfloat16 via ml_dtypes), the layout `KVCache.insert` / `extract` and
-`LayerwisePrefill.layer_kv` take and give, so nothing here splits or joins latent and rope.
+`LayerwisePrefill.layer_kv` take and give, so nothing here splits or joins latent, rope and key.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def block_layout(cfg: ModelConfig, tokens_per_block: int) -> BlockLayout:
 def layer_of_blocks(blocks_u8: np.ndarray, layer: int, cfg: ModelConfig) -> np.ndarray:
     """Full Blocks uint8 [n, Y, T, B] -> that layer's KV [n*T, M] (contiguous host copy)."""
     n, _, t, _ = blocks_u8.shape
-    return np.ascontiguousarray(blocks_u8[:, layer]).view(np_dtype(cfg)).reshape(n * t, cfg.kv_width)
+    return np.ascontiguousarray(blocks_u8[:, layer]).view(np_dtype(cfg)).reshape(n * t, cfg.cache_width)
 
 
 def blocks_of(kv: np.ndarray, tokens_per_block: int) -> np.ndarray:
@@ -88,7 +89,7 @@ def join_tokens(first, last):
 def copy_hit_to_kv(kv_host: np.ndarray, blocks_u8: np.ndarray, cfg: ModelConfig, at: int = 0) -> None:
     """Host: Full Blocks uint8 [n, Y, T, B] -> kv_host[:, at:at+n*T] ([Y, tokens, D]), one strided copy."""
     n, y, t, _ = blocks_u8.shape
-    d = cfg.kv_width
+    d = cfg.cache_width
     src = blocks_u8.view(np_dtype(cfg)).reshape(n, y, t, d)
     for layer in range(y):  # kv_host[layer, at:at+n*t] is contiguous, so its reshape is a view
         kv_host[layer, at : at + n * t].reshape(n, t, d)[...] = src[:, layer]

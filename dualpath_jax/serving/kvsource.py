@@ -142,7 +142,7 @@ class StoredKV(KVSource):
         n = len(turn.keys)
         de_blocks = round(turn.de_read_fraction * n)  # whole blocks already (the Dispatcher's read_block_tokens)
         turn.de_hit = de_blocks * self.bt
-        shape = (self.mcfg.n_layers, turn.input, self.mcfg.kv_width)
+        shape = (self.mcfg.n_layers, turn.input, self.mcfg.cache_width)
         cl.node_of(turn.de).buffer.alloc(("kv", turn.rid), shape, kvcodec.np_dtype(self.mcfg))
         if turn.hit == 0:
             ready(turn)
@@ -177,7 +177,7 @@ class StoredKV(KVSource):
             cl = self.cluster
             t0 = time.perf_counter()
             up = jax.device_put(buf, cl.device(turn.de))
-            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, self.mcfg.kv_width)
+            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, self.mcfg.cache_width)
             staged.block_until_ready()
             del up
             cl.links.add(f"de_h2d_stage[{turn.de}]", buf.nbytes)

@@ -121,7 +121,7 @@ class Testbed:
     def _warm_splits(self) -> None:
         """A split of a hit of n blocks into n - k via the PE node and k via the DE node (0 < k < n):
         the DE device stages k blocks and slices a layer of them; the PE device joins the shares."""
-        bt, d, dt = self.spec.tokens_per_block, self.mcfg.kv_width, self.mcfg.dtype
+        bt, d, dt = self.spec.tokens_per_block, self.mcfg.cache_width, self.mcfg.dtype
         splits = {(hit - k * bt, k * bt) for hit, _ in self._hit_shapes() for k in range(1, hit // bt)}
         for e in self.pe_ids:
             dev = self.devices[e]
@@ -133,7 +133,7 @@ class Testbed:
 
     def _warm_stage(self, hits: set[int]) -> None:
         """The DE path's staging (blocks -> [Y, hit, D] on the DE device) and per-layer slice."""
-        bt, d = self.spec.tokens_per_block, self.mcfg.kv_width
+        bt, d = self.spec.tokens_per_block, self.mcfg.cache_width
         shape = kvcodec.block_layout(self.mcfg, bt).full_block_shape
         for e in self.de_ids:
             for hit in sorted(hits):
@@ -153,7 +153,7 @@ class Testbed:
                 w = ((t.input + t.output) // bt - hit // bt) * bt
                 if w > 0:
                     writes.add(w)
-        y, d = self.mcfg.n_layers, self.mcfg.kv_width
+        y, d = self.mcfg.n_layers, self.mcfg.cache_width
         for e in self.pe_ids:
             lw, dev = self.lw[e], self.devices[e]
             for hit, new in sorted(shapes):

@@ -20,7 +20,8 @@ from ..sim import Simulation
 
 
 def model_spec(m: ModelConfig) -> ModelSpec:
-    """The Flax config as the cost model's ModelSpec (stored KV = the model dtype)."""
+    """The Flax config as the cost model's ModelSpec (stored KV = the model dtype; a DSA model's
+    indexer keys are the `indexer` part)."""
     b = 2 if m.dtype == "bfloat16" else 4
     fmt = "bf16" if b == 2 else "fp32"
     return ModelSpec(
@@ -29,12 +30,15 @@ def model_spec(m: ModelConfig) -> ModelSpec:
         d_model=m.d_model,
         heads=m.n_heads,
         vocab=m.vocab_size,
-        attention="mla",
+        attention="mla_dsa" if m.is_dsa else "mla",
         q_lora=m.q_lora_rank,
         kv_lora=m.kv_lora_rank,
         qk_nope=m.qk_nope_dim,
         qk_rope=m.qk_rope_dim,
         v_head=m.v_head_dim,
+        dsa_topk=m.index_topk,
+        indexer_heads=m.index_n_heads,
+        indexer_dim=m.index_head_dim,
         dense_layers=m.first_k_dense,
         dense_ffn=m.dense_ffn,
         routed_experts=m.n_routed_experts,
@@ -44,7 +48,7 @@ def model_spec(m: ModelConfig) -> ModelSpec:
         weight_bytes=b,
         compute_dtype="bf16",
         kv_format=fmt,
-        kv_bytes_per_token_layer={fmt: {"main": (m.kv_lora_rank + m.qk_rope_dim) * b, "indexer": 0}},
+        kv_bytes_per_token_layer={fmt: {"main": m.kv_width * b, "indexer": (m.cache_width - m.kv_width) * b}},
         expert_shard="node",
     )
 

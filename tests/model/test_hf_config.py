@@ -41,7 +41,12 @@ BAD = [
     ("v3", lambda c: c["rope_parameters"].update(rope_type="linear"), "rope_parameters.rope_type"),
     ("v2_lite", lambda c: c["rope_scaling"].update(type="dynamic"), "rope_scaling.type"),
     ("v3", lambda c: c.update(hidden_act="gelu"), "hidden_act"),
-    ("v3", lambda c: c.update(model_type="deepseek_v32"), "model_type"),
+    ("v3", lambda c: c.update(model_type="deepseek_v4"), "model_type"),
+    ("v3", lambda c: c.update(model_type="deepseek_v32"), "index_topk"),  # V3.2 without its indexer
+    ("v3", lambda c: c.update(index_topk=4), "index_topk"),  # a V3.2 field on V3
+    ("v32", lambda c: c.update(index_n_heads=0), "index_n_heads"),
+    ("v32", lambda c: c["layer_types"].__setitem__(1, "full_attention"), "layer_types"),
+    ("v32", lambda c: c.update(mlp_layer_types=["dense"] * 3), "mlp_layer_types"),
     ("v3", lambda c: c.update(frobnicate=1), "frobnicate"),
     ("v3", lambda c: c.pop("kv_lora_rank"), "kv_lora_rank"),
     ("v3", lambda c: c.update(topk_method="greedy"), "topk_method"),

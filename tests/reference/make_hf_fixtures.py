@@ -22,10 +22,11 @@ reference.npz holds:
   rope_inv_freq [R/2], rope_attention_scaling (): the rotary embedding's frequencies and the factor
     on cos/sin; softmax_scale (): the attention's score scale;
   router_logits [Z,E], router_weights [Z,J], router_indices [Z,J]: the first MoE layer's router
-    on random hidden states (top-k in transformers' order, unsorted).
+    on random hidden states (top-k in transformers' order, unsorted);
+  index_topk [Y,T,Z] (DeepseekV32 only): each layer's DSA indexer selection for the prompt.
 
-To add a fixture (e.g. a DeepseekV32ForCausalLM one, for the sparse-attention work), write a
-function that returns a Fixture and register it in FIXTURES; `build_fixture` does the rest.
+To add a fixture, write a function that returns a Fixture and register it in FIXTURES;
+`build_fixture` does the rest.
 """
 
 from __future__ import annotations
@@ -207,9 +208,27 @@ def v2_group() -> Fixture:
                    note="V2 (236B's rule): q_lora, softmax group_limited_greedy routing, 4 groups keep 2")  # fmt: skip
 
 
-# Register new fixtures here (name -> builder). A DeepseekV32ForCausalLM fixture would be
-# `def v32() -> Fixture: return Fixture("v32", transformers.DeepseekV32ForCausalLM, cfg, seed=...)`.
-FIXTURES: dict[str, Callable[[], Fixture]] = {"v3": v3, "v3_fp8": v3_fp8, "v2_lite": v2_lite, "v2_group": v2_group}
+def v32() -> Fixture:
+    base = {k: v for k, v in _v3_config().to_dict().items() if k in transformers.DeepseekV32Config.__annotations__}
+    # 16 index heads: with few heads the relu zeroes every head for some keys, and equal (zero) scores
+    # make the top-k a coin toss that transformers itself breaks differently in prefill and decode.
+    base.update(num_hidden_layers=3, index_n_heads=16, index_head_dim=16, index_topk=4)
+    cfg = transformers.DeepseekV32Config(
+        **{k: v for k, v in base.items() if k not in ("head_dim", "layer_types", "mlp_layer_types")}
+    )
+    return Fixture("v32", transformers.DeepseekV32ForCausalLM, cfg, seed=6,
+                   note="V3.2: v3's shape plus DSA (indexer 16 heads x 16, top-4 of the 12-token prompt), "
+                   "yarn (mscale 1.0, mscale_all_dim 0.8), interleaved main rope, half-split indexer rope")  # fmt: skip
+
+
+# Register new fixtures here (name -> builder).
+FIXTURES: dict[str, Callable[[], Fixture]] = {
+    "v3": v3,
+    "v3_fp8": v3_fp8,
+    "v2_lite": v2_lite,
+    "v2_group": v2_group,
+    "v32": v32,
+}
 
 
 # ---- building ------------------------------------------------------------------------------
@@ -392,7 +411,22 @@ def reference_outputs(model, cfg) -> dict:
     ref["router_logits"] = logits.float().numpy()
     ref["router_weights"] = weights.float().numpy()
     ref["router_indices"] = indices.numpy().astype(np.int32)
+    if hasattr(model.model.layers[0].self_attn, "indexer"):
+        ref["index_topk"] = index_topk(model, prompt)
     return ref
+
+
+@torch.no_grad()
+def index_topk(model, prompt) -> np.ndarray:
+    """DSA: each layer's indexer selection for the prompt, [Y, T, Z] int32 (transformers' order;
+    where a query sees fewer than Z keys the rest point at keys it may not see)."""
+    picked = []
+    hooks = [layer.self_attn.indexer.register_forward_hook(lambda mod, args, out: picked.append(out[0].numpy()))
+             for layer in model.model.layers]  # fmt: skip
+    model(prompt, use_cache=False)
+    for h in hooks:
+        h.remove()
+    return np.stack(picked).astype(np.int32)
 
 
 def build_fixture(fx: Fixture, root: Path) -> dict:

@@ -1,6 +1,6 @@
 """python -m dualpath_jax.model.hf DIR [--dtype float32] [--tokens 3,17,42]
 
-Checks a Hugging Face DeepSeek-V2/V3 checkpoint directory, prints the model config it maps to,
+Checks a Hugging Face DeepSeek-V2/V3/V3.2 checkpoint directory, prints the model config it maps to,
 loads it and, with --tokens, prints the next-token argmax after a prefill of those ids. A
 checkpoint the loader refuses exits 2 with the file and field named (no traceback).
 """
@@ -30,7 +30,8 @@ def main(argv=None) -> int:
         print(f"{hf.source}: {hf.model_type}, {cfg.n_layers} layers, d {cfg.d_model}, {cfg.n_heads} heads, "
               f"{cfg.n_routed_experts} experts top-{cfg.top_k} ({cfg.router_method}), "
               f"rope {'yarn' if cfg.rope_yarn else 'plain'}, fp8 {hf.fp8_block or 'no'}, "
-              f"{cfg.total_params() / 1e6:.2f}M params")  # fmt: skip
+              + (f"DSA top-{cfg.index_topk} ({cfg.index_n_heads} index heads x {cfg.index_head_dim}), " if cfg.is_dsa else "")
+              + f"{cfg.total_params() / 1e6:.2f}M params")  # fmt: skip
         if any(t < 0 or t >= cfg.vocab_size for t in tokens):
             print(f"--tokens: ids must be in [0, {cfg.vocab_size})", file=sys.stderr)
             return 2

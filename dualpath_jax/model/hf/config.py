@@ -1,4 +1,4 @@
-"""config.json of a Hugging Face DeepSeek-V2 / V3 checkpoint -> ModelConfig, every field checked.
+"""config.json of a Hugging Face DeepSeek-V2 / V3 / V3.2 checkpoint -> ModelConfig, every field checked.
 
 Both spellings of the rope settings are read: transformers 5's `rope_parameters` and DeepSeek's
 own `rope_scaling` + `rope_theta`. A field with a value the model does not implement, a missing
@@ -20,7 +20,9 @@ class CheckpointError(ValueError):
     """A checkpoint the loader refuses: the message names the file and the field or tensor."""
 
 
-MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
+MODEL_TYPES = ("deepseek_v2", "deepseek_v3", "deepseek_v32")
+# DeepSeek-V3.2's sparse attention (model/indexer.py): required for deepseek_v32, refused elsewhere.
+DSA_FIELDS = ("index_topk", "index_head_dim", "index_n_heads")
 REQUIRED = (
     "vocab_size",
     "hidden_size",
@@ -64,6 +66,9 @@ CHECKED = (
     "head_dim",
     "qk_head_dim",
     "max_position_embeddings",
+    *DSA_FIELDS,
+    "layer_types",
+    "mlp_layer_types",
 )
 # No effect on the function computed: token ids and generation defaults, training-only settings,
 # provenance.
@@ -172,8 +177,32 @@ def _fp8_block(cfg: dict, source: str) -> tuple[int, int] | None:
     return int(block[0]), int(block[1])
 
 
+def _dsa(cfg: dict, model_type: str, source: str) -> dict:
+    """ModelConfig's index_* fields; V3.2's per-layer type lists checked against what it models."""
+    n, dense = cfg["num_hidden_layers"], cfg["first_k_dense_replace"]
+    mlp = cfg.get("mlp_layer_types")
+    if mlp is not None and list(mlp) != ["dense"] * min(dense, n) + ["sparse"] * max(n - dense, 0):
+        _fail(source, "mlp_layer_types", f"{mlp!r} is not first_k_dense_replace={dense} dense layers then MoE")
+    if model_type != "deepseek_v32":
+        for key in (*DSA_FIELDS, "layer_types"):
+            if key in cfg:
+                _fail(source, key, f"is a deepseek_v32 field (sparse attention), not {model_type}'s")
+        return {}
+    for key in DSA_FIELDS:
+        if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
+            _fail(source, key, f"{cfg.get(key)!r}: deepseek_v32 needs a positive integer")
+    types = cfg.get("layer_types")
+    if types is not None and list(types) != ["indexed_attention"] * n:
+        _fail(source, "layer_types", f"{types!r}: only every layer 'indexed_attention' (DSA) is implemented")
+    return {
+        "index_topk": cfg["index_topk"],
+        "index_head_dim": cfg["index_head_dim"],
+        "index_n_heads": cfg["index_n_heads"],
+    }
+
+
 def _router(cfg: dict, model_type: str, source: str) -> str:
-    if model_type == "deepseek_v3":
+    if model_type in ("deepseek_v3", "deepseek_v32"):
         method, scoring = cfg.get("topk_method", "noaux_tc"), "sigmoid"
         allowed = ("noaux_tc",)
     else:
@@ -232,6 +261,7 @@ def read_config(directory: str | os.PathLike, *, dtype: str = "bfloat16") -> HFC
         _fail(source, "rope_interleave", "deepseek_v2 always pairs rope dims (2i, 2i+1)")
     theta, yarn = _rope(cfg, source)
     method = _router(cfg, model_type, source)
+    dsa = _dsa(cfg, model_type, source)
     mtp = cfg.get("num_nextn_predict_layers") or 0
     notes = [f"loaded from {os.path.abspath(os.fspath(directory))} ({model_type})"]
     if mtp:
@@ -264,6 +294,7 @@ def read_config(directory: str | os.PathLike, *, dtype: str = "bfloat16") -> HFC
             rms_eps=float(cfg["rms_norm_eps"]),
             dtype=dtype,
             capacity_factor=0.0,  # a loaded checkpoint never drops tokens
+            **dsa,
             assumed="; ".join(notes),
         )
     except (ValueError, TypeError) as e:

@@ -1,4 +1,4 @@
-"""Hugging Face DeepSeek-V2/V3 tensors -> the NNX model, one layer at a time onto devices.
+"""Hugging Face DeepSeek-V2/V3/V3.2 tensors -> the NNX model, one layer at a time onto devices.
 
 Name mapping (HF Linear weights are [out, in]; ours are [in, out] with heads split out):
   model.embed_tokens.weight [N,D]                 -> embed [N,D]
@@ -10,6 +10,8 @@ Name mapping (HF Linear weights are [out, in]; ours are [in, out] with heads spl
   self_attn.kv_a_proj_with_mqa [C+R,D], kv_a_layernorm -> attn.wkv_a [D,C+R], kv_norm
   self_attn.kv_b_proj [H*(K+V),C]                 -> attn.wkv_b [C,H,K+V]
   self_attn.o_proj [D,H*V]                        -> attn.wo [H,V,D]
+  self_attn.indexer.wq_b [J*I,Q], wk [I,D], k_norm (weight, bias), weights_proj [J,D] (V3.2)
+                                                  -> attn.indexer.wq_b [Q,J,I], wk [D,I], k_norm, weights_proj [D,J]
   mlp.{gate,up,down}_proj (dense layers)          -> ffn.w_gate/w_up [D,F], w_down [F,D]
   mlp.gate.weight [E,D], gate.e_score_correction_bias (V3) -> ffn.w_router [D,E], e_bias [E]
   mlp.experts.e.{gate,up,down}_proj               -> ffn.w_gate/w_up [E,D,F], w_down [E,F,D]
@@ -22,7 +24,8 @@ apply_rope rotates (i, i+R/2). Permuting the rope output columns of q_b_proj (or
 kv_a_proj_with_mqa to [0, 2, 4, ..., 1, 3, 5, ...] at load time makes the two the same function:
 a permutation of a linear map's outputs is exact, it costs nothing at run time, and the model
 keeps one rope kernel and one cache layout (the cached k_rope is stored de-interleaved, as
-transformers' V3 also computes it).
+transformers' V3 also computes it). V3.2's indexer rotates its first R dims in (i, i+R/2) pairs
+already (model/indexer.py), so its weights load unpermuted.
 
 Placement: without a mesh every array goes to the default device. With a mesh, routed experts
 are sharded over its "ep" axis (each device reads only its experts from the files) and all else
@@ -175,6 +178,13 @@ def load_checkpoint(
         put(a.kv_norm.weight, f"{ap}.kv_a_layernorm.weight")
         put(a.wkv_b, f"{ap}.kv_b_proj.weight", lambda w: w.T.reshape(c, h, -1))
         put(a.wo, f"{ap}.o_proj.weight", lambda w: w.T.reshape(h, cfg.v_head_dim, -1))
+        if cfg.is_dsa:
+            ix, ixp = a.indexer, f"{ap}.indexer"
+            put(ix.wq_b, f"{ixp}.wq_b.weight", lambda w: w.T.reshape(w.shape[1], cfg.index_n_heads, -1))
+            put(ix.wk, f"{ixp}.wk.weight", lambda w: w.T)
+            put(ix.k_norm.weight, f"{ixp}.k_norm.weight")
+            put(ix.k_norm.bias, f"{ixp}.k_norm.bias")
+            put(ix.weights_proj, f"{ixp}.weights_proj.weight", lambda w: w.T)
         f, mp = layer.ffn, f"{p}.mlp"
         if not layer.is_moe:
             for proj in ("gate", "up", "down"):
