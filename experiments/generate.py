@@ -18,9 +18,7 @@ import sys
 import tempfile
 import time
 
-from dualpath_jax.generate.options import HELP, GenerateOptions, OptionError, parse
-from dualpath_jax.kvstore import KVStoreError
-from dualpath_jax.model.hf import CheckpointError
+from dualpath_jax.generate.options import HELP, GenerateOptions, OptionError, parse  # no JAX: bad options exit at once
 
 
 def max_positions(checkpoint) -> int | None:
@@ -97,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         opts = parse(argv)
+    except OptionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from dualpath_jax.kvstore import KVStoreError
+    from dualpath_jax.model.hf import CheckpointError
+
+    try:
         run(opts)
-    except (OptionError, CheckpointError, KVStoreError) as e:
+    except (CheckpointError, KVStoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # a request the model cannot take (e.g. longer than max_position_embeddings)

@@ -1,25 +1,8 @@
-"""Text generation on a loaded checkpoint: tokenizer, sampling, jitted prefill + batched decode, and a
-multi-turn chat whose prefix KV goes through the KV store. See docs/model.md "Text generation"."""
+"""Text generation on a loaded Hugging Face checkpoint. See docs/model.md "Text generation".
 
-from .chat import ChatSession, TurnResult
-from .engine import GenerateResult, Generation, Generator
-from .prefix_store import LoadedPrefix, PrefixStore, checkpoint_namespace
-from .sampling import SamplingParams, sample_next
-from .stops import StopText
-from .tokenizer import Tokenizer, stop_token_ids
-
-__all__ = [
-    "ChatSession",
-    "Generation",
-    "GenerateResult",
-    "Generator",
-    "LoadedPrefix",
-    "PrefixStore",
-    "SamplingParams",
-    "StopText",
-    "Tokenizer",
-    "TurnResult",
-    "checkpoint_namespace",
-    "sample_next",
-    "stop_token_ids",
-]
+Modules (imported one by one, so that `options` and `params` load without JAX and the command
+refuses a bad option at once): `tokenizer` (tokenizer.json, stop ids), `params` (SamplingParams),
+`sampling` (greedy / temperature / top-p), `engine` (Generator: jitted prefill and batched
+decode), `stops` (stop text), `prefix_store` (a chat's prefix KV in the KV store), `chat`
+(ChatSession), `options` (the command's key=value options).
+"""

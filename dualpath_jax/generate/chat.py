@@ -14,8 +14,8 @@ import time
 import jax
 
 from .engine import Generator
+from .params import SamplingParams
 from .prefix_store import PrefixStore
-from .sampling import SamplingParams
 from .stops import StopText
 from .tokenizer import Tokenizer
 

@@ -23,7 +23,8 @@ import numpy as np
 from flax import nnx
 
 from ..model import KVCache, Transformer, decode_step, prefill
-from .sampling import SamplingParams, sample_next
+from .params import SamplingParams
+from .sampling import sample_next
 
 MIN_PROMPT_BUCKET = 16
 
@@ -139,7 +140,7 @@ class Generator:
         if any(t < 0 or t >= vocab for p in prompts for t in p):
             raise ValueError(f"prompt: token ids must be in [0, {vocab})")
         batch, longest = len(prompts), max(len(p) for p in prompts)
-        prefix_len = 0 if prefix_kv is None else int(prefix_kv[0].shape[1])
+        prefix_len = 0 if prefix_kv is None else int(prefix_kv.shape[2])  # shape only: no device op
         width = bucket(longest)
         max_len = self.cache_len(prefix_len, longest, params.max_new_tokens)
         tokens = np.zeros((batch, width), np.int32)

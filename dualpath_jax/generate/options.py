@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .sampling import SamplingParams
+from .params import SamplingParams
 
 DTYPES = ("bfloat16", "float32")
 REPEATED = ("prompt", "stop")

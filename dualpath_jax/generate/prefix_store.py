@@ -62,8 +62,12 @@ class PrefixStore:
             if not keys:
                 return LoadedPrefix(0, None)
             blocks = self.store.read_blocks(keys).result()  # uint8 [n, Y, T, B]
-        kv = kvcodec.stage_blocks(jax.device_put(blocks), self.cfg.dtype, self.cfg.kv_width)  # [Y, n*T, M]
-        return LoadedPrefix(len(keys) * t, kv[:, None])
+        # joined on the host (a view and one transposing copy): staging on device would compile
+        # once per hit length, and every turn's hit is longer than the last
+        n, y = blocks.shape[:2]
+        kv = blocks.view(kvcodec.np_dtype(self.cfg)).reshape(n, y, t, self.cfg.kv_width)
+        kv = np.ascontiguousarray(kv.transpose(1, 0, 2, 3)).reshape(y, 1, n * t, self.cfg.kv_width)
+        return LoadedPrefix(len(keys) * t, jax.device_put(kv))
 
     def save(self, tokens: list[int], cache: KVCache, known: int, first_block: int = 0) -> int:
         """Store the whole blocks among the first `known` tokens of `tokens`, whose KV is in slot 0
@@ -73,7 +77,7 @@ class PrefixStore:
         n_blocks = known // t
         if n_blocks <= first_block:
             return 0
-        kv = np.stack([np.asarray(layer[0, : n_blocks * t]) for layer in cache.kv])  # [Y, n*T, M], host
+        kv = np.stack([np.asarray(layer)[0, : n_blocks * t] for layer in cache.kv])  # [Y, n*T, M], sliced on the host
         blocks = kvcodec.blocks_of(kv[:, first_block * t :], t)
         self.store.write(tokens[: n_blocks * t], blocks, first_block=first_block).result()
         return n_blocks - first_block
