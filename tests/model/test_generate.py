@@ -99,7 +99,7 @@ def test_stop_tokens_and_stop_text_stop(generator, prompt, greedy):
 
 
 def test_chat_turn_two_loads_its_prefix_from_the_store(generator, tmp_path):
-    block = 4
+    block = 2  # several blocks per hit, so their order matters
     cfg = generator.cfg
     store = PrefixStore.open(
         tmp_path / "kv", cfg, tokens_per_block=block, capacity_blocks=64,
@@ -116,6 +116,8 @@ def test_chat_turn_two_loads_its_prefix_from_the_store(generator, tmp_path):
     sequence = session.history[: second.hit_tokens + second.new_tokens]
     _, recomputed = argmax_by_recompute(generator, sequence)
     assert np.abs(np.asarray(second.first_logits) - np.asarray(recomputed)).max() < F32_ATOL
+    for i, token in enumerate(second.reply_tokens):  # greedy decode over the loaded prefix, too
+        assert token == argmax_by_recompute(generator, sequence + second.reply_tokens[:i])[0]
     store.close()
 
 
