@@ -10,6 +10,7 @@ from typing import Callable
 from ..cluster import check_pd_ratio
 from ..config import ConfigError, ExperimentConfig, ModelSpec, SystemSpec
 from ..costmodel import calibrate
+from ..experiment import check_profiled_range
 from ..costmodel.deploy import deployed
 from ..paths import ROOT
 from ..results.turns import turn_records
@@ -51,6 +52,7 @@ def run_online(
     eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
     trajs = load_trajectories(cfg.workload, ROOT)
     agents, starts, replay = _arrivals(cfg, trajs, aps)
+    check_profiled_range(cfg, agents)
     out = {}
     for system in systems or cfg.systems:
         view, cost = deployed(cfg, system, eff)
