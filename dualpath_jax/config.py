@@ -334,7 +334,9 @@ class CostModelSpec:
                 "costmodel=profiled reads a profiled table: set costmodel.table=results/bench/<file>.json",
             )
         else:
-            _need(not self.table, f"{where}.table", f"only costmodel=profiled reads a table, got version={self.version}")
+            _need(
+                not self.table, f"{where}.table", f"only costmodel=profiled reads a table, got version={self.version}"
+            )
         n = len(self.ep_sizes)
         _need(n >= 1, f"{where}.ep_sizes", "needs at least one EP size")
         _need(

@@ -10,8 +10,8 @@ from typing import Callable
 from ..cluster import check_pd_ratio
 from ..config import ConfigError, ExperimentConfig, ModelSpec, SystemSpec
 from ..costmodel import calibrate
-from ..experiment import check_profiled_range
 from ..costmodel.deploy import deployed
+from ..experiment import check_profiled_range
 from ..paths import ROOT
 from ..results.turns import turn_records
 from ..workload import load_trajectories

@@ -54,7 +54,9 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
         out.pop("costmodel")  # v1 has no parameters: its cells keep the identity they had before v2
     else:
         if cfg.costmodel.version != "profiled":
-            out["costmodel"].pop("table")  # as before profiled tables existed: the same cells  # the anchor's EP enters only when changed: other cells keep the identity they had before it
+            out["costmodel"].pop(
+                "table"
+            )  # as before profiled tables existed: the same cells  # the anchor's EP enters only when changed: other cells keep the identity they had before it
         for key in ("anchor_ep_prefill", "anchor_ep_decode"):
             if out["costmodel"][key] == getattr(CostModelSpec, key):
                 out["costmodel"].pop(key)

@@ -101,7 +101,8 @@ class PrefillNode:
             r_kv = r.input * self.kvb
             if out and (
                 len(out) >= self.max_batch
-                or new + r.new > self.sim.prefill_batch_tokens or (not self.system.layerwise and kv + r_kv > self.kv_room)
+                or new + r.new > self.sim.prefill_batch_tokens
+                or (not self.system.layerwise and kv + r_kv > self.kv_room)
             ):
                 break
             out.append((r, r.new))
