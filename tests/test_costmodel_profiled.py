@@ -104,11 +104,11 @@ def trace_of_grid_turns(path):
     write_trace(path, [Trajectory("a0", turns)])
 
 
-def profiled_config(table, trace, extra=()):
+def profiled_config(table, trace, extra=(), agents=1):
     raw = composed(
         "offline",
         [
-            "+agents=1", "+len=32k", "cluster=testbed_1p1d", "costmodel=profiled", f"costmodel.table={table}",
+            f"+agents={agents}", "+len=32k", "cluster=testbed_1p1d", "costmodel=profiled", f"costmodel.table={table}",
             "workload=jsonl", f"workload.path={trace}", "sim.record_turns=true", "tracking.wandb=false",
             "sim.progress=false", *extra,
         ],
@@ -131,8 +131,21 @@ def test_simulation_on_a_testbed_cluster_prefills_each_turn_in_the_tables_time(t
     _, cost = deployed(cfg, cfg.systems[0], res.efficiency)
     assert cost.decode_ep_floor_s == 0 and not cost.decode_lockstep  # one GPU holds every expert
     assert cost.decode_step_time(2, 0, 2 * 100) == pytest.approx(load_table(table).decode_time(2, 100))
-    # a prefill step of two turns of one shape is the table's batch of 2
-    assert cost.prefill_batch_time([(64, 16), (64, 16)]) == pytest.approx(prefill_s(64, 16, 2))
+    # a turn alone (quota packing's predictor, the chain floor) is the table's batch of 1
+    assert cost.prefill_split(64, 16) == (pytest.approx(prefill_s(64, 16, 1)), 0.0)
+
+
+@pytest.mark.filterwarnings("ignore:.*grid.decode.batch")  # 4 decoding at once: above the table's 2
+@pytest.mark.parametrize("batching", ["quota", "tokens"])
+def test_a_prefill_batch_is_the_tables_batch_and_no_larger_than_its_largest(table, tmp_path, batching):
+    """Four agents arrive at once with one shape: the first starts alone; the three queued behind it
+    go as the table's largest batch (2), in the table's time for 2, then the last alone."""
+    write_trace(tmp_path / "t.jsonl", [Trajectory(f"a{i}", (Turn(input=32, cached=0, output=4),)) for i in range(4)])
+    cfg = profiled_config(table, tmp_path / "t.jsonl", [f"system.oracle.batching={batching}"], agents=4)
+    res = simulate(cfg, anchor_model(cfg))
+    took = sorted(r[16] - r[15] for r in res.turns["oracle"])
+    one, two = prefill_s(0, 32, 1), prefill_s(0, 32, 2)
+    assert took == [pytest.approx(one), pytest.approx(one), pytest.approx(two), pytest.approx(two)]
 
 
 def test_the_table_digest_is_in_the_cell_identity(table, tmp_path):
