@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         "(NumPy; the default on CPU) or the device (make_model_fast; the default elsewhere)",
     )
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per cell (compilation is in them)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per cell (the median is kept)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per cell (the median is kept)")
     ap.add_argument("--device-memory-gb", type=float, default=0.0, help="override the device memory recorded")
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--name", default="", help="file name without .json (default: model, layers, dtype, device)")
@@ -247,10 +247,16 @@ def main(argv=None) -> int:
     jax.block_until_ready(nnx.state(model))
     log(f"  weights ({init} init) in {time.perf_counter() - t_start:.1f} s")
     cfg = model.cfg  # as built: attn_impl resolved for this device
-    log("prefill ...")
-    prefill_s, prefill_cells = profile_prefill(model, cfg, grid["prefill"], args.warmup, args.repeats)
-    log("decode ...")
-    decode_s, decode_cells = profile_decode(model, cfg, grid["decode"], args.warmup, args.repeats)
+    try:
+        log("prefill ...")
+        prefill_s, prefill_cells = profile_prefill(model, cfg, grid["prefill"], args.warmup, args.repeats)
+        log("decode ...")
+        decode_s, decode_cells = profile_decode(model, cfg, grid["decode"], args.warmup, args.repeats)
+    except jax.errors.JaxRuntimeError as e:  # e.g. out of memory: the table needs every cell
+        raise SystemExit(
+            f"error: a grid cell failed ({type(e).__name__}: {str(e)[:300]}); the last cell printed "
+            f"above is the one before it: profile a smaller grid (--prefill-* / --decode-*) or fewer --layers"
+        ) from None
     code = code_info()
     table = {
         "format": FORMAT,
