@@ -124,7 +124,7 @@ TestbedModel = Literal["tiny", "ds16b", "dsv3", "dsv3_e32"]  # model/config.py k
 TestbedDtype = Literal["", "float32", "bfloat16", "float16"]  # "": the model config's own
 MoeBackend = Literal["", "sort", "ragged", "dense"]  # model/config.py MOE_BACKENDS; "": its own
 ReadSide = Literal["", "pe", "de"]  # serving/server.py
-CostVersion = Literal["v1", "v2"]  # costmodel/analytic.py
+CostVersion = Literal["v1", "v2", "profiled"]  # costmodel/analytic.py, costmodel/profiled.py
 
 
 @dataclass(frozen=True)
@@ -313,6 +313,8 @@ class CostModelSpec:
     writeback_via_dram: bool = True  # decode's new KV is staged in the DE node's DRAM on its way out
     de_cnic_charging: bool = True  # DE-path reads leave, and the PE's KV arrives, by the DE GPU's CNIC
     decode_lockstep: bool = True  # the GPUs of one decode EP group step together (the slowest sets it)
+    # profiled: the table of measured prefill and decode times (benchmarks/profile_costs.py)
+    table: str = ""
     assumed: tuple[str, ...] = (
         "ep_latency_scale",
         "prefill_layer_latency_scale",
@@ -325,6 +327,16 @@ class CostModelSpec:
 
     def _validate(self, where: str) -> None:
         _check_assumed(self, where)
+        if self.version == "profiled":
+            _need(
+                self.table not in ("", "???"),
+                f"{where}.table",
+                "costmodel=profiled reads a profiled table: set costmodel.table=results/bench/<file>.json",
+            )
+        else:
+            _need(
+                not self.table, f"{where}.table", f"only costmodel=profiled reads a table, got version={self.version}"
+            )
         n = len(self.ep_sizes)
         _need(n >= 1, f"{where}.ep_sizes", "needs at least one EP size")
         _need(

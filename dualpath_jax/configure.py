@@ -31,6 +31,7 @@ from .config import (
 )
 from .costmodel import calibrate
 from .costmodel.deploy import deployed
+from .costmodel.profile_table import TableError, load_table
 from .online.think import trace_gaps
 from .paths import load_named, repo_path
 from .workload.synthetic import mal_problem, supported_mal_range
@@ -178,6 +179,7 @@ def build_config(raw: Any, online: bool = False) -> ExperimentConfig:
             "system.<name>.<field>=... overrides"
         )
     raw["systems"] = _systems(raw.pop("system", None))
+    _profiled_model(raw)
     _paper_cluster(raw)
     if raw.get("backend") == "real":
         raw["model"] = None  # the testbed serves testbed.model; the simulator's model would change nothing
@@ -212,6 +214,36 @@ def _systems(systems: Any) -> tuple[SystemSpec, ...]:
     if "basic" not in {s.name for s in out}:
         raise ConfigError("config.system: the comparison needs a 'basic' system (speedups are over it)")
     return tuple(out)
+
+
+def _profiled_model(raw: dict) -> None:
+    """costmodel=profiled on the simulator: the simulated model is the one the table profiled (its
+    Flax config as the simulator's ModelSpec, `serving.simcheck.model_spec`, stored in the table),
+    replacing config.model; and a GPU's HBM is the profiled device's, where the table has it."""
+    section = raw.get("costmodel")
+    if raw.get("backend", "sim") != "sim" or not isinstance(section, Mapping):
+        return
+    if section.get("version") != "profiled":
+        return
+    name = section.get("table")
+    if not isinstance(name, str) or name in ("", "???"):
+        return  # CostModelSpec names the missing field
+    try:
+        table = load_table(repo_path(name))
+    except TableError as e:
+        raise ConfigError(f"config.costmodel.table: {e}") from None
+    raw["model"] = dict(table.sim_model)
+    cluster = raw.get("cluster")
+    if isinstance(cluster, Mapping) and cluster.get("name") != "paper" and cluster.get("gpus_per_node", 8) != 1:
+        raise ConfigError(
+            f"config.cluster.gpus_per_node: costmodel=profiled times one GPU that holds the whole model "
+            f"(a testbed engine), so a node must have one GPU, got {cluster.get('gpus_per_node', 8)} "
+            f"({cluster.get('name')}); use e.g. cluster=testbed_1p1d"
+        )
+    hardware = raw.get("hardware")
+    if table.hbm_gb is not None and isinstance(hardware, Mapping) and isinstance(hardware.get("gpu"), Mapping):
+        gpu = dict(hardware["gpu"], name=table.header["device_kind"], hbm_gb=table.hbm_gb)
+        raw["hardware"] = dict(hardware, gpu=gpu)
 
 
 def _paper_cluster(raw: dict) -> None:

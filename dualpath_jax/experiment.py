@@ -12,11 +12,12 @@ from typing import Callable
 
 from .attribution import attribute, chain_floor_s
 from .cluster import check_pd_ratio
-from .config import ExperimentConfig, ModelSpec
+from .config import ConfigError, ExperimentConfig, ModelSpec
 from .costmodel import calibrate
 from .costmodel.deploy import deployed
+from .costmodel.profile_table import OutsideTable, TableError, load_table
 from .metrics import v2_metrics
-from .paths import ROOT
+from .paths import ROOT, repo_path
 from .results.result import OfflineResult
 from .results.turns import turn_records
 from .sim import Simulation
@@ -30,6 +31,7 @@ def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None
     check_pd_ratio(cfg.cluster)
     eff = calibrate(anchor, cfg.hardware, cfg.cluster.gpus_per_node, cfg.costmodel)
     agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
+    check_profiled_range(cfg, agents)
     turns = sum(len(a.turns) for a in agents)
     result = OfflineResult(cfg, eff)
     t0 = time.perf_counter()
@@ -49,6 +51,19 @@ def simulate(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None
             result.turns[system.name] = turn_records(sim)
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def check_profiled_range(cfg: ExperimentConfig, agents) -> None:
+    """costmodel=profiled: every turn's cached, new and context tokens within the table's grid."""
+    if cfg.costmodel.version != "profiled":
+        return
+    turns = [t for a in agents for t in a.turns]
+    try:
+        load_table(repo_path(cfg.costmodel.table)).check_range(
+            max(t.cached for t in turns), max(t.input - t.cached for t in turns), max(t.input + t.output for t in turns)
+        )
+    except (OutsideTable, TableError) as e:
+        raise ConfigError(f"config.costmodel.table: {e}") from None
 
 
 def testbed(cfg: ExperimentConfig, anchor: ModelSpec, progress: Progress | None = None) -> OfflineResult:

@@ -38,7 +38,10 @@ class Efficiency:
 def calibrate(
     anchor: ModelSpec, hw: HardwareSpec, gpus_per_node: int = 8, terms: CostModelSpec = CostModelSpec()
 ) -> Efficiency:
-    """Solve the compute efficiencies that reproduce the anchor throughputs on the anchor model."""
+    """Solve the compute efficiencies that reproduce the anchor throughputs on the anchor model.
+    `costmodel=profiled` measures its times instead: no efficiency (0, 0), nothing solved."""
+    if terms.version == "profiled":
+        return Efficiency(prefill=0.0, decode=0.0)
     cal, gpu = hw.calibration, hw.gpu
     counts = ModelCounts(anchor)
     peak = gpu.peak_tflops[anchor.compute_dtype] * 1e12
@@ -123,7 +126,7 @@ class CostModel:
         self.hbm = gpu.hbm_tbps * 1e12 * self.hardware.calibration.hbm_efficiency
         self.kv_bytes_per_token = self.counts.kv_bytes_per_token
         g, cl, t = self.cluster.gpus_per_node, self.cluster, self.terms
-        self.v2 = t.version == "v2"
+        self.v2 = t.version != "v1"  # profiled keeps v2's storage, per-turn and buffer terms (profiled.py)
         # EP group per role: v1 spans the role; v2 is bounded (ep_max_*)
         self.prefill_ep = ep_group(cl.prefill_gpus, t.ep_max_prefill) if self.v2 else cl.prefill_gpus
         self.decode_ep = ep_group(cl.decode_gpus, t.ep_max_decode) if self.v2 else cl.decode_gpus
@@ -151,6 +154,10 @@ class CostModel:
         self.de_cnic_charging = self.v2 and t.de_cnic_charging
         self.decode_lockstep = self.v2 and t.decode_lockstep
         self._step_overhead = self.hardware.calibration.decode_step_overhead_ms / 1e3
+        self.prefill_max_batch = math.inf  # turns per prefill batch: bounded by tokens or the quota only
+        if not self.eff.decode:  # profiled: no calibration, its table gives the decode step
+            self.decode_coef = None
+            return
         # The decode step time is linear in (batch, keys, context): keep its coefficients (fixed, per
         # request, per key, per context token), which the simulator's decode engines read directly.
         c, rate = self.counts, self.peak * self.eff.decode
@@ -176,6 +183,10 @@ class CostModel:
 
     def prefill_time(self, flops: float) -> float:
         return flops / (self.peak * self.eff.prefill)
+
+    def turn_prefill_s(self, cached: int, new: int) -> float:
+        """Seconds to prefill one turn alone on one GPU."""
+        return self.prefill_time(self.counts.prefill_flops(cached, new))
 
     def prefill_split(self, cached: int, new: int) -> tuple[float, float]:
         """(attention seconds, linear seconds) to prefill `new` tokens after `cached`."""

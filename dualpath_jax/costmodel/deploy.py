@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..config import ConfigError, ExperimentConfig, SystemSpec
+from ..paths import repo_path
 from .analytic import CostModel, Efficiency
+from .profile_table import load_table
+from .profiled import ProfiledCostModel
 
 
 def engine_view(cfg: ExperimentConfig, system: SystemSpec) -> ExperimentConfig:
@@ -40,4 +43,7 @@ def engine_view(cfg: ExperimentConfig, system: SystemSpec) -> ExperimentConfig:
 def deployed(cfg: ExperimentConfig, system: SystemSpec, eff: Efficiency) -> tuple[ExperimentConfig, CostModel]:
     """The config as `system` deploys it, and its cost model."""
     view = engine_view(cfg, system)
+    if cfg.costmodel.version == "profiled":
+        table = load_table(repo_path(cfg.costmodel.table))
+        return view, ProfiledCostModel(view.model, view.cluster, view.hardware, eff, cfg.costmodel, table=table)
     return view, CostModel(view.model, view.cluster, view.hardware, eff, cfg.costmodel)

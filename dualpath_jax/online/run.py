@@ -11,6 +11,7 @@ from ..cluster import check_pd_ratio
 from ..config import ConfigError, ExperimentConfig, ModelSpec, SystemSpec
 from ..costmodel import calibrate
 from ..costmodel.deploy import deployed
+from ..experiment import check_profiled_range
 from ..paths import ROOT
 from ..results.turns import turn_records
 from ..workload import load_trajectories
@@ -54,6 +55,7 @@ def run_online(
     agents, starts, replay = _arrivals(cfg, trajs, aps)
     if replay:
         aps = len(agents) / cfg.online.duration_s
+    check_profiled_range(cfg, agents)
     out = {}
     for system in systems or cfg.systems:
         view, cost = deployed(cfg, system, eff)

@@ -13,7 +13,8 @@ unless the think kind reads them (lognormal, trace: so every other cell keeps th
 before they existed; a trace think time adds its file's digest to the inputs); with
 `costmodel.version=v1` the `costmodel` section (v1 reads none of it, so every v1 cell keeps the
 identity it had before v2 existed), and with v2 `costmodel.anchor_ep_*` at their defaults (as
-before those fields existed). The file name keeps a readable part
+before those fields existed) and `costmodel.table` (only `costmodel=profiled` reads one; its cells
+add the table's digest to the inputs). The file name keeps a readable part
 (`_costv2` marks a v2 cell) and adds the first 8 hex digits of the SHA-256 of the canonical
 identity JSON, e.g. `agents1024_len64k-3f9a2c1d.json`: two cells never share a file, the same
 cell always maps to the same file, and the readable part says which cell it is to a person who
@@ -51,7 +52,11 @@ def cell_config(cfg: ExperimentConfig, kind: str) -> dict:
     out["sim"]["record_turns"] = False  # records change no number (results/turns.py): one cell either way
     if cfg.costmodel.version == "v1":
         out.pop("costmodel")  # v1 has no parameters: its cells keep the identity they had before v2
-    else:  # the anchor's EP enters only when changed: other cells keep the identity they had before it
+    else:
+        if cfg.costmodel.version != "profiled":
+            out["costmodel"].pop(
+                "table"
+            )  # as before profiled tables existed: the same cells  # the anchor's EP enters only when changed: other cells keep the identity they had before it
         for key in ("anchor_ep_prefill", "anchor_ep_decode"):
             if out["costmodel"][key] == getattr(CostModelSpec, key):
                 out["costmodel"].pop(key)
@@ -93,6 +98,11 @@ def cell_inputs(cfg: ExperimentConfig) -> dict:
         if not path.is_file():
             raise ConfigError(f"config.workload.path: {path}: trace file not found")
         out["workload_sha256"] = file_sha256(path)
+    if cfg.costmodel.version == "profiled":  # its times come from this file: two tables, two cells
+        path = repo_path(cfg.costmodel.table)
+        if not path.is_file():
+            raise ConfigError(f"config.costmodel.table: {path}: no such file")
+        out["costmodel_table_sha256"] = file_sha256(path)
     if cfg.online.think.kind == "trace":  # the think times are drawn from this file's gaps
         path = repo_path(cfg.online.think.trace)
         if not path.is_file():

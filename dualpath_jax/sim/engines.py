@@ -60,6 +60,9 @@ class PrefillNode:
         self.layers = cost.model.layers
         self.ep_bytes = cost.counts.ep_bytes_per_token(cost.prefill_ep_nodes)
         self.quota = sim.quota_ms / 1e3
+        self.max_batch = cost.prefill_max_batch  # profiled: the table's largest batch (else unbounded)
+        # profiled: the table prices a GPU's whole batch (its mean shape at its size), else None
+        self.batch_time = getattr(cost, "prefill_batch_time", None)
         self._split: dict = {}  # (cached, new) -> (attention s, linear s): packing asks repeatedly
         # accounting
         self.attn_s = {e: 0.0 for e in engine_ids}  # attention seconds per engine
@@ -90,14 +93,16 @@ class PrefillNode:
         """The next batch an engine forms from its ready queue: (turn, new tokens to prefill)."""
         if self.system.batching == "quota":
             # lazily, and at most 65: quota packing stops at the first turn that does not fit
-            items = ((r.hit + r.done, r.new - r.done) for r in islice(queue, 65))
+            items = ((r.hit + r.done, r.new - r.done) for r in islice(queue, min(65, self.max_batch)))
             chunks = pack_quota(items, self.quota, self._predict, self.sim.min_chunk_tokens)
             return [(queue[i], k) for i, k in enumerate(chunks)]
         out, new, kv = [], 0, 0.0
         for r in queue:
             r_kv = r.input * self.kvb
             if out and (
-                new + r.new > self.sim.prefill_batch_tokens or (not self.system.layerwise and kv + r_kv > self.kv_room)
+                len(out) >= self.max_batch
+                or new + r.new > self.sim.prefill_batch_tokens
+                or (not self.system.layerwise and kv + r_kv > self.kv_room)
             ):
                 break
             out.append((r, r.new))
@@ -127,6 +132,8 @@ class PrefillNode:
                 if not free_io:
                     b_in += r.plan.chunk_in_bytes(r.done)
                     b_out += r.plan.chunk_out_bytes(r.done, k)
+            if self.batch_time is not None:  # profiled: the batch's measured time, on this GPU alone
+                a = self.batch_time([(r.hit + r.done, k) for r, k in batch])
             attn[e], io_in[e], io_out[e], model[e] = a, b_in, b_out, tok * self.ep_bytes
         n = len(self.queues)
         lin = lin_total / n  # the MoE work is shared by every GPU of the node (EP)
@@ -266,8 +273,11 @@ class DecodeEngine:
     def gpu_step_time(self, b: int, keys: float, context: float, h2d: FluidLink, out: FluidLink | None) -> float:
         """One GPU's decode step for its batch (`CostModel.decode_step_time`, inlined), slowed while KV
         crosses its CNIC."""
-        fixed, per_request, per_key, per_ctx = self.coef
-        t = fixed + b * per_request + keys * per_key + context * per_ctx
+        if self.coef is None:  # profiled: the table's step (costmodel/profiled.py), no EP floor
+            t = self.cost.decode_step_time(b, keys, context)
+        else:
+            fixed, per_request, per_key, per_ctx = self.coef
+            t = fixed + b * per_request + keys * per_key + context * per_ctx
         floor = self.ep_floor
         if floor:  # cost model v2 (`CostModel.with_ep_floor`, inlined)
             t = (t if t >= floor else floor) if self.ep_overlap else t + floor

@@ -203,7 +203,7 @@ class Simulation:
         turns = [t for a in {id(a): a for a in self.agents}.values() for t in a.turns]
         cached = sum(t.cached for t in turns) / len(turns)
         new = sum(t.new for t in turns) / len(turns)
-        return (cached + new) / self.cost.prefill_time(self.cost.counts.prefill_flops(round(cached), round(new)))
+        return (cached + new) / self.cost.turn_prefill_s(round(cached), round(new))
 
     # ---- a turn's life (docs/simulator.md, "A turn's life") ---------------------------------------
     def _arrive(self, agent: int, index: int) -> None:
