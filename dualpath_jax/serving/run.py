@@ -53,6 +53,10 @@ def run_testbed(
     spec = spec or getattr(cfg, "testbed", None) or TestbedSpec()
     if agents is None:
         agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
+    if spec.processes:  # every emulated node its own process (serving/mp)
+        from .mp.launch import run_testbed_mp
+
+        return run_testbed_mp(cfg, spec, agents, progress)
     tb = Testbed(cfg, spec, agents)
     result = OfflineResult(cfg, None)
     t0 = time.perf_counter()
