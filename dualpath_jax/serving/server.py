@@ -104,15 +104,21 @@ class Testbed:
         """Each agent's KV [Y, F, M] (host) for its whole token stream, by one prefill on the
         first PE, computed once (untimed): the oracle's staged copies and the first turns' hits."""
         if self._whole_kv is None:
-            e = (self.pe_ids or self.de_ids)[0]  # a decode-only node process prefills with its own copy
-            lw = self.lw[e] if e in self.lw else LayerwisePrefill(nnx.merge(self._graphdef, self.state[e]))
-            dev = self.devices[e]
+            lw, dev = self.prefiller()
             out = []
             for ids in self.ids:
                 kv = np.stack([np.asarray(jax.device_get(k))[0] for k in lw(jax.device_put(ids[None], dev)).kv])
                 out.append(kv)
             self._whole_kv = out
         return self._whole_kv
+
+    def prefiller(self):
+        """(LayerwisePrefill, device) of this host's first engine, for untimed whole prefills; a
+        decode-only node process (serving/mp) prefills with its own weights."""
+        e = (self.pe_ids or self.de_ids)[0]
+        if e not in self.lw:
+            self.lw[e] = LayerwisePrefill(nnx.merge(self._graphdef, self.state[e]))
+        return self.lw[e], self.devices[e]
 
     def _hit_shapes(self) -> set[tuple[int, int]]:
         bt = self.spec.tokens_per_block

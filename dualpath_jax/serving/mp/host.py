@@ -253,6 +253,17 @@ class MPHost:
                 self.check()
         return self._whole
 
+    def recompute(self, prompts: list[tuple[int, int]]) -> list:
+        """First-token logits of whole prompts (agent, tokens), recomputed with no cached KV by the
+        first node's process (node.py `on_recompute`)."""
+        self.send(0, "recompute", prompts=[list(p) for p in prompts])
+        while True:
+            for rec in self.receive(0.05):
+                if rec["op"] != "recomputed":
+                    self.unexpected(rec)
+                return rec["logits"]
+            self.check()
+
     def _log_tail(self, node: int, lines: int = 30) -> str:
         log = self.logs.get(node)
         if log is None or not log.exists():

@@ -112,9 +112,24 @@ class Node:
     def on_whole_kv(self) -> None:
         self.out.send("whole_kv", kv=self.tb.whole_kv())
 
-    def on_system(self, index: int, system: dict, store: str) -> None:
+    def on_recompute(self, prompts: list) -> None:
+        """First-token logits of whole prompts ([agent, tokens] pairs) by a full prefill with no
+        cached KV, on this node's first engine: what a served turn's logits must equal (tests)."""
+        import jax
+        import numpy as np
+
+        lw, dev = self.tb.prefiller()
+        out = []
+        for agent, tokens in prompts:
+            logits, _, _ = lw(jax.device_put(self.tb.ids[agent][None, :tokens], dev))
+            out.append(np.asarray(logits[0, -1]))
+        self.out.send("recomputed", logits=out)
+
+    def on_system(self, index: int, system: dict, store: str, whole_kv: list | None = None) -> None:
         from .node_run import NodeRun
 
+        if whole_kv is not None and self.tb._whole_kv is None:  # the oracle's, computed once by node 0
+            self.tb._whole_kv = whole_kv
         self.run = NodeRun(self, index, system, store)
         self.out.send("system_ready", warm_s=self.tb.warm_s)
 

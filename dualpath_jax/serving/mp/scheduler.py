@@ -134,7 +134,8 @@ class MPSystemRun(SystemRun):
             whole = host.whole_kv()
             for k, a in enumerate(tb.agents):
                 self.kv.preload(tb.ids[k], whole[k], a.turns[0].cached // bt * bt)
-        host.broadcast("system", index=self.index, system=to_dict(system), store=self._folder or "")
+        whole = host.whole_kv() if system.free_io else None  # the oracle stages it on every node
+        host.broadcast("system", index=self.index, system=to_dict(system), store=self._folder or "", whole_kv=whole)
         host.warm_s = max(r["warm_s"] for r in host.collect("system_ready").values())
         pe_groups, de_groups = cl.load_groups(spec.max_decode_batch * spec.max_context * tb.kvb)
         sched = SchedContext(read_queue_s=cl.read_queue_s, snic_bytes_per_s=cl.spec.snic_bytes_per_s,
