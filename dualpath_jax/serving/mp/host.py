@@ -147,7 +147,11 @@ class MPHost:
         coordinator = f"127.0.0.1:{_free_port()}"
         env = node_env(self.g, str(Path(self.store_root) / "jax-cache"))
         logdir = Path(tempfile.mkdtemp(prefix="nodes-", dir=self.store_root))
+        gpus = os.environ.get("JAX_PLATFORMS", "") in ("cuda", "gpu", "rocm")
+        split = gpus and "CUDA_VISIBLE_DEVICES" not in env and env.get("DUALPATH_NODE_DEVICES") != "shared"
         for k in range(self.nodes):
+            if split:  # node k's GPUs: k*g .. (k+1)*g - 1 (DUALPATH_NODE_DEVICES=shared: all see every GPU)
+                env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(k * self.g + i) for i in range(self.g))}
             self.logs[k] = logdir / f"node{k}.log"
             cmd = [sys.executable, "-m", "dualpath_jax.serving.mp.node", "--scheduler", self.address,
                    "--coordinator", coordinator, "--num-processes", str(self.nodes), "--process-id", str(k),
