@@ -54,7 +54,7 @@ PLAN = {"snic_read[0]": "snic_read_pe_read", "snic_read[1]": "snic_read_de_read"
 
 def hop_rates(m) -> tuple[dict, float]:
     """Per hop size (bytes): [hops, seconds, bytes/s]; and the overall bytes/s."""
-    per = {int(k): [n, s, int(k) * n / s if s else 0.0] for k, (n, s) in m.hop_sizes.items()}
+    per = {int(k): [int(n), s, int(k) * n / s if s else 0.0] for k, (n, s) in m.hop_sizes.items()}
     total_b = sum(k * n for k, (n, _, _) in per.items())
     total_s = sum(s for _, s, _ in per.values())
     return per, total_b / total_s if total_s else 0.0
