@@ -7,14 +7,13 @@ from __future__ import annotations
 import time
 
 from ...results.result import OfflineResult
+from ..rates import MeasuredRates
 from .host import MPHost
 from .scheduler import MPSystemRun
 
 
 def run_testbed_mp(cfg, spec, agents, progress=None, on_host=None) -> OfflineResult:
     """on_host(host): called once the node processes are up and set up (tests: a node's pid)."""
-    from ..run import MeasuredRates
-
     result = OfflineResult(cfg, None)
     served: dict = {}  # system -> its finished turns (timestamps, placements, first-token logits)
     result.served = served
