@@ -15,14 +15,23 @@ from dualpath_jax.serving import TestbedMetrics, TestbedSpec
 from dualpath_jax.serving.mp.host import MPHost
 from dualpath_jax.serving.mp.scheduler import MPSystemRun, NodeFailure
 from dualpath_jax.serving.report import STAGES
+from dualpath_jax.workload import Trajectory, Turn
 from tests.helpers import systems
-from tests.serving.test_testbed import BT, agents, config
+from tests.serving.test_testbed import BT, config
 
 DUALPATH = {s.name: s for s in systems()}["dualpath"]
 
 
+def agents(n=2):
+    """Two turns each, the second reloading the first's whole blocks (its tail recomputed); every
+    agent has the same sizes (its own token stream), so the node processes compile few shapes."""
+    return [Trajectory(f"a{a}", (Turn(input=40, cached=0, output=7), Turn(input=68, cached=47, output=7))) for a in range(n)]  # fmt: skip
+
+
 def spec(processes: int, **kw) -> TestbedSpec:
-    return TestbedSpec(tokens_per_block=BT, max_context=128, keep_logits=True, processes=processes, **kw)
+    # two layers (one dense, one MoE) and batches of one: fewer compiles in every node process
+    return TestbedSpec(tokens_per_block=BT, max_context=96, n_layers=2, max_prefill_batch=1, keep_logits=True,
+                       processes=processes, **kw)  # fmt: skip
 
 
 def serve(host, system, index, side=""):
@@ -38,7 +47,7 @@ def recomputed(host, turns) -> dict:
 
 @pytest.fixture(scope="module")
 def one_p_one_d():
-    with MPHost(config(), spec(2), agents(n=2, turns=2, first=30)) as host:
+    with MPHost(config(), spec(2), agents()) as host:
         runs = {side: serve(host, DUALPATH, k, side) for k, side in enumerate(("pe", "de"))}
         ref = recomputed(host, runs["pe"][1])
     return host, runs, ref
@@ -46,7 +55,7 @@ def one_p_one_d():
 
 @pytest.fixture(scope="module")
 def two_p_two_d():
-    with MPHost(config("testbed_2p2d"), spec(4), agents(n=2, turns=2, first=30)) as host:
+    with MPHost(config("testbed_2p2d"), spec(4), agents()) as host:
         m, turns = serve(host, DUALPATH, 0)
         ref = recomputed(host, turns)
         # a decode node's process dies: the run fails at once and names it
@@ -117,3 +126,10 @@ def test_a_dead_node_fails_the_run_fast_and_is_named(two_p_two_d):
     _, (message, fail_s) = two_p_two_d
     assert "node 3 (decode node, engines [3]" in message and "exited with status -9" in message, message
     assert fail_s < 5.0, fail_s
+
+
+def test_a_process_count_other_than_the_node_count_names_its_field():
+    from dualpath_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"testbed.processes: must be the cluster's node count \(2: .*got 3"):
+        MPHost(config(), spec(3), agents())

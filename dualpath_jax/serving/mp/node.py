@@ -25,6 +25,13 @@ import traceback
 import zmq
 
 HEARTBEAT_S = 0.5
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """A line in this node's log (the scheduler shows a failed node's last lines), with the seconds
+    since the process started."""
+    print(f"[{time.perf_counter() - _T0:8.2f} s] {msg}", flush=True)
 
 
 def inbox_address(scheduler: str) -> str:
@@ -42,11 +49,13 @@ class Node:
             kw = dict(
                 coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
             )
+        log("jax imported")
         jax.distributed.initialize(initialization_timeout=int(args.timeout), **kw)
         # uncommitted work (weight init, whole-KV prefill) runs here, not on the job's device 0
         jax.config.update("jax_default_device", jax.local_devices()[0])
         self.id = jax.process_index()
         self.nodes = jax.process_count()
+        log(f"node {self.id} of {self.nodes} in the jax.distributed job, devices {jax.local_devices()}")
         self.zctx = zmq.Context()
         self.cmd = self.zctx.socket(zmq.DEALER)
         self.cmd.setsockopt(zmq.IDENTITY, f"node{self.id}".encode())
@@ -79,6 +88,8 @@ class Node:
         while True:
             rec = unpack(self.cmd.recv())
             op = rec.pop("op")
+            if op in ("setup", "system", "recompute", "whole_kv", "stop", "exit"):
+                log(op)
             if op == "exit":
                 return
             try:
@@ -107,6 +118,7 @@ class Node:
         self.tb = Testbed(self.cfg, self.cfg.testbed, trajs, engines=engines, weights=weights)
         if self.id == 0:
             self.transport.share_weights(self.tb.weights)
+        log(f"set up: weights {'initialised' if self.id == 0 else 'pulled'} in {self.tb.init_s:.2f} s")
         self.out.send("set_up", init_s=self.tb.init_s, attn_impl=self.tb.mcfg.attn_impl)
 
     def on_whole_kv(self) -> None:
@@ -131,6 +143,7 @@ class Node:
         if whole_kv is not None and self.tb._whole_kv is None:  # the oracle's, computed once by node 0
             self.tb._whole_kv = whole_kv
         self.run = NodeRun(self, index, system, store)
+        log(f"system {self.run.system.name} ready (warm-up so far {self.tb.warm_s:.2f} s)")
         self.out.send("system_ready", warm_s=self.tb.warm_s)
 
     def on_start(self) -> None:
