@@ -101,8 +101,8 @@ class MPHost:
         self._closed = False
         try:
             self._start()
-        except BaseException:
-            self.close()
+        except BaseException:  # a node failed or SIGINT during start-up: stop them all at once
+            self.close(hard=True)
             raise
 
     # ---- start-up --------------------------------------------------------------------------------
