@@ -155,7 +155,7 @@ class MPHost:
             self.logs[k] = logdir / f"node{k}.log"
             cmd = [sys.executable, "-m", "dualpath_jax.serving.mp.node", "--scheduler", self.address,
                    "--coordinator", coordinator, "--num-processes", str(self.nodes), "--process-id", str(k),
-                   "--host", "127.0.0.1"]  # fmt: skip
+                   "--host", "127.0.0.1", "--exit-with-parent"]  # fmt: skip
             with open(self.logs[k], "wb") as log:
                 self.procs[k] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 

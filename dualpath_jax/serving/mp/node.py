@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import threading
@@ -174,7 +175,6 @@ class Node:
 
 def main(argv=None) -> int:
     import faulthandler
-    import signal
 
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: every thread's stack into the node's log
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,7 +184,14 @@ def main(argv=None) -> int:
     p.add_argument("--process-id", type=int, default=None)
     p.add_argument("--host", default="", help="this host's address for the KV transfer server (default: its name)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the job's other processes")
+    p.add_argument("--exit-with-parent", action="store_true", help="die with the process that started this one (Linux)")
     args = p.parse_args(argv)
+    if args.exit_with_parent:  # a scheduler killed outright (SIGKILL) leaves no node process behind
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the prctl
+            return 1
     node = Node(args)
     try:
         node.serve()
