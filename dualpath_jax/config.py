@@ -575,6 +575,14 @@ class TestbedSpec:
     # and that wait is an idle GPU. Ours, not the paper's; 0 leaves Python's own.
     gil_switch_s: NonNegFloat = 0.0005
     verify_reads: bool = True  # check every read block's checksums (the store's default)
+    # Across processes (serving/mp, docs/testbed.md "Across processes and hosts"): 0 runs every
+    # engine in this process; N > 0 runs each emulated node as its own OS process of a
+    # jax.distributed job (N must be the cluster's node count), the scheduler in this one.
+    processes: NonNegInt = 0
+    # "": start the node processes here, on this host; else the zmq address ("tcp://*:5555") where
+    # this scheduler waits for node processes started elsewhere (SLURM, by hand)
+    scheduler_bind: str = ""
+    node_timeout_s: PosFloat = 10.0  # a node silent this long (no heartbeat) fails the run, named
 
     __test__ = False  # not a pytest class
 

@@ -470,6 +470,27 @@ class KVStore:
                 self._index.pin(hit)
         return PrefixHit(self, hit, pinned=pin)
 
+    def entries(self, keys: Sequence[str]) -> list[dict]:
+        """Where the blocks of `keys` are (slot, parent, checksums), as small records another
+        process's read-only handle of this store can `adopt` to read those blocks itself."""
+        with self._lock:
+            found = [self._index.get(k) for k in keys]
+        return [{"k": e.key, "p": e.parent, "s": e.slot, "c": hashing.pack_checksums(e.checksums, self.checksum)} for e in found]  # fmt: skip
+
+    def adopt(self, records: Iterable[dict]) -> None:
+        """Index blocks that the writing process committed after this read-only handle opened
+        (records from its `entries`): the bytes are already durable in the shared files, so this
+        handle can read them; a key already known is replaced (its slot may have been reused)."""
+        if not self.read_only:
+            raise StoreReadOnlyError(f"KV store {self._where}: adopt is for read-only handles; this one writes")
+        with self._lock:
+            for r in records:
+                if r["k"] in self._index:
+                    if self._index.get(r["k"]).slot == int(r["s"]):
+                        continue
+                    self._index.remove(r["k"])
+                self._index.insert(Entry(r["k"], r["p"], int(r["s"]), hashing.unpack_checksums(r["c"], self.checksum)))
+
     def pin(self, keys: Iterable[str]) -> None:
         with self._lock:
             self._index.pin(keys)

@@ -90,6 +90,11 @@ class KVSource:
         `Split` of both."""
         raise NotImplementedError
 
+    def issue_hop(self, hop: Hop, device) -> jax.Array:
+        """Start a DE->PE hop onto the PE's `device` (returns at once; the array lands later). In
+        one process a device-to-device `device_put`; across processes a pull (serving/mp)."""
+        return jax.device_put(hop.src, device)
+
     def start_send(self, batch: list, parts: list | None, new_kv):
         """A prefilled layer's outbound device-to-host copies, started (or None); `parts` are the
         batch's `layer_in` results for that layer, their hops issued."""

@@ -47,13 +47,13 @@ class LayerLoader:
 
     def _issue(self, hop: Hop, timer) -> jax.Array:
         t0 = time.perf_counter()
-        out = jax.device_put(hop.src, self.dev)
+        out = self.ctx.kv.issue_hop(hop, self.dev)
         timer.submit(self._time_hop, hop, out, t0)
         return out
 
     def _time_hop(self, hop, out, t0: float) -> None:
         out.block_until_ready()
-        dt, nbytes, cl = time.perf_counter() - t0, hop.src.nbytes, self.ctx.cluster
+        dt, nbytes, cl = time.perf_counter() - t0, out.nbytes, self.ctx.cluster
         link = f"d2d[{hop.de}->{self.pe}]"
         cl.links.add(link, nbytes)
         cl.link_s.add(link, dt)

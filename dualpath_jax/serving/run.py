@@ -9,7 +9,6 @@ fields) per system; `results.write_result` writes it like a simulator result. Wr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from ..config import ExperimentConfig, TestbedSpec
@@ -17,27 +16,10 @@ from ..paths import ROOT
 from ..results.result import OfflineResult
 from ..workload import assign_agents, load_trajectories
 from ..workload.trace import Trajectory
+from .rates import MeasuredRates
 from .server import Testbed
 
-
-@dataclass(frozen=True)
-class MeasuredRates:
-    """Stands where a simulator result holds its calibration: what the testbed measured."""
-
-    init_s: float
-    warmup_s: float
-    prefill_tokens_per_s: dict
-    decode_step_ms: dict
-    attn_impl: str  # the prefill attention kernel the model was built with (model.choose_attn_impl)
-
-    def as_dict(self) -> dict:
-        return {
-            "init_s": self.init_s,
-            "warmup_s": self.warmup_s,
-            "attn_impl": self.attn_impl,
-            "prefill_tokens_per_s": self.prefill_tokens_per_s,
-            "decode_step_ms": self.decode_step_ms,
-        }
+__all__ = ["MeasuredRates", "run_testbed"]
 
 
 def run_testbed(
@@ -53,6 +35,10 @@ def run_testbed(
     spec = spec or getattr(cfg, "testbed", None) or TestbedSpec()
     if agents is None:
         agents = assign_agents(load_trajectories(cfg.workload, ROOT), cfg.workload.agents)
+    if spec.processes:  # every emulated node its own process (serving/mp)
+        from .mp.launch import run_testbed_mp
+
+        return run_testbed_mp(cfg, spec, agents, progress)
     tb = Testbed(cfg, spec, agents)
     result = OfflineResult(cfg, None)
     t0 = time.perf_counter()

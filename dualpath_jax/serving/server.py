@@ -43,7 +43,10 @@ class Testbed:
 
     __test__ = False
 
-    def __init__(self, cfg: ExperimentConfig, spec: TestbedSpec, agents: list[Trajectory]):
+    def __init__(self, cfg: ExperimentConfig, spec: TestbedSpec, agents: list[Trajectory], engines=None, weights=None):
+        """engines: the ids of the engines this process serves (a node process, serving/mp);
+        None: every engine of the cluster. weights(mcfg) -> (graphdef, state): where the model's
+        weights come from (default: initialised here from testbed.seed)."""
         for name in (
             "tokens_per_block",
             "io_window",
@@ -62,8 +65,9 @@ class Testbed:
         self.kvb = kvcodec.bytes_per_token(self.mcfg)
         cluster = EmulatedCluster(cfg.cluster, spec.dram_buffer_gb)
         self.devices = cluster.devices
-        self.pe_ids = [e for n in cluster.nodes if n.role == "prefill" for e in n.engines]
-        self.de_ids = [e for n in cluster.nodes if n.role == "decode" for e in n.engines]
+        mine = (lambda e: True) if engines is None else (lambda e: e in engines)
+        self.pe_ids = [e for n in cluster.nodes if n.role == "prefill" for e in n.engines if mine(e)]
+        self.de_ids = [e for n in cluster.nodes if n.role == "decode" for e in n.engines if mine(e)]
         for a in agents:
             for t in a.turns:
                 if t.input + t.output > spec.max_context:
@@ -74,8 +78,12 @@ class Testbed:
                     )
         self.ids = [token_stream(a, k, self.mcfg.vocab_size, spec.seed) for k, a in enumerate(agents)]
         t0 = time.perf_counter()
-        model = make_model_fast(self.mcfg, spec.seed)
-        graphdef, state = nnx.split(model)
+        if weights is None:
+            model = make_model_fast(self.mcfg, spec.seed)
+            graphdef, state = nnx.split(model)
+        else:
+            model = None
+            graphdef, state = weights(self.mcfg)
         self.lw, self.state, self.step = {}, {}, {}
         for e in self.pe_ids + self.de_ids:
             st = jax.device_put(state, self.devices[e])
@@ -83,6 +91,8 @@ class Testbed:
                 self.lw[e] = LayerwisePrefill(nnx.merge(graphdef, st))
             else:
                 self.state[e], self.step[e] = st, jit_decode_step(graphdef)
+        self._graphdef = graphdef
+        self.weights = state if engines is not None else None  # a node process shares them (serving/mp)
         del model, state
         self.init_s = time.perf_counter() - t0
         self._whole_kv: list[np.ndarray] | None = None
@@ -94,13 +104,21 @@ class Testbed:
         """Each agent's KV [Y, F, M] (host) for its whole token stream, by one prefill on the
         first PE, computed once (untimed): the oracle's staged copies and the first turns' hits."""
         if self._whole_kv is None:
-            lw, dev = self.lw[self.pe_ids[0]], self.devices[self.pe_ids[0]]
+            lw, dev = self.prefiller()
             out = []
             for ids in self.ids:
                 kv = np.stack([np.asarray(jax.device_get(k))[0] for k in lw(jax.device_put(ids[None], dev)).kv])
                 out.append(kv)
             self._whole_kv = out
         return self._whole_kv
+
+    def prefiller(self):
+        """(LayerwisePrefill, device) of this host's first engine, for untimed whole prefills; a
+        decode-only node process (serving/mp) prefills with its own weights."""
+        e = (self.pe_ids or self.de_ids)[0]
+        if e not in self.lw:
+            self.lw[e] = LayerwisePrefill(nnx.merge(self._graphdef, self.state[e]))
+        return self.lw[e], self.devices[e]
 
     def _hit_shapes(self) -> set[tuple[int, int]]:
         bt = self.spec.tokens_per_block
