@@ -108,7 +108,7 @@ def profiled_config(table, trace, extra=(), agents=1):
     raw = composed(
         "offline",
         [
-            f"+agents={agents}", "+len=32k", "cluster=testbed_1p1d", "costmodel=profiled", f"costmodel.table={table}",
+            f"+agents={agents}", "cluster=testbed_1p1d", "costmodel=profiled", f"costmodel.table={table}",
             "workload=jsonl", f"workload.path={trace}", "sim.record_turns=true", "tracking.wandb=false",
             "sim.progress=false", *extra,
         ],
