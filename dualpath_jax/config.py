@@ -120,7 +120,9 @@ Arrivals = Literal["poisson", "trace"]  # online/run.py
 ThinkKind = Literal["none", "fixed", "exponential", "lognormal", "trace"]  # online/think.py
 WandbMode = Literal["online", "offline", "disabled", "shared"]  # wandb.init(mode=...)
 Backend = Literal["sim", "real"]
-TestbedModel = Literal["tiny", "ds16b", "dsv3", "dsv3_e32"]  # model/config.py known_configs()
+TestbedModel = Literal[
+    "tiny", "tiny_dsa", "ds16b", "dsv3", "dsv3_e32", "dsv32", "dsv32_e32"
+]  # model/config.py known_configs()
 TestbedDtype = Literal["", "float32", "bfloat16", "float16"]  # "": the model config's own
 MoeBackend = Literal["", "sort", "ragged", "dense"]  # model/config.py MOE_BACKENDS; "": its own
 ReadSide = Literal["", "pe", "de"]  # serving/server.py
