@@ -144,7 +144,7 @@ BAD = [
         ["backend=real", "cluster=testbed_1p1d", "+testbed.model=nope"],
         False,
         "config.testbed.model: ",
-        "tiny | ds16b | dsv3 | dsv3_e32",
+        "tiny | tiny_dsa | ds16b | dsv3 | dsv3_e32 | dsv32 | dsv32_e32",
     ),
     (
         ["backend=real", "cluster=testbed_1p1d", "+testbed.moe_backend=x"],

@@ -124,7 +124,9 @@ def test_2p2d_on_four_processes(two_p_two_d):
 
 def test_a_dead_node_fails_the_run_fast_and_is_named(two_p_two_d):
     _, (message, fail_s) = two_p_two_d
-    assert "node 3 (decode node, engines [3]" in message and "exited with status -9" in message, message
+    # whichever is seen first: the process's exit, or its socket dropping
+    assert "node 3 (decode node, engines [3]" in message, message
+    assert "exited with status -9" in message or "is not connected" in message, message
     assert fail_s < 5.0, fail_s
 
 
