@@ -123,7 +123,31 @@ class KVSource:
         pass
 
 
-class StoredKV(KVSource):
+class DecodeViaBuffer:
+    """Into and out of the DE through its node's DRAM buffer: the turn's KV is taken from the
+    buffer onto the DE device (its CNIC in), and the new whole blocks are copied back out
+    (needs `cluster`, `links` and `bt`; shared by `StoredKV` and the multi-process `RemoteKV`)."""
+
+    def decode_in(self, turn, de):
+        buf = self.cluster.node_of(de).buffer
+        host = buf.get(("kv", turn.rid))
+        kv = jax.device_put(host, self.cluster.device(de))
+        kv.block_until_ready()
+        self.links.add(f"de_cnic_in[{de}]", host.nbytes)
+        buf.free(("kv", turn.rid))
+        return kv
+
+    def _written_blocks(self, turn) -> tuple[int, int]:
+        return turn.hit // self.bt, (turn.input + turn.output) // self.bt
+
+    def decode_out(self, turn, cache, slot):
+        w0, w1 = self._written_blocks(turn)
+        if w1 <= w0:
+            return None
+        return start_to_host(cache.extract(np.int32(slot), np.int32(w0 * self.bt), (w1 - w0) * self.bt))
+
+
+class StoredKV(DecodeViaBuffer, KVSource):
     def __init__(self, store: KVStore, cluster: EmulatedCluster, mcfg: ModelConfig, spec: TestbedSpec, de_ids):
         self.store, self.cluster, self.mcfg, self.spec = store, cluster, mcfg, spec
         self.bt = spec.tokens_per_block
@@ -239,25 +263,6 @@ class StoredKV(KVSource):
         if turn.hit:
             self.cluster.node_of(turn.pe).buffer.free(("blocks", turn.rid))
             self.cluster.node_of(turn.de).buffer.free(("blocks", turn.rid))
-
-    # ---- into and out of the DE ---------------------------------------------------------------
-    def decode_in(self, turn, de):
-        buf = self.cluster.node_of(de).buffer
-        host = buf.get(("kv", turn.rid))
-        kv = jax.device_put(host, self.cluster.device(de))
-        kv.block_until_ready()
-        self.links.add(f"de_cnic_in[{de}]", host.nbytes)
-        buf.free(("kv", turn.rid))
-        return kv
-
-    def _written_blocks(self, turn) -> tuple[int, int]:
-        return turn.hit // self.bt, (turn.input + turn.output) // self.bt
-
-    def decode_out(self, turn, cache, slot):
-        w0, w1 = self._written_blocks(turn)
-        if w1 <= w0:
-            return None
-        return start_to_host(cache.extract(np.int32(slot), np.int32(w0 * self.bt), (w1 - w0) * self.bt))
 
     def write_back(self, turn, kv_out):
         if kv_out is not None:

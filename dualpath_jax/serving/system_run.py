@@ -60,6 +60,29 @@ class SystemRun:
             self.__exit__()  # the store and its folder are not left behind
             raise
 
+    def _dispatcher(self) -> Dispatcher:
+        """The shared policy, on this run's cluster, read queues and wall clock."""
+        tb, system, spec, cl = self.tb, self.system, self.tb.spec, self.cluster
+        pe_groups, de_groups = cl.load_groups(spec.max_decode_batch * spec.max_context * tb.kvb)
+        sched = SchedContext(
+            read_queue_s=cl.read_queue_s,
+            snic_bytes_per_s=cl.spec.snic_bytes_per_s,
+            alpha_s=tb.cfg.sim.alpha_s,
+            beta_tokens=math.inf,
+        )
+        return Dispatcher(
+            make_scheduler(system.scheduler, system.dual_path, system.split_read),
+            pe_groups,
+            de_groups,
+            sched,
+            kv_bytes_per_token=tb.kvb,
+            free_io=system.free_io,
+            on_placed=self._placed,
+            clock=time.perf_counter,
+            read_block_tokens=spec.tokens_per_block,
+            read_side=spec.force_read_side,
+        )
+
     def _prepare(self) -> None:
         """Warm-up and staging (untimed), then the dispatcher, the engines and the counters."""
         tb, system, spec, cl = self.tb, self.system, self.tb.spec, self.cluster
@@ -72,25 +95,7 @@ class SystemRun:
             whole = tb.whole_kv()
             for k, a in enumerate(tb.agents):
                 self.kv.preload(tb.ids[k], whole[k], a.turns[0].cached // bt * bt)
-        pe_groups, de_groups = cl.load_groups(spec.max_decode_batch * spec.max_context * tb.kvb)
-        sched = SchedContext(
-            read_queue_s=cl.read_queue_s,
-            snic_bytes_per_s=cl.spec.snic_bytes_per_s,
-            alpha_s=tb.cfg.sim.alpha_s,
-            beta_tokens=math.inf,
-        )
-        self.dispatcher = Dispatcher(
-            make_scheduler(system.scheduler, system.dual_path, system.split_read),
-            pe_groups,
-            de_groups,
-            sched,
-            kv_bytes_per_token=tb.kvb,
-            free_io=system.free_io,
-            on_placed=self._placed,
-            clock=time.perf_counter,
-            read_block_tokens=bt,
-            read_side=spec.force_read_side,
-        )
+        self.dispatcher = self._dispatcher()
         self.pes = {e: PrefillEngine(self.ctx, e, tb.lw[e], self._prefilled) for e in tb.pe_ids}
         self.des = {
             e: DecodeEngine(self.ctx, e, tb.state[e], tb.step[e], self._decoded, self._persisted) for e in tb.de_ids

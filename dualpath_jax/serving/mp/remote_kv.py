@@ -26,11 +26,11 @@ import numpy as np
 
 from .. import kvcodec
 from ..hostcopy import to_numpy
-from ..kvsource import Hop, KVSource, Split
+from ..kvsource import DecodeViaBuffer, Hop, KVSource, Split
 from .transfer import transfer_id
 
 
-class RemoteKV(KVSource):
+class RemoteKV(DecodeViaBuffer, KVSource):
     def __init__(self, node, store, transport, outbox, mcfg, spec, run: int, local_des):
         self.node, self.store, self.transport, self.out = node, store, transport, outbox
         self.cluster = node.cluster
@@ -157,26 +157,6 @@ class RemoteKV(KVSource):
             self.out.send("received", rid=turn.rid, t=time.perf_counter())
         except BaseException as e:
             fail(e)
-
-    def decode_in(self, turn, de):
-        buf = self.cluster.node_of(de).buffer
-        host = buf.get(("kv", turn.rid))
-        kv = jax.device_put(host, self.cluster.device(de))
-        kv.block_until_ready()
-        self.links.add(f"de_cnic_in[{de}]", host.nbytes)
-        buf.free(("kv", turn.rid))
-        return kv
-
-    def _written_blocks(self, turn) -> tuple[int, int]:
-        return turn.hit // self.bt, (turn.input + turn.output) // self.bt
-
-    def decode_out(self, turn, cache, slot):
-        from ..hostcopy import start_to_host
-
-        w0, w1 = self._written_blocks(turn)
-        if w1 <= w0:
-            return None
-        return start_to_host(cache.extract(np.int32(slot), np.int32(w0 * self.bt), (w1 - w0) * self.bt))
 
     def write_back(self, turn, kv_out) -> None:
         """The new whole blocks cross the DE node's SNIC (its write throttle), then go to the

@@ -12,7 +12,6 @@ writer thread and come back as records too.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import tempfile
@@ -23,8 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...config import SystemSpec, to_dict
 from ...kvstore import KVStore
-from ...scheduling import SchedContext, make_scheduler
-from ...scheduling.dispatch import Dispatcher
 from .. import kvcodec
 from ..cluster import EmulatedCluster
 from ..kvsource import KVSource
@@ -128,7 +125,7 @@ class MPSystemRun(SystemRun):
             raise
 
     def _prepare(self) -> None:
-        tb, system, spec, cl, host = self.tb, self.system, self.tb.spec, self.cluster, self.host
+        tb, system, spec, host = self.tb, self.system, self.tb.spec, self.host
         bt = spec.tokens_per_block
         if not system.free_io and any(a.turns[0].cached >= bt for a in tb.agents):
             whole = host.whole_kv()
@@ -137,21 +134,7 @@ class MPSystemRun(SystemRun):
         whole = host.whole_kv() if system.free_io else None  # the oracle stages it on every node
         host.broadcast("system", index=self.index, system=to_dict(system), store=self._folder or "", whole_kv=whole)
         host.warm_s = max(r["warm_s"] for r in host.collect("system_ready").values())
-        pe_groups, de_groups = cl.load_groups(spec.max_decode_batch * spec.max_context * tb.kvb)
-        sched = SchedContext(read_queue_s=cl.read_queue_s, snic_bytes_per_s=cl.spec.snic_bytes_per_s,
-                             alpha_s=tb.cfg.sim.alpha_s, beta_tokens=math.inf)  # fmt: skip
-        self.dispatcher = Dispatcher(
-            make_scheduler(system.scheduler, system.dual_path, system.split_read),
-            pe_groups,
-            de_groups,
-            sched,
-            kv_bytes_per_token=tb.kvb,
-            free_io=system.free_io,
-            on_placed=self._placed,
-            clock=time.perf_counter,
-            read_block_tokens=bt,
-            read_side=spec.force_read_side,
-        )
+        self.dispatcher = self._dispatcher()
         self.pes = {e: _EngineProxy(host, e, "prefill") for e in host.pe_ids}
         self.des = {e: _EngineProxy(host, e, "decode") for e in host.de_ids}
         self.lock = threading.RLock()
