@@ -65,6 +65,7 @@ def main(argv=None):
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--layers", type=int, default=0, help="0: the model's own")
+    ap.add_argument("--dtype", default="", help="the model's dtype (float32, bfloat16; default: its own)")
     ap.add_argument("--agents", type=int, default=2)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--preload", type=int, default=256)
@@ -89,7 +90,7 @@ def main(argv=None):
         tracking=TrackingSpec(wandb=False),
         backend="real",
     )
-    spec = TestbedSpec(model=args.model, n_layers=args.layers, tokens_per_block=args.bt, max_prefill_batch=1,
+    spec = TestbedSpec(model=args.model, n_layers=args.layers, dtype=args.dtype, tokens_per_block=args.bt, max_prefill_batch=1,
                        max_decode_batch=args.agents, max_context=final, keep_logits=True, processes=2)  # fmt: skip
     runs, turns = {}, {}
     with MPHost(cfg, spec, agents) as host:
@@ -107,7 +108,7 @@ def main(argv=None):
     plat = os.environ.get("JAX_PLATFORMS", "")
     lines = [
         f"testbed across 2 processes (1P1D, jax.experimental.transfer), {plat or 'default'} on {machine()}",
-        f"model {mcfg.name} ({mcfg.n_layers} layers, {kvb} KV bytes/token, attention {attn}); {args.agents} agents x "
+        f"model {mcfg.name} ({mcfg.n_layers} layers, {mcfg.dtype}, {kvb} KV bytes/token, attention {attn}); {args.agents} agents x "
         f"{args.turns} turns, preload {args.preload}, append {args.append}, gen {args.gen}, blocks of {args.bt}",
         f"start-up (processes, weights, handshake) {start_s:.1f} s",
     ]
@@ -129,7 +130,13 @@ def main(argv=None):
         "args": vars(args),
         "testbed": to_dict(spec),
         "cluster": to_dict(cluster),
-        "model": {"name": mcfg.name, "layers": mcfg.n_layers, "kv_bytes_per_token": kvb, "attn_impl": attn},
+        "model": {
+            "name": mcfg.name,
+            "layers": mcfg.n_layers,
+            "dtype": mcfg.dtype,
+            "kv_bytes_per_token": kvb,
+            "attn_impl": attn,
+        },
         "startup_s": start_s,
         "logits_max_abs_diff": diff,
         "hops": {"per_size": {str(k): v for k, v in per.items()}, "bytes_per_s": rate},
