@@ -102,8 +102,8 @@ def timed(fn, warmup: int, repeats: int) -> tuple[float, float, list[float]]:
 
 
 def random_latents(cfg, batch: int, length: int, seed: int):
-    """Per layer [batch, length, M] random cached entries (never zeros), drawn layer by layer."""
-    draw = jax.jit(lambda key: jax.random.normal(key, (batch, length, cfg.kv_width), cfg.jdtype), static_argnums=())
+    """Per layer [batch, length, W] random cached entries (never zeros), drawn layer by layer."""
+    draw = jax.jit(lambda key: jax.random.normal(key, (batch, length, cfg.cache_width), cfg.jdtype), static_argnums=())
     return tuple(jax.block_until_ready(draw(jax.random.key(seed + i))) for i in range(cfg.n_layers))
 
 

@@ -65,8 +65,8 @@ class PrefixStore:
         # joined on the host (a view and one transposing copy): staging on device would compile
         # once per hit length, and every turn's hit is longer than the last
         n, y = blocks.shape[:2]
-        kv = blocks.view(kvcodec.np_dtype(self.cfg)).reshape(n, y, t, self.cfg.kv_width)
-        kv = np.ascontiguousarray(kv.transpose(1, 0, 2, 3)).reshape(y, 1, n * t, self.cfg.kv_width)
+        kv = blocks.view(kvcodec.np_dtype(self.cfg)).reshape(n, y, t, self.cfg.cache_width)
+        kv = np.ascontiguousarray(kv.transpose(1, 0, 2, 3)).reshape(y, 1, n * t, self.cfg.cache_width)
         return LoadedPrefix(len(keys) * t, jax.device_put(kv))
 
     def save(self, tokens: list[int], cache: KVCache, known: int, first_block: int = 0) -> int:

@@ -72,7 +72,7 @@ class RemoteKV(DecodeViaBuffer, KVSource):
         try:
             t0 = time.perf_counter()
             up = jax.device_put(buf, self.cluster.device(turn.de))
-            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, self.mcfg.kv_width)
+            staged = kvcodec.stage_blocks(up, self.mcfg.dtype, self.mcfg.cache_width)
             staged.block_until_ready()
             del up
             self.links.add(f"de_h2d_stage[{turn.de}]", buf.nbytes)
@@ -109,7 +109,7 @@ class RemoteKV(DecodeViaBuffer, KVSource):
         rid, i = hop.src
         turn = self.node.turns[rid]
         uuid = transfer_id(self.run, rid, i, "hop")
-        shape = (1, turn.de_hit, self.mcfg.kv_width)
+        shape = (1, turn.de_hit, self.mcfg.cache_width)
         return self.transport.pull(self._engine_node(hop.de), uuid, [shape], self.dtype, device)[0]
 
     # ---- out of the PE --------------------------------------------------------------------------
@@ -134,9 +134,9 @@ class RemoteKV(DecodeViaBuffer, KVSource):
     def expect(self, turn, fail) -> None:
         """On the DE node when the turn is announced: its KV buffer, and every layer's pull from
         the PE node (each lands when the PE publishes it); "received" once all are in the buffer."""
-        shape = (self.mcfg.n_layers, turn.input, self.mcfg.kv_width)
+        shape = (self.mcfg.n_layers, turn.input, self.mcfg.cache_width)
         self.cluster.node_of(turn.de).buffer.alloc(("kv", turn.rid), shape, self.dtype)
-        m, dev = self.mcfg.kv_width, self.cluster.device(turn.de)
+        m, dev = self.mcfg.cache_width, self.cluster.device(turn.de)
         shapes = [(1, turn.new, m)] + ([(1, turn.hit - turn.de_hit, m)] if turn.hit > turn.de_hit else [])
         pe_node = self._engine_node(turn.pe)
         pulls = [
