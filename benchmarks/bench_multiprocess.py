@@ -106,10 +106,12 @@ def main(argv=None):
     diff = {side: max(float(np.abs(t.first_logits - ref[(t.agent, t.input)]).max()) for t in ts) for side, ts in turns.items()}  # fmt: skip
     per, rate = hop_rates(runs["de"])
     plat = os.environ.get("JAX_PLATFORMS", "")
+    precision = os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "")  # the node processes inherit it
     lines = [
         f"testbed across 2 processes (1P1D, jax.experimental.transfer), {plat or 'default'} on {machine()}",
         f"model {mcfg.name} ({mcfg.n_layers} layers, {mcfg.dtype}, {kvb} KV bytes/token, attention {attn}); {args.agents} agents x "
-        f"{args.turns} turns, preload {args.preload}, append {args.append}, gen {args.gen}, blocks of {args.bt}",
+        f"{args.turns} turns, preload {args.preload}, append {args.append}, gen {args.gen}, blocks of {args.bt}; "
+        f"matmul precision {precision or 'default'}",
         f"start-up (processes, weights, handshake) {start_s:.1f} s",
     ]
     for side, m in runs.items():
@@ -127,6 +129,7 @@ def main(argv=None):
     doc = {
         "machine": machine(),
         "platform": plat,
+        "matmul_precision": precision or "default",
         "args": vars(args),
         "testbed": to_dict(spec),
         "cluster": to_dict(cluster),
