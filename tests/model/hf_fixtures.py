@@ -10,6 +10,7 @@ import numpy as np
 
 FIXTURES = Path(__file__).resolve().parents[1] / "reference" / "fixtures"
 NAMES = ("v3", "v3_fp8", "v2_lite", "v2_group")
+DSA_NAMES = ("v32", "v32_fp8")  # DeepseekV32ForCausalLM (tests/model/test_hf_dsa.py)
 
 
 def path(name: str) -> Path:

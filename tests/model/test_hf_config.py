@@ -22,6 +22,10 @@ def test_fixture_configs_map_every_feature():
     assert m.rope_yarn == RopeYarn(factor=4.0, original_max_position=64, mscale=1.0, mscale_all_dim=0.8)
     assert v3.rope_interleaved and v3.mtp_layers == 1 and v3.fp8_block is None and m.capacity_factor == 0.0
     assert read_config(path("v3_fp8")).fp8_block == (128, 128)
+    v32, v32_fp8 = read_config(path("v32")), read_config(path("v32_fp8"))
+    assert v32.fp8_block is None and v32_fp8.fp8_block == (128, 128)
+    same = dict(name=v32.model.name, assumed=v32.model.assumed)  # (the directory's name and path)
+    assert v32_fp8.model.replace(**same) == v32.model and v32.model.is_dsa  # one shape, v32's compiles
     v2 = read_config(path("v2_lite")).model  # DeepSeek's own keys: rope_scaling, rope_theta, scoring_func
     assert (v2.q_lora_rank, v2.router_method, v2.norm_topk_prob) == (0, "greedy", False)
     assert v2.rope_yarn.mscale == v2.rope_yarn.mscale_all_dim == 0.707
@@ -54,6 +58,11 @@ BAD = [
     ("v2_lite", lambda c: c.update(scoring_func="sigmoid"), "scoring_func"),
     ("v3", lambda c: c.update(tie_word_embeddings=True), "tie_word_embeddings"),
     ("v3_fp8", lambda c: c["quantization_config"].update(fmt="e5m2"), "quantization_config.fmt"),
+    (
+        "v32_fp8",
+        lambda c: c["quantization_config"].update(weight_block_size=[128]),
+        "quantization_config.weight_block_size",
+    ),
     ("v3", lambda c: c.update(num_key_value_heads=1), "num_key_value_heads"),
 ]
 

@@ -1,19 +1,22 @@
-"""The DeepseekV32ForCausalLM fixture (tests/reference/make_hf_fixtures.py v32: DSA keeping 4 of
-the 12 prompt tokens) loaded with the project's loader computes what transformers computed: the
-prompt's logits, prefill-then-decode logits, and every layer's indexer selection (near-ties
-allowed); swapping two layers' indexer query weights in the files moves the logits."""
+"""The DeepseekV32ForCausalLM fixtures (tests/reference/make_hf_fixtures.py v32: DSA keeping 4 of
+the 12 prompt tokens; v32_fp8: the same shape with FP8 block-quantized weights, the indexer's
+query and key projections included) loaded with the project's loader compute what transformers
+computed: the prompt's logits, prefill-then-decode logits, and every layer's indexer selection
+(near-ties allowed); swapping two layers' indexer query weights in the files moves the logits."""
 
 import shutil
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
+from safetensors import safe_open
 
 from dualpath_jax.model import KVCache
 from dualpath_jax.model.hf import load_checkpoint
 from dualpath_jax.model.indexer import index_scores
 
-from .hf_fixtures import path, reference
+from .hf_fixtures import DSA_NAMES, path, reference
 from .test_hf_load import F32_ATOL, Jitted, max_errors
 
 TIE_TOL = 1e-5  # index scores this close to a query's k-th best may fall either side of the cut
@@ -30,15 +33,33 @@ def _rms(x, weight, eps):
     return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps) * weight
 
 
-def test_v32_matches_transformers_logits_decode_and_selection(tmp_path):
-    ref = reference("v32")
-    model = Jitted(load_checkpoint(path("v32"), dtype="float32"))
+@pytest.fixture(scope="module")
+def loaded():
+    return {name: Jitted(load_checkpoint(path(name), dtype="float32")) for name in DSA_NAMES}
+
+
+def test_v32_fp8_quantizes_the_indexer_as_deepseek_does():
+    """What the FP8 fixture covers: the indexer's wq_b and wk are FP8 with block scales (wq_b's
+    256 rows in two blocks), its weights_proj and k_norm are not (DeepSeek's V3.2 files)."""
+    with safe_open(path("v32_fp8") / "model.safetensors", framework="np") as st:
+        names = set(st.keys())
+        ix = "model.layers.1.self_attn.indexer"
+        for w in ("wq_b", "wk"):
+            assert st.get_slice(f"{ix}.{w}.weight").get_dtype() == "F8_E4M3", w
+        assert st.get_slice(f"{ix}.wq_b.weight_scale_inv").get_shape() == [2, 1]
+    assert {f"{ix}.weights_proj.weight_scale_inv", f"{ix}.k_norm.weight_scale_inv"}.isdisjoint(names)
+
+
+@pytest.mark.parametrize("name", DSA_NAMES)
+def test_v32_matches_transformers_logits_decode_and_selection(loaded, name):
+    ref = reference(name)
+    model = loaded[name]
     cfg = model.model.cfg
     assert (cfg.index_topk, cfg.index_n_heads, cfg.index_head_dim) == (4, 16, 16) and cfg.rope_yarn is not None
     prompt = jnp.asarray(ref["prompt"])[None]
     out = model.prefill(prompt)
     err, rel = max_errors(out.logits[0], ref["logits"])
-    print(f"v32 prefill: max abs {err:.2e}, rel {rel:.2e}")
+    print(f"{name} prefill: max abs {err:.2e}, rel {rel:.2e}")
     assert err < F32_ATOL, (err, rel)
 
     # Decode after a prefill of the first p tokens: their entries are the whole prompt's first p
@@ -51,7 +72,7 @@ def test_v32_matches_transformers_logits_decode_and_selection(tmp_path):
         logits, cache = model.decode(prompt[:, t], cache)
         steps.append(np.asarray(logits[0]))
     err, rel = max_errors(np.stack(steps), ref["decode_logits"])
-    print(f"v32 decode: max abs {err:.2e}, rel {rel:.2e}")
+    print(f"{name} decode: max abs {err:.2e}, rel {rel:.2e}")
     assert err < F32_ATOL, err
 
     # Each layer's selection against transformers', from transformers' own layer inputs.
@@ -72,9 +93,12 @@ def test_v32_matches_transformers_logits_decode_and_selection(tmp_path):
             assert ours <= theirs, (i, q, sorted(ours - theirs))
             assert all(abs(s[k] - kth) <= TIE_TOL or s[k] > kth for k in theirs), (i, q)
 
-    # Layers 1 and 2's indexer query weights swapped (same shape): only the selection changes.
+
+def test_swapped_indexer_weights_move_the_logits(loaded, tmp_path):
+    """Layers 1 and 2's indexer query weights swapped (same shape): only the selection changes."""
     from safetensors.numpy import load_file, save_file
 
+    ref = reference("v32")
     dst = tmp_path / "v32"
     shutil.copytree(path("v32"), dst)
     tensors = load_file(dst / "model.safetensors")
@@ -82,5 +106,5 @@ def test_v32_matches_transformers_logits_decode_and_selection(tmp_path):
     tensors[a], tensors[b] = tensors[b], tensors[a]
     save_file(tensors, dst / "model.safetensors")
     _, swapped = nnx.split(load_checkpoint(dst, dtype="float32"))
-    moved = model._prefill(swapped, prompt)
+    moved = loaded["v32"]._prefill(swapped, jnp.asarray(ref["prompt"])[None])
     assert max_errors(moved.logits[0], ref["logits"])[0] > 100 * F32_ATOL

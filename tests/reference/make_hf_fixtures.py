@@ -3,7 +3,7 @@
 Run in a separate venv (torch and transformers are never dependencies of the package or the tests):
 
     python -m venv /tmp/hfvenv
-    /tmp/hfvenv/bin/pip install torch==2.13.0 transformers safetensors accelerate tokenizers numpy
+    /tmp/hfvenv/bin/pip install torch==2.13.0 transformers==5.24.0 safetensors accelerate tokenizers numpy
     /tmp/hfvenv/bin/python tests/reference/make_hf_fixtures.py            # all fixtures
     /tmp/hfvenv/bin/python tests/reference/make_hf_fixtures.py v3 v2_lite # some
 
@@ -11,7 +11,10 @@ Each fixture is a directory under tests/reference/fixtures/NAME/ holding a check
 would download it (config.json, *.safetensors, model.safetensors.index.json where sharded), a tiny
 tokenizer.json, and reference.npz: transformers' float32 outputs (eager attention) for a fixed
 prompt. manifest.json records the versions, seeds and file hashes. Everything is seeded, so a
-rerun with the same versions writes the same bytes.
+rerun with the same versions writes the same bytes on the same machine; on another CPU the
+checkpoints and configs are the same bytes but transformers' float32 outputs may differ in their
+last bits (v3_fp8 and v32 rebuilt on another VM: up to 7e-7 off), so rebuild only the fixtures
+you add or change (name them).
 
 reference.npz holds:
   prompt [T] int32, logits [T,N]: one forward over the prompt;
@@ -55,9 +58,11 @@ ROUTER_TOKENS = 64
 WEIGHT_STD = 0.15  # large enough that each mapping moves the logits well above float32 noise
 FP8_BLOCK = (128, 128)  # DeepSeek-V3's weight_block_size
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
-# Names of linear weights that DeepSeek's FP8 checkpoints store quantized (embeddings, norms,
-# the router and the lm head stay in bf16 there).
-FP8_SUFFIXES = ("_proj.weight", "kv_a_proj_with_mqa.weight")
+# Names of linear weights that DeepSeek's FP8 checkpoints store quantized: embeddings, norms, the
+# router and the lm head stay in bf16 there, and so does V3.2's indexer head-weight projection
+# (weights_proj), while the indexer's query and key projections (wq_b, wk) are FP8.
+FP8_SUFFIXES = ("_proj.weight", "kv_a_proj_with_mqa.weight", ".indexer.wq_b.weight", ".indexer.wk.weight")
+FP8_KEPT = (".mlp.gate.", ".indexer.weights_proj.")  # match a suffix above, but stay unquantized
 TOKENIZER_TEXT = (
     "the agent reads the cache and the cache holds the prefix; a turn appends tokens and the next "
     "turn reads them back. prefill engines compute, decode engines generate, and storage sits "
@@ -208,17 +213,27 @@ def v2_group() -> Fixture:
                    note="V2 (236B's rule): q_lora, softmax group_limited_greedy routing, 4 groups keep 2")  # fmt: skip
 
 
-def v32() -> Fixture:
+def _v32_config():
     base = {k: v for k, v in _v3_config().to_dict().items() if k in transformers.DeepseekV32Config.__annotations__}
     # 16 index heads: with few heads the relu zeroes every head for some keys, and equal (zero) scores
     # make the top-k a coin toss that transformers itself breaks differently in prefill and decode.
     base.update(num_hidden_layers=3, index_n_heads=16, index_head_dim=16, index_topk=4)
-    cfg = transformers.DeepseekV32Config(
+    return transformers.DeepseekV32Config(
         **{k: v for k, v in base.items() if k not in ("head_dim", "layer_types", "mlp_layer_types")}
     )
-    return Fixture("v32", transformers.DeepseekV32ForCausalLM, cfg, seed=6,
+
+
+def v32() -> Fixture:
+    return Fixture("v32", transformers.DeepseekV32ForCausalLM, _v32_config(), seed=6,
                    note="V3.2: v3's shape plus DSA (indexer 16 heads x 16, top-4 of the 12-token prompt), "
                    "yarn (mscale 1.0, mscale_all_dim 0.8), interleaved main rope, half-split indexer rope")  # fmt: skip
+
+
+def v32_fp8() -> Fixture:
+    return Fixture("v32_fp8", transformers.DeepseekV32ForCausalLM, _v32_config(), seed=7, fp8=True,
+                   note="v32's shape with FP8 weights as v3_fp8's, the indexer's wq_b and wk included "
+                   "(weights_proj stays unquantized, as in DeepSeek's files); reference = transformers on "
+                   "the dequantized weights")  # fmt: skip
 
 
 # Register new fixtures here (name -> builder).
@@ -228,6 +243,7 @@ FIXTURES: dict[str, Callable[[], Fixture]] = {
     "v2_lite": v2_lite,
     "v2_group": v2_group,
     "v32": v32,
+    "v32_fp8": v32_fp8,
 }
 
 
@@ -445,7 +461,7 @@ def build_fixture(fx: Fixture, root: Path) -> dict:
     if fx.fp8:
         dequantized = dict(files_state)
         for k in sorted(files_state):
-            if k.startswith("model.layers.") and k.endswith(FP8_SUFFIXES) and ".mlp.gate." not in k:
+            if k.startswith("model.layers.") and k.endswith(FP8_SUFFIXES) and not any(x in k for x in FP8_KEPT):
                 q, s = quantize_fp8(files_state[k])
                 files_state[k] = q
                 files_state[k + "_scale_inv"] = s

@@ -90,6 +90,12 @@ def test_every_system_completes_every_turn(runs):
 
 def test_first_token_logits_equal_full_recompute(runs):
     tb, out, _ = runs
+    assert_first_logits_equal_recompute(tb, out)
+
+
+def assert_first_logits_equal_recompute(tb, out):
+    """Each served turn's first-token logits (out: {name: (metrics, finished requests)}) equal one
+    prefill of its whole prompt on the first PE; every later turn hit the store in whole blocks."""
     lw, dev = tb.lw[tb.pe_ids[0]], tb.devices[tb.pe_ids[0]]
     ref = {}
     for k, ids in enumerate(tb.ids):
@@ -144,7 +150,12 @@ def test_a_split_read_reads_each_share_through_its_node_in_whole_blocks(runs):
 
 def test_bytes_per_link_match_the_plan(runs):
     tb, out, _ = runs
-    kvb = tb.kvb
+    assert_bytes_per_link_match_the_plan(tb, out, tb.kvb)
+
+
+def assert_bytes_per_link_match_the_plan(tb, out, kvb):
+    """Each link's bytes equal the data-path plan of the turns as placed, and the bytes read are
+    the hit tokens times `kvb`, the KV bytes per token."""
     for name, (m, reqs) in out.items():
         lb, plan = m.link_bytes, m.plan_bytes
         if name == "oracle":
