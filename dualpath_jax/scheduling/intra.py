@@ -18,9 +18,31 @@ def largest_chunk(cached: int, new: int, budget_s: float, predict: Predictor, st
     budget_s (predict grows with k)."""
     if new <= 0:
         return 0
-    if predict(cached, new) <= budget_s:
+    whole = predict(cached, new)
+    if whole <= budget_s:
         return new
     lo, hi = 0, (new - 1) // step  # chunks of m * step tokens; m = lo fits (0 tokens always does)
+    # The answer is the one boundary of a monotone test, so any search finds it. Start at the
+    # proportional guess (exact for a predict linear in k) and widen 1, 2, 4, ... steps from it
+    # until the boundary is bracketed: packing chunks a request on nearly every step, and a plain
+    # bisection from [0, hi] took ~log2(hi) predicts, each a new (cached, k) to price.
+    guess = min(hi, int(new * budget_s / whole) // step) if budget_s > 0 else 0
+    if guess > lo:
+        if predict(cached, guess * step) <= budget_s:
+            lo, width = guess, 1
+            while lo + width <= hi:  # gallop up
+                if predict(cached, (lo + width) * step) > budget_s:
+                    hi = lo + width - 1
+                    break
+                lo, width = lo + width, 2 * width
+        else:
+            hi, width = guess - 1, 1
+            while hi - width + 1 > lo:  # gallop down: hi, hi - 1, hi - 3, ...
+                probe = hi - width + 1
+                if predict(cached, probe * step) <= budget_s:
+                    lo = probe
+                    break
+                hi, width = probe - 1, 2 * width
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if predict(cached, mid * step) <= budget_s:

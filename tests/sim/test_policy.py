@@ -216,6 +216,24 @@ def test_largest_chunk_matches_brute_force(cached, new, budget):
     assert largest_chunk(cached, new, budget, predict) == brute
 
 
+@pytest.mark.parametrize("curve", ["convex", "concave", "steps"])
+@pytest.mark.parametrize("step", [1, 7, 64])
+def test_largest_chunk_finds_the_boundary_from_either_side(curve, step):
+    # the search starts at a proportional guess: under the answer for a convex curve (attention
+    # grows with k), over it for a concave one, off by many steps for a staircase
+    curves = {
+        "convex": lambda c, k: k / 1024 + k * k / 2**20,
+        "concave": lambda c, k: min(k, 300) / 256 + k / 2**16,
+        "steps": lambda c, k: (k // 500) / 8,
+    }
+    f = curves[curve]
+    new = 2000
+    for budget in [0.0, 0.001, 0.05, 0.3, 0.9, 1.0, 1.2, 2.5, 3.9]:
+        allowed = [k for k in range(0, new + 1) if k == new or k % step == 0]
+        brute = max(k for k in allowed if k == 0 or f(0, k) <= budget)
+        assert largest_chunk(0, new, budget, f, step=step) == brute, budget
+
+
 def test_pack_quota_fifo_then_chunk():
     queue = [(0, 128), (1024, 64), (0, 512)]  # 0.125 s, 0.125 s, 0.5 s
     assert pack_quota(queue, 0.5, predict) == [128, 64, 256]
