@@ -39,6 +39,12 @@ def generator():
 
 
 @pytest.fixture(scope="module")
+def dsa_generator():
+    model = load_checkpoint(path("v32"), dtype="float32")  # DSA: the cache entries carry index keys
+    return Generator(model, max_positions=256, cache_len=CACHE_LEN, compiler_options=FAST_COMPILE)
+
+
+@pytest.fixture(scope="module")
 def prompt():
     return reference("v3")["prompt"][:PROMPT_LEN].tolist()
 
@@ -98,14 +104,16 @@ def test_stop_tokens_and_stop_text_stop(generator, prompt, greedy):
     assert word not in tokenizer.decode(stopped.tokens[:-1])
 
 
-def test_chat_turn_two_loads_its_prefix_from_the_store(generator, tmp_path):
+@pytest.mark.parametrize("name,which", [("v3", "generator"), ("v32", "dsa_generator")])
+def test_chat_turn_two_loads_its_prefix_from_the_store(name, which, request, tmp_path):
+    generator = request.getfixturevalue(which)
     block = 2  # several blocks per hit, so their order matters
     cfg = generator.cfg
     store = PrefixStore.open(
         tmp_path / "kv", cfg, tokens_per_block=block, capacity_blocks=64,
-        namespace=checkpoint_namespace(path("v3"), "float32"),
+        namespace=checkpoint_namespace(path(name), "float32"),
     )  # fmt: skip
-    session = ChatSession(generator, Tokenizer(path("v3")), store, SamplingParams(max_new_tokens=4))
+    session = ChatSession(generator, Tokenizer(path(name)), store, SamplingParams(max_new_tokens=4))
     first = session.turn("the agent reads")
     assert first.hit_tokens == 0
     known = len(session.history) - 1  # the last reply token was sampled, never fed: no KV for it

@@ -1,7 +1,7 @@
 """The testbed across processes (testbed.processes=N, serving/mp): each emulated node its own OS
 process of a jax.distributed job on loopback, the scheduler in the test's process. 1P1D (2
-processes) with every hit read through the PE node and then through the DE node, and 2P2D (4
-processes): every turn's first-token logits equal a full recompute, bytes per link equal the
+processes, the DSA model: its entries carry the index key) with every hit read through the PE node
+and then through the DE node, and 2P2D (4 processes, the MLA model): every turn's first-token logits equal a full recompute, bytes per link equal the
 plan, the metrics are the single-process testbed's; a node that dies fails the run at once and
 is named. JAX start-up and compiles are costly on CPU: one job per process count."""
 
@@ -47,7 +47,7 @@ def recomputed(host, turns) -> dict:
 
 @pytest.fixture(scope="module")
 def one_p_one_d():
-    with MPHost(config(), spec(2), agents()) as host:
+    with MPHost(config(), spec(2, model="tiny_dsa"), agents()) as host:
         runs = {side: serve(host, DUALPATH, k, side) for k, side in enumerate(("pe", "de"))}
         ref = recomputed(host, runs["pe"][1])
     return host, runs, ref
