@@ -32,7 +32,9 @@ class DecodeEngine:
         self.left = np.zeros(spec.max_decode_batch, np.int64)  # decode steps left per slot
         self.lengths = np.zeros(spec.max_decode_batch, np.int32)
         with jax.default_device(self.dev):
-            self.cache = KVCache.init(ctx.mcfg, spec.max_decode_batch, spec.max_context)
+            # committed to the device, as every insert's result is: one jit cache key per insert
+            # shape (an uncommitted first cache made the warm-up's first shape compile again)
+            self.cache = jax.device_put(KVCache.init(ctx.mcfg, spec.max_decode_batch, spec.max_context), self.dev)
         self.joins: queue.Queue = queue.Queue()
         self.h2d = ThreadPoolExecutor(1, thread_name_prefix=f"de{engine}-h2d")
         self.writer = ThreadPoolExecutor(2, thread_name_prefix=f"de{engine}-write")

@@ -8,6 +8,7 @@ is told once, in docs/simulator.md ("A turn's life").
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import jax
 import numpy as np
@@ -120,9 +121,13 @@ class Testbed:
             self.lw[e] = LayerwisePrefill(nnx.merge(self._graphdef, self.state[e]))
         return self.lw[e], self.devices[e]
 
-    def _hit_shapes(self) -> set[tuple[int, int]]:
+    def _shape_counts(self) -> Counter:
+        """(hit, new) prefill shape -> how many turns of the workload have it."""
         bt = self.spec.tokens_per_block
-        return {(t.cached // bt * bt, t.input - t.cached // bt * bt) for a in self.agents for t in a.turns}
+        return Counter((t.cached // bt * bt, t.input - t.cached // bt * bt) for a in self.agents for t in a.turns)
+
+    def _hit_shapes(self) -> set[tuple[int, int]]:
+        return set(self._shape_counts())
 
     def warmup(self, ctx: EngineContext) -> None:
         """Compile every prefill, insert, extract and decode shape of the workload (untimed), once;
@@ -172,11 +177,15 @@ class Testbed:
                 if w > 0:
                     writes.add(w)
         y, d = self.mcfg.n_layers, self.mcfg.cache_width
+        # a PE batches turns of one shape, up to max_prefill_batch of them: every batch size the
+        # workload can form is compiled here, not inside the timed run
+        batches = {(b, hit, new) for (hit, new), n in self._shape_counts().items()
+                   for b in range(1, min(n, self.spec.max_prefill_batch) + 1)}  # fmt: skip
         for e in self.pe_ids:
             lw, dev = self.lw[e], self.devices[e]
-            for hit, new in sorted(shapes):
-                x = lw.embed(jax.device_put(np.zeros((1, new), np.int32), dev))
-                prefix = jax.device_put(np.zeros((1, hit, d), self.mcfg.dtype), dev) if hit else None
+            for b, hit, new in sorted(batches):
+                x = lw.embed(jax.device_put(np.zeros((b, new), np.int32), dev))
+                prefix = jax.device_put(np.zeros((b, hit, d), self.mcfg.dtype), dev) if hit else None
                 for i in range(y):
                     x, kv = lw.layer_kv(i, x, prefix)
                 kv.block_until_ready()

@@ -3,6 +3,7 @@ prefix KV moved through the PE path, the DE path, both at once (a split read), B
 whole-prefix load and the oracle's staged KV, equal a full recompute of that prompt; bytes per
 link match the data-path plan."""
 
+from contextlib import contextmanager
 from dataclasses import replace
 
 import jax
@@ -38,26 +39,36 @@ def config(cluster="testbed_1p1d", gbps=0.02):
     return replace(cfg, cluster=from_dict(ClusterSpec, dict(load("cluster", cluster), snic_gbps=gbps)))
 
 
+@contextmanager
+def compile_requests():
+    """The compile requests made inside the block (a list, filled as they happen). A
+    persistent-cache hit is a request too, so a shape compiled by an earlier test counts."""
+    import jax.monitoring
+
+    requests, active = [], [True]
+
+    def listen(name, *args, **kw):
+        if active[0] and (name.endswith("backend_compile_duration") or name.endswith("compile_requests_use_cache")):
+            requests.append(name)
+
+    jax.monitoring.register_event_listener(listen)  # JAX has no unregister: the flag retires it
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield requests
+    finally:
+        active[0] = False
+
+
 @pytest.fixture(scope="module")
 def runs():
     """Every system served once on one host; `compiles` lists the compile requests each serve made
     (warm-up compiles every shape the timed part uses: a compile there would count as serving
-    time). A persistent-cache hit is a request too, so a shape compiled by an earlier test counts."""
-    import jax.monitoring
-
+    time)."""
     cfg = config()
     spec = TestbedSpec(tokens_per_block=BT, max_context=256, keep_logits=True)
     tb = Testbed(cfg, spec, agents())
     by = {s.name: s for s in systems()}
     split = replace(by["dualpath"], name="dualpath_split", split_read=True)
-    serving, requests = [False], []
-
-    def listen(name, *args, **kw):
-        if serving[0] and (name.endswith("backend_compile_duration") or name.endswith("compile_requests_use_cache")):
-            requests.append(name)
-
-    jax.monitoring.register_event_listener(listen)
-    jax.monitoring.register_event_duration_secs_listener(listen)
     out, compiles = {}, {}
     for name, system, side in (
         ("basic", by["basic"], ""),
@@ -69,13 +80,9 @@ def runs():
     ):
         tb.spec = replace(spec, force_read_side=side)
         with tb.system_run(system) as run:  # prepared: warm-up and staging are done here
-            requests.clear()
-            serving[0] = True
-            try:
+            with compile_requests() as requests:
                 out[name] = (run.serve(), run.finished)
-            finally:
-                serving[0] = False
-            compiles[name] = list(requests)
+            compiles[name] = requests
     return tb, out, compiles
 
 

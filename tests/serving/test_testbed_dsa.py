@@ -22,6 +22,7 @@ from tests.serving.test_testbed import (
     agents,
     assert_bytes_per_link_match_the_plan,
     assert_first_logits_equal_recompute,
+    compile_requests,
     config,
 )
 
@@ -40,23 +41,25 @@ def _numpy_weights(mcfg):
 def dsa_runs():
     """Basic, DualPath with its own read sides, and DualPath with every read on the DE node, each
     served once on one tiny_dsa host. Two agents of one shape (2 turns, the second hitting 2
-    blocks): 2 prefill shapes to compile, since each costs seconds on 2 cores; one request per
-    prefill batch, as the warm-up compiles only those (two same-shape turns batched together
-    compiled their batch of 2 inside the timed run: 2.6 s)."""
-    spec = TestbedSpec(model="tiny_dsa", tokens_per_block=BT, max_context=128, max_prefill_batch=1, keep_logits=True)
+    blocks): 2 prefill shapes to compile, since each costs seconds on 2 cores, each at batch 1 and
+    2 (the two agents' turns arrive together, so a PE batches them)."""
+    spec = TestbedSpec(model="tiny_dsa", tokens_per_block=BT, max_context=128, max_prefill_batch=2, keep_logits=True)
     (turns,) = (a.turns for a in agents(n=1, turns=2))
     tb = Testbed(config(), spec, [Trajectory(f"a{k}", turns) for k in range(2)], weights=_numpy_weights)
     by = {s.name: s for s in systems()}
-    out = {}
+    out, batches, compiles = {}, {}, {}
     for name, system, side in (("basic", by["basic"], ""), ("dualpath", by["dualpath"], ""), ("de_path", by["dualpath"], "de")):  # fmt: skip
         tb.spec = replace(spec, force_read_side=side)
         with tb.system_run(system) as run:
-            out[name] = (run.serve(), run.finished)
-    return tb, out
+            with compile_requests() as requests:
+                out[name] = (run.serve(), run.finished)
+            batches[name] = sum(p.batches for p in run.pes.values())
+            compiles[name] = requests
+    return tb, out, batches, compiles
 
 
 def test_dsa_first_token_logits_equal_full_recompute(dsa_runs):
-    tb, out = dsa_runs
+    tb, out, _, _ = dsa_runs
     cfg = tb.mcfg
     assert cfg.is_dsa and all(t.input > cfg.index_topk for a in tb.agents for t in a.turns)  # every prompt sparse
     for name, (m, reqs) in out.items():
@@ -65,7 +68,7 @@ def test_dsa_first_token_logits_equal_full_recompute(dsa_runs):
 
 
 def test_dsa_bytes_per_link_match_the_plan_at_the_dsa_entry_width(dsa_runs):
-    tb, out = dsa_runs
+    tb, out, _, _ = dsa_runs
     cfg = tb.mcfg
     # Per token per layer: latent + rope + indexer key, in the model dtype (float32 here).
     width = cfg.kv_lora_rank + cfg.qk_rope_dim + cfg.index_head_dim
@@ -77,3 +80,9 @@ def test_dsa_bytes_per_link_match_the_plan_at_the_dsa_entry_width(dsa_runs):
     m = out["de_path"][0]
     assert m.bytes_read_de_nodes == m.hit_bytes > 0 and m.bytes_read_pe_nodes == 0
     assert m.link_bytes["d2d[1->0]"] == m.hit_bytes  # DE buffer -> DE device -> PE device, whole entries
+
+
+def test_batched_prefills_are_compiled_by_the_warm_up(dsa_runs):
+    tb, out, batches, compiles = dsa_runs
+    assert all(batches[name] < m.turns for name, (m, _) in out.items()), batches  # some batch held 2 turns
+    assert compiles == {name: [] for name in compiles}
