@@ -66,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--layers", type=int, default=0, help="0: the model's own")
     ap.add_argument("--dtype", default="", help="the model's dtype (float32, bfloat16; default: its own)")
+    ap.add_argument("--moe-backend", default="", help="sort, ragged or dense (dense drops no token; default: its own)")
     ap.add_argument("--agents", type=int, default=2)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--preload", type=int, default=256)
@@ -90,7 +91,7 @@ def main(argv=None):
         tracking=TrackingSpec(wandb=False),
         backend="real",
     )
-    spec = TestbedSpec(model=args.model, n_layers=args.layers, dtype=args.dtype, tokens_per_block=args.bt, max_prefill_batch=1,
+    spec = TestbedSpec(model=args.model, n_layers=args.layers, dtype=args.dtype, moe_backend=args.moe_backend, tokens_per_block=args.bt, max_prefill_batch=1,
                        max_decode_batch=args.agents, max_context=final, keep_logits=True, processes=2)  # fmt: skip
     runs, turns = {}, {}
     with MPHost(cfg, spec, agents) as host:
@@ -109,7 +110,8 @@ def main(argv=None):
     precision = os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "")  # the node processes inherit it
     lines = [
         f"testbed across 2 processes (1P1D, jax.experimental.transfer), {plat or 'default'} on {machine()}",
-        f"model {mcfg.name} ({mcfg.n_layers} layers, {mcfg.dtype}, {kvb} KV bytes/token, attention {attn}); {args.agents} agents x "
+        f"model {mcfg.name} ({mcfg.n_layers} layers, {mcfg.dtype}, MoE {mcfg.moe_backend} at capacity factor "
+        f"{mcfg.capacity_factor}, {kvb} KV bytes/token, attention {attn}); {args.agents} agents x "
         f"{args.turns} turns, preload {args.preload}, append {args.append}, gen {args.gen}, blocks of {args.bt}; "
         f"matmul precision {precision or 'default'}",
         f"start-up (processes, weights, handshake) {start_s:.1f} s",
