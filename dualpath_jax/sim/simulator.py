@@ -256,26 +256,17 @@ class Simulation:
         """Book `turn`'s storage read and DRAM traffic; when its KV is in, it joins its PE's queue."""
         now, plan = self.loop.now, turn.plan
         pe, de = self.node[turn.pe], self.node[turn.de]
-        # The read is ready when its last booking ends, and not before `start`. A booking of no
-        # bytes (one side of a one-sided read, and its DRAM) would end at its start: not made.
-        read_pe, read_de, dram_pe = plan.read_pe_bytes, plan.read_de_bytes, plan.dram_pe_bytes
-        ready = start = max(now, self.persisted_at[turn.agent])  # read what the last turn wrote
-        if read_pe > 0:
-            end = self.snic_read[pe].transfer(read_pe, start)
-            ready = end if end > ready else ready
-        if read_de > 0:
-            end = self.snic_read[de].transfer(read_de, start)
-            ready = end if end > ready else ready
-        if dram_pe > 0:
-            end = self.dram[pe].transfer(dram_pe, now)
-            ready = end if end > ready else ready
-        end = self.dram[de].transfer(plan.dram_de_bytes, now)
-        ready = end if end > ready else ready
-        if self.read_latency and read_pe + read_de > 0:
+        start = max(now, self.persisted_at[turn.agent])  # read what the last turn wrote
+        ready = max(
+            self.snic_read[pe].transfer(plan.read_pe_bytes, start),
+            self.snic_read[de].transfer(plan.read_de_bytes, start),
+            self.dram[pe].transfer(plan.dram_pe_bytes, now),
+            self.dram[de].transfer(plan.dram_de_bytes, now),
+        )
+        if self.read_latency and plan.read_pe_bytes + plan.read_de_bytes > 0:
             ready += self.read_latency  # v2: a read's first byte comes one storage latency late
         if self.de_out:  # v2: from the read's end, the DE GPU's CNIC sends its read and takes the PE's KV
-            if read_de > 0:
-                self.de_out[turn.de].transfer(read_de, ready)
+            self.de_out[turn.de].transfer(plan.read_de_bytes, ready)
             self.de_h2d[turn.de].transfer(plan.pe_out_bytes, ready)
         turn.ready = ready
         self.loop.at(ready, self.pe_nodes[pe].submit, turn)
