@@ -26,8 +26,12 @@ PART_COLORS = {"sched": "#bdbdbd", "alloc": "#fdae6b", "read": "#6baed6", "pe_qu
 assert set(APS) <= set(online_latency.APS), "reuse the online_latency cells"
 
 
+def specs(model=online_latency.MODEL, length=online_latency.LENGTH, aps=APS, extra=()) -> list[tuple]:
+    return online_latency.specs(model, length, aps, extra, with_capacity=False)
+
+
 def make(results_dir=None, model=online_latency.MODEL, length=online_latency.LENGTH, aps=APS, extra=()):
-    data = cells.fetch(online_latency.specs(model, length, aps, extra, with_capacity=False), NAME, results_dir)
+    data = cells.fetch(specs(model, length, aps, extra), NAME, results_dir)
     rows = []
     parts = [k for k in PARTS if all(k in r["ttft_breakdown_s"] for d in data for r in d["systems"].values())]
     for d in data:

@@ -54,6 +54,13 @@ def think_specs(think=THINK_S, aps=THINK_APS, extra=(), with_capacity=True) -> l
     return out
 
 
+def specs(aps=online_latency.APS, think=THINK_S, think_aps=THINK_APS, extra=(), think_extra=(), with_capacity=True):
+    """The arrival-rate panel's cells (online_latency's), then the think-time ones."""
+    return online_latency.specs(extra=extra, aps=aps, with_capacity=False) + think_specs(
+        think, think_aps, think_extra, with_capacity
+    )
+
+
 def make(
     results_dir=None,
     aps=online_latency.APS,
