@@ -97,3 +97,17 @@ def test_missing_cells_run_in_a_pool_and_match_a_serial_run(tmp_path):
         assert a["systems"] == b["systems"]
     assert cells.fetch(specs, "again", results_dir=tmp_path / "pooled", jobs=2)[1]["systems"] == pooled[1]["systems"]
     assert cells.RUNS["offline"] == before + 2  # read, not run
+
+
+def test_the_command_runs_each_cell_once_costliest_first(tmp_path):
+    from experiments.figures import online_latency, ttft_breakdown
+    from experiments.figures.__main__ import all_specs
+
+    def paths(specs):
+        return [cells.locate(s, tmp_path).path for s in specs]
+
+    chosen = ["online_latency", "ttft_breakdown"]  # ttft_breakdown's cells are online_latency's
+    specs = all_specs(chosen, results_dir=tmp_path)
+    assert sorted(paths(specs)) == sorted(set(paths(online_latency.specs()) + paths(ttft_breakdown.specs())))
+    assert len(set(paths(specs))) == len(specs) == len(online_latency.specs())
+    assert [s[0] for s in specs] == sorted((s[0] for s in specs), key=["capacity", "online", "offline"].index)
