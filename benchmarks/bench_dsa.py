@@ -114,8 +114,9 @@ def select_fn(layer: DSAttention, t: int, p: int, chunk: int):
 
 
 def random_topk(key, t: int, p: int, z: int):
-    """Top-z indices per query (distinct keys, each visible to its query: key index <= p + query);
-    queries that see fewer than z keys repeat keys, masked out by `selected`."""
+    """z random key indices per query, each visible to it (key index <= p + query), drawn with
+    repeats: the work is the gather of z entries either way. Where a query sees fewer than z keys,
+    `selected` masks the surplus out."""
     visible = p + 1 + jnp.arange(t)[:, None]  # keys each query sees
     u = jax.random.uniform(key, (t, z))
     idx = jnp.minimum((u * visible).astype(jnp.int32), visible - 1)
