@@ -126,9 +126,6 @@ class Testbed:
         bt = self.spec.tokens_per_block
         return Counter((t.cached // bt * bt, t.input - t.cached // bt * bt) for a in self.agents for t in a.turns)
 
-    def _hit_shapes(self) -> set[tuple[int, int]]:
-        return set(self._shape_counts())
-
     def warmup(self, ctx: EngineContext) -> None:
         """Compile every prefill, insert, extract and decode shape of the workload (untimed), once;
         and for a split-read system every way to split each hit in whole blocks."""
@@ -145,7 +142,7 @@ class Testbed:
         """A split of a hit of n blocks into n - k via the PE node and k via the DE node (0 < k < n):
         the DE device stages k blocks and slices a layer of them; the PE device joins the shares."""
         bt, d, dt = self.spec.tokens_per_block, self.mcfg.cache_width, self.mcfg.dtype
-        splits = {(hit - k * bt, k * bt) for hit, _ in self._hit_shapes() for k in range(1, hit // bt)}
+        splits = {(hit - k * bt, k * bt) for hit, _ in self._shape_counts() for k in range(1, hit // bt)}
         for e in self.pe_ids:
             dev = self.devices[e]
             for first, last in sorted(splits):
@@ -168,7 +165,7 @@ class Testbed:
     def _warm_serving(self, ctx: EngineContext) -> None:
         t0 = time.perf_counter()
         bt = self.spec.tokens_per_block
-        shapes, inputs, writes = self._hit_shapes(), set(), set()
+        counts, inputs, writes = self._shape_counts(), set(), set()
         for a in self.agents:
             for t in a.turns:
                 hit = t.cached // bt * bt
@@ -179,7 +176,7 @@ class Testbed:
         y, d = self.mcfg.n_layers, self.mcfg.cache_width
         # a PE batches turns of one shape, up to max_prefill_batch of them: every batch size the
         # workload can form is compiled here, not inside the timed run
-        batches = {(b, hit, new) for (hit, new), n in self._shape_counts().items()
+        batches = {(b, hit, new) for (hit, new), n in counts.items()
                    for b in range(1, min(n, self.spec.max_prefill_batch) + 1)}  # fmt: skip
         for e in self.pe_ids:
             lw, dev = self.lw[e], self.devices[e]
@@ -192,7 +189,7 @@ class Testbed:
                 lw.head(x)[:, new - 1].block_until_ready()
         for e in self.de_ids:
             DecodeEngine(ctx, e, self.state[e], self.step[e], None, None).warmup(inputs, writes)
-        self._warm_stage({hit for hit, _ in shapes if hit})
+        self._warm_stage({hit for hit, _ in counts if hit})
         self.warm_s += time.perf_counter() - t0
         self._warm = True
 
