@@ -37,17 +37,17 @@ from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import yaml  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_model import bench_hbm, bench_matmul, time_calls  # noqa: E402
+from benchmarks.cli import ints  # noqa: E402
 from benchmarks.report import machine, write_json, write_report  # noqa: E402
 from dualpath_jax.costmodel.counts import ModelCounts, causal_keys  # noqa: E402
 from dualpath_jax.model import choose_attn_impl, get_config  # noqa: E402
 from dualpath_jax.model.attention import MLA  # noqa: E402
 from dualpath_jax.model.sparse import INDEX_LOGITS_BUDGET_BYTES, DSAttention, query_chunk  # noqa: E402
-from dualpath_jax.paths import ROOT  # noqa: E402
+from dualpath_jax.paths import load_named  # noqa: E402
 from dualpath_jax.serving.simcheck import model_spec  # noqa: E402
 
 # Published reference figures, for comparison only (nothing here is fitted to them).
@@ -60,10 +60,6 @@ FLASHMLA_SPARSE_TFLOPS = {  # deepseek-ai/FlashMLA README (sparse kernels for DS
 
 def log(*a):
     print(*a, flush=True)
-
-
-def ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
 
 
 def layer_fn(layer, method: str, **kw):
@@ -168,10 +164,10 @@ class Bench:
         shape = {"new": t, "cached": p}
         x = self.normal((1, t, d))
         proj = 2.0 * self.dsa_counts.attn_params_per_layer * t
-        s = self.dsa_counts.spec
-        sparse = self.dsa_counts._absorbed_pair * causal_keys(p, t, s.dsa_topk)
-        index = 2.0 * s.indexer_heads * s.indexer_dim * causal_keys(p, t)
-        dsa_flops = proj + self.dsa_counts.prefill_attn_flops(p, t)  # == proj + sparse + index, 1 layer
+        c = self.dsa_counts
+        sparse = c.absorbed_pair * causal_keys(p, t, c.spec.dsa_topk)
+        index = c.indexer_pair * causal_keys(p, t)
+        dsa_flops = proj + c.prefill_attn_flops(p, t)  # one layer: sparse + index
         prefix = self.normal((1, p, cfg.cache_width))
         big = self.args.budget_mib * 2**20
         for budget, label in ((INDEX_LOGITS_BUDGET_BYTES, "dsa (model default)"), (big, "dsa (budget)")):
@@ -211,11 +207,10 @@ class Bench:
         step = DonatedDecode(self.dsa, cache)
         self.add("decode", shape, "dsa", self.timed(step, x, positions), proj + b * attn, read=read)
         cache = step.cache
-        s = self.dsa_counts.spec
-        index = b * 2.0 * s.indexer_heads * s.indexer_dim * ctx
-        index_read = b * ctx * s.indexer_dim * 2.0  # every cached index key, bf16
-        sel = select_fn(self.dsa, 1, ctx - 1, 1)
-        self.add("decode", shape, "indexer", self.timed(sel, x[:, None], cache), index, read=index_read)
+        index = b * self.dsa_counts.indexer_pair * ctx
+        index_read = b * ctx * cfg.index_head_dim * 2.0  # every cached index key, bf16
+        indexer = select_fn(self.dsa, 1, ctx - 1, 1)
+        self.add("decode", shape, "indexer", self.timed(indexer, x[:, None], cache), index, read=index_read)
         idx, sel = random_topk(self.key, 1, ctx - 1, keys)
         idx, sel = jnp.broadcast_to(idx, (b, 1, keys)), jnp.broadcast_to(sel, (b, 1, keys))
         h = cfg.n_heads
@@ -223,7 +218,7 @@ class Bench:
         core = layer_fn(self.dsa, "sparse_attention")
         core_read = b * keys * cfg.kv_width * 2.0
         self.add("decode", shape, "sparse core", self.timed(core, q_nope, q_rope, cache, idx, sel),
-                 b * self.dsa_counts._absorbed_pair * keys, read=core_read, note=f"{keys} keys per query")  # fmt: skip
+                 b * self.dsa_counts.absorbed_pair * keys, read=core_read, note=f"{keys} keys per query")  # fmt: skip
         del cache
         dense_cache = self.normal((b, ctx, self.dense_cfg.kv_width))
         dc = self.dense_counts
@@ -235,7 +230,7 @@ class Bench:
 
 def report(args, argv, bench, matmul, hbm, wall_s: float, complete: bool) -> dict:
     full_dsa, full_dense = get_config("dsv32"), get_config("dsv3")
-    fmt = yaml.safe_load((ROOT / "configs/model/ds660b.yaml").read_text())["kv_bytes_per_token_layer"]
+    fmt = load_named("model", "ds660b")["kv_bytes_per_token_layer"]
     return {
         "device_kind": jax.devices()[0].device_kind,
         "platform": jax.default_backend(),
@@ -300,11 +295,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny_dsa vs tiny (a CPU smoke run)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    try:
-        new, cached = ints(args.new), ints(args.cached)
-        batches, contexts = ints(args.decode_batch), ints(args.decode_context)
-    except ValueError as e:
-        ap.error(f"a shape list is not comma-separated integers: {e}")
+    new, cached = ints(args.new, "--new", 1), ints(args.cached, "--cached", 1)
+    batches, contexts = ints(args.decode_batch, "--decode-batch", 1), ints(args.decode_context, "--decode-context", 2)
 
     log(f"ceilings ({jax.devices()[0].device_kind}) ...")
     n = 1024 if args.tiny else 8192

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.cli import ints, usage_error  # noqa: E402
 from dualpath_jax.atomic import atomic_write  # noqa: E402
 from dualpath_jax.config import to_dict  # noqa: E402
 from dualpath_jax.costmodel.profile_table import FORMAT, FORMAT_VERSION, UNITS, load_table  # noqa: E402
@@ -75,16 +76,6 @@ DEFAULT_GRIDS = {
 
 def log(*a):
     print(*a, flush=True)
-
-
-def ints(text: str, flag: str, minimum: int) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SystemExit(f"error: {flag}: expected comma-separated integers, got {text!r}") from None
-    if not values or values != sorted(set(values)) or values[0] < minimum:
-        raise SystemExit(f"error: {flag}: expected strictly increasing integers >= {minimum}, got {text!r}")
-    return values
 
 
 def timed(fn, warmup: int, repeats: int) -> tuple[float, float, list[float]]:
@@ -209,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="replace an existing table of that name")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.warmup < 1:
-        raise SystemExit("error: --repeats and --warmup must be >= 1 (the first call compiles)")
+        usage_error("--repeats and --warmup must be >= 1 (the first call compiles)")
 
     overrides = {
         k: v for k, v in (("n_layers", args.layers), ("dtype", args.dtype), ("moe_backend", args.moe_backend)) if v
@@ -217,7 +208,7 @@ def main(argv=None) -> int:
     try:
         cfg = get_config(args.model, **overrides)
     except (ValueError, TypeError) as e:
-        raise SystemExit(f"error: --model/--layers/--dtype/--moe-backend: {e}") from None
+        usage_error(f"--model/--layers/--dtype/--moe-backend: {e}")
     defaults = DEFAULT_GRIDS["tiny" if args.model == "tiny" else "gpu"]
     values = {k: getattr(args, k) or v for k, v in defaults.items()}
     grid = {
@@ -235,7 +226,7 @@ def main(argv=None) -> int:
     name = args.name or default_name(cfg, device.device_kind)
     path = os.path.join(args.out, f"{name}.json")
     if os.path.exists(path) and not args.force:
-        raise SystemExit(f"error: {path} exists; pass --force to replace it or --name to write another")
+        usage_error(f"{path} exists; pass --force to replace it or --name to write another")
     import flax
 
     t_start = time.perf_counter()

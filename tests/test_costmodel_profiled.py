@@ -223,7 +223,7 @@ def test_cli_with_a_garbled_table_exits_2_naming_file_and_line(tmp_path):
     assert f"config.costmodel.table: {bad}: line 2: not JSON" in text and "Traceback" not in text
 
 
-def test_profiler_writes_a_table_the_simulator_reads(tmp_path):
+def test_profiler_writes_a_table_the_simulator_reads(tmp_path, capsys):
     """benchmarks/profile_costs.py on the tiny model on CPU: one prefill and one decode
     shape (each new shape compiles: 3-7 s apiece on the loaded 2-core VM; the interpolation over
     larger grids is tested above on a written table)."""
@@ -250,7 +250,25 @@ def test_profiler_writes_a_table_the_simulator_reads(tmp_path):
 
     assert t.prefill_time(0, 8) == statistics.median(t.header["cells"]["prefill"][0]["all_s"])
     assert t.decode_time(1, 32) == statistics.median(t.header["cells"]["decode"][0]["all_s"])
-    with pytest.raises(SystemExit, match="exists; pass --force"):  # never a silent overwrite
+    with pytest.raises(SystemExit) as refused:  # never a silent overwrite
         main([*args, *grid])
+    assert refused.value.code == 2 and "exists; pass --force" in capsys.readouterr().err
     with pytest.raises(TableError):
         load_table(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "script,flag,value",
+    [
+        ("profile_costs", "--prefill-new", "4096,512"),
+        ("profile_costs", "--decode-context", "x"),
+        ("bench_dsa", "--new", "0"),
+    ],
+)
+def test_a_bad_grid_list_exits_2_naming_its_flag(script, flag, value, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    with pytest.raises(SystemExit) as refused:
+        main(["--tiny" if script == "bench_dsa" else "--model=tiny", flag, value])
+    assert refused.value.code == 2 and f"error: {flag}: expected" in capsys.readouterr().err

@@ -104,9 +104,14 @@ class ModelCounts:
 
     # ---- attention FLOPs per (query, key) pair, per layer ----------------------------------------
     @cached_property
-    def _absorbed_pair(self) -> int:
+    def absorbed_pair(self) -> int:
         s = self.spec
         return 2 * s.heads * (2 * s.kv_lora + s.qk_rope)
+
+    @cached_property
+    def indexer_pair(self) -> int:
+        """DSA's lightning indexer: every head's query against the key, per (query, key)."""
+        return 2 * self.spec.indexer_heads * self.spec.indexer_dim
 
     @cached_property
     def _expanded_pair(self) -> int:
@@ -124,13 +129,13 @@ class ModelCounts:
         """The attention part of `prefill_flops`: what varies between requests of equal length."""
         s = self.spec
         if s.attention == "mla_dsa":
-            attn = self._absorbed_pair * causal_keys(
-                cached, new, s.dsa_topk
-            ) + 2 * s.indexer_heads * s.indexer_dim * causal_keys(cached, new)
+            attn = self.absorbed_pair * causal_keys(cached, new, s.dsa_topk) + self.indexer_pair * causal_keys(
+                cached, new
+            )
         elif s.attention == "mla":
             pairs = causal_keys(cached, new)
             upproj = 2.0 * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * (cached + new)
-            attn = min(self._absorbed_pair * pairs, self._expanded_pair * pairs + upproj)
+            attn = min(self.absorbed_pair * pairs, self._expanded_pair * pairs + upproj)
         else:
             attn = self._expanded_pair * causal_keys(cached, new)
         return s.layers * attn
@@ -143,10 +148,10 @@ class ModelCounts:
     def decode_flops(self, keys: float, context: float) -> float:
         """FLOPs of one decode token given its attended keys and full context length."""
         s = self.spec
-        pair = self._absorbed_pair if s.attention in ("mla", "mla_dsa") else self._expanded_pair
+        pair = self.absorbed_pair if s.attention in ("mla", "mla_dsa") else self._expanded_pair
         attn = pair * keys
         if s.attention == "mla_dsa":
-            attn += 2 * s.indexer_heads * s.indexer_dim * context
+            attn += self.indexer_pair * context
         return 2.0 * self.active_params + s.layers * attn
 
     def ep_bytes_per_token(self, ep_nodes: int) -> float:
