@@ -46,7 +46,7 @@ from benchmarks.report import machine, write_json, write_report  # noqa: E402
 from dualpath_jax.costmodel.counts import ModelCounts, causal_keys  # noqa: E402
 from dualpath_jax.model import choose_attn_impl, get_config  # noqa: E402
 from dualpath_jax.model.attention import MLA  # noqa: E402
-from dualpath_jax.model.sparse import INDEX_LOGITS_BUDGET_BYTES, DSAttention, query_chunk  # noqa: E402
+from dualpath_jax.model.sparse import INDEX_LOGITS_BUDGET_BYTES, DSAttention, over_query_chunks, query_chunk  # noqa: E402
 from dualpath_jax.paths import load_named  # noqa: E402
 from dualpath_jax.serving.simcheck import model_spec  # noqa: E402
 
@@ -88,23 +88,15 @@ class DonatedDecode:
         return out
 
 
-def select_fn(layer: DSAttention, t: int, p: int, chunk: int):
-    """The indexer alone: queries x [B,T,D] (positions p..p+t-1) over entries [B,L,W], in query
-    chunks of `chunk` -> idx [B,T,Z]."""
+def select_fn(layer: DSAttention, p: int, chunk: int):
+    """The indexer alone: queries x [B,T,D] (positions p..p+T-1) over entries [B,L,W], in query
+    chunks of `chunk` as the model's prefill runs them -> idx [B,T,Z]."""
     graphdef, state = nnx.split(layer)
-    n = -(-t // chunk)
 
     @jax.jit
     def run(st, x, entries):
-        lay, b = nnx.merge(graphdef, st), x.shape[0]
-        xs = jnp.pad(x, ((0, 0), (0, n * chunk - t), (0, 0))).reshape(b, n, chunk, -1).swapaxes(0, 1)
-        ps = jnp.broadcast_to((p + jnp.arange(n * chunk, dtype=jnp.int32)).reshape(n, 1, chunk), (n, b, chunk))
-        keys = jnp.arange(entries.shape[1])[None, None, :]
-
-        def one(c):
-            return lay.select(c[0], c[1], entries, keys <= c[1][..., None])[0]
-
-        return jax.lax.map(one, (xs, ps)).swapaxes(0, 1).reshape(b, n * chunk, -1)[:, :t]
+        lay, keys = nnx.merge(graphdef, st), jnp.arange(entries.shape[1])[None, None, :]
+        return over_query_chunks(lambda xc, pc: lay.select(xc, pc, entries, keys <= pc[..., None])[0], x, p, chunk)
 
     return lambda *args: run(state, *args)
 
@@ -176,7 +168,7 @@ class Bench:
             self.add("prefill", shape, label, self.timed(fn, x, prefix), dsa_flops, f"query chunk {chunk}")
         chunk = query_chunk(t, cfg.index_n_heads, p + t, big)
         entries = jnp.concatenate([prefix, self.normal((1, t, cfg.cache_width))], axis=1)
-        self.add("prefill", shape, "indexer", self.timed(select_fn(self.dsa, t, p, chunk), x, entries), index,
+        self.add("prefill", shape, "indexer", self.timed(select_fn(self.dsa, p, chunk), x, entries), index,
                  f"query chunk {chunk}")  # fmt: skip
         z = min(cfg.index_topk, p + t)
         idx, sel = random_topk(self.key, t, p, z)
@@ -209,7 +201,7 @@ class Bench:
         cache = step.cache
         index = b * self.dsa_counts.indexer_pair * ctx
         index_read = b * ctx * cfg.index_head_dim * 2.0  # every cached index key, bf16
-        indexer = select_fn(self.dsa, 1, ctx - 1, 1)
+        indexer = select_fn(self.dsa, ctx - 1, 1)
         self.add("decode", shape, "indexer", self.timed(indexer, x[:, None], cache), index, read=index_read)
         idx, sel = random_topk(self.key, 1, ctx - 1, keys)
         idx, sel = jnp.broadcast_to(idx, (b, 1, keys)), jnp.broadcast_to(sel, (b, 1, keys))

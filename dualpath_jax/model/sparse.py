@@ -38,6 +38,18 @@ def query_chunk(t: int, heads: int, keys: int, budget: int = INDEX_LOGITS_BUDGET
     return min(t, 2 ** int(math.log2(fit)))
 
 
+def over_query_chunks(fn, x, first: int, chunk: int):
+    """fn(x_c [B,chunk,D], positions_c [B,chunk]) -> [B,chunk,...], run by lax.map over x [B,T,D]
+    (positions first..first+T-1) in chunks of `chunk` queries; the last chunk is padded and the
+    padding's outputs dropped -> [B,T,...]."""
+    b, t, _ = x.shape
+    n = -(-t // chunk)
+    xs = jnp.pad(x, ((0, 0), (0, n * chunk - t), (0, 0))).reshape(b, n, chunk, -1).swapaxes(0, 1)
+    ps = jnp.broadcast_to((first + jnp.arange(n * chunk, dtype=jnp.int32)).reshape(n, 1, chunk), (n, b, chunk))
+    outs = jax.lax.map(lambda c: fn(c[0], c[1]), (xs, ps))  # [n,B,chunk,...]
+    return outs.swapaxes(0, 1).reshape(b, n * chunk, *outs.shape[3:])[:, :t]
+
+
 class DSAttention(MLA):
     """MLA plus a lightning indexer; prefill and decode attend only to the selected keys."""
 
@@ -103,14 +115,8 @@ class DSAttention(MLA):
         chunk = query_chunk(t, self.cfg.index_n_heads, p + t, budget)
         if chunk >= t:
             out = self._attend(x, positions, entries)
-        else:  # pad the queries to whole chunks (the padding's outputs are dropped)
-            n = -(-t // chunk)
-            pad = n * chunk - t
-            xs = jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk, -1).swapaxes(0, 1)
-            ps = (p + jnp.arange(n * chunk, dtype=jnp.int32)).reshape(n, 1, chunk)
-            ps = jnp.broadcast_to(ps, (n, b, chunk))
-            outs = jax.lax.map(lambda c: self._attend(c[0], c[1], entries), (xs, ps))  # [n,B,chunk,H,V]
-            out = outs.swapaxes(0, 1).reshape(b, n * chunk, *outs.shape[3:])[:, :t]
+        else:
+            out = over_query_chunks(lambda xc, pc: self._attend(xc, pc, entries), x, p, chunk)
         return jnp.einsum("BTHV,HVD->BTD", out, self.wo[...]), entry
 
     def decode(self, x, cache, positions):
