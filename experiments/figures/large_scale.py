@@ -1,5 +1,6 @@
 """Large scale: DS 660B, MAL 64k, Basic / DualPath / Oracle. Offline on 48P96D with LARGE_AGENTS
-agents (the paper ran 48K; `--full` runs FULL_AGENTS), and online on 44P88D at LARGE_APS.
+agents (the paper ran 48K; `--full` runs FULL_AGENTS and draws large_scale_a48000.png, so the
+default figure stays), and online on 44P88D at LARGE_APS.
 
 Cells: results/offline/ds660b_48p96d/agents<N>_len64k.json; results/online/ds660b_44p88d/aps<r>_len64k.json.
 """
@@ -16,7 +17,7 @@ MODEL = "ds660b"
 LENGTH = "64k"
 OFFLINE_CLUSTER = "48p96d"
 ONLINE_CLUSTER = "44p88d"
-LARGE_AGENTS = 12000  # a 48K-agent run takes about 10 min per system on 2 cores
+LARGE_AGENTS = 12000  # a 48K-agent run takes 8-9 min per system on 2 cores (docs/simulator.md, Speed)
 FULL_AGENTS = 48000
 # 44P88D has 22x the nodes of 2P4D: an online_latency rate past Basic's saturation there, scaled
 # by 22 (one rate: each 44P88D online cell simulates ~12K agents per system).
@@ -93,7 +94,7 @@ def make(results_dir=None, agents=LARGE_AGENTS, aps=LARGE_APS, extra=(), online_
         f"online on {online_cl}{note}"
     )
     fig.tight_layout()
-    return save(fig, rows, NAME, results_dir)
+    return save(fig, rows, NAME if agents == LARGE_AGENTS else f"{NAME}_a{agents}", results_dir)
 
 
 def main(argv=None):
