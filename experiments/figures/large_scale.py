@@ -17,7 +17,7 @@ MODEL = "ds660b"
 LENGTH = "64k"
 OFFLINE_CLUSTER = "48p96d"
 ONLINE_CLUSTER = "44p88d"
-LARGE_AGENTS = 12000  # a 48K-agent run takes 8-9 min per system on 2 cores (docs/simulator.md, Speed)
+LARGE_AGENTS = 12000  # a 48K-agent run takes 7-8.5 min per system on 2 cores (docs/simulator.md, Speed)
 FULL_AGENTS = 48000
 # 44P88D has 22x the nodes of 2P4D: an online_latency rate past Basic's saturation there, scaled
 # by 22 (one rate: each 44P88D online cell simulates ~12K agents per system).
