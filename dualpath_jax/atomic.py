@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -96,11 +97,12 @@ def check_writable(folder: str | os.PathLike, what: str) -> Path:
     """Create `folder` if needed and prove a file can be written there; otherwise PermissionError
     naming `what` (e.g. "results_dir") and the folder, raised before any work starts."""
     folder = Path(folder)
-    probe = folder / ".write-check"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(probe, b"")
-        probe.unlink()
+        # An unnamed file (O_TMPFILE on Linux): processes checking one folder at once cannot
+        # remove each other's probe, and a kill leaves nothing behind.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as e:
         raise PermissionError(f"{what}: cannot write to {folder} ({e.strerror or e})") from None
     return folder

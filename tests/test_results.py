@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -275,6 +276,29 @@ def test_a_folder_that_cannot_be_written_is_named(tmp_path):
     with pytest.raises(PermissionError, match=r"results_dir: cannot write to .*f/sub"):
         check_writable(tmp_path / "f" / "sub", "results_dir")
     assert atomic._TEMP.match(".a.json.123.tmp")
+
+
+def test_writers_checking_one_folder_at_once_all_pass(tmp_path):
+    # The figures' pool checks a cell's folder from several processes at once. A probe file of one
+    # fixed name was written and removed by each, so one could remove another's probe and fail
+    # with "No such file or directory"; the check also overwrote a user's file of that name.
+    (tmp_path / ".write-check").write_text("mine")
+    errors = []
+
+    def check():
+        try:
+            for _ in range(300):
+                check_writable(tmp_path, "results_dir")
+        except PermissionError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(os.listdir(tmp_path)) == [".write-check"] and (tmp_path / ".write-check").read_text() == "mine"
 
 
 def test_two_processes_writing_one_cell_leave_one_consistent_pair(tmp_path):
