@@ -49,9 +49,7 @@ def all_specs(chosen: list[str], full: bool = False, results_dir=None) -> list[t
     out, seen = [], set()
     for name in reversed(chosen):
         mod = importlib.import_module(f"{__package__}.{name}")
-        wanted = (
-            mod.specs(agents=mod.FULL_AGENTS if full else mod.LARGE_AGENTS) if name == "large_scale" else mod.specs()
-        )
+        wanted = mod.specs(agents=mod.FULL_AGENTS) if full and name == "large_scale" else mod.specs()
         for spec in wanted:
             path = cells.locate(spec, results_dir).path
             if path not in seen:
